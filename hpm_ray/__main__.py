@@ -1,0 +1,3 @@
+from hpm_ray.cli import main
+
+raise SystemExit(main())

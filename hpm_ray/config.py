@@ -1,0 +1,73 @@
+"""Typed experiment specs: one pydantic model per job, loaded from YAML, overridden by CLI flags.
+
+Validation happens here, at the edge, so the code behind a spec can trust it. A spec error becomes a
+:class:`~hpm_ray.errors.SpecError` whose message names the file, the field and the problem in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hpm_ray.errors import SpecError
+
+S = TypeVar("S", bound="Spec")
+
+
+class Spec(BaseModel):
+    """Base of every spec: unknown keys are errors (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RuntimeSpec(Spec):
+    """Where work runs: ``address`` None starts a local Ray instance with ``num_cpus`` (None: all cores)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    verbose: bool = False
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def load_spec(cls: type[S], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> S:
+    """Build ``cls`` from a YAML file (optional) with ``overrides`` on top; ``None`` overrides are ignored."""
+    data: dict[str, Any] = {}
+    source = "spec"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise SpecError(f"spec file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise SpecError(f"{p}: not valid YAML{at}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SpecError(f"{p}: the top level must be a mapping of settings")
+        data = loaded or {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {_one_line(exc)}") from None
+
+
+def parse_list(text: str | None, kind: type = float, flag: str = "list") -> list | None:
+    """Parse a comma-separated CLI value (``"42,48"``) into a list; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SpecError(f"{flag}: expected comma-separated {kind.__name__} values, got {text!r}") from None

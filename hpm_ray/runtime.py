@@ -1,0 +1,120 @@
+"""The only place that knows how to start or join Ray, where runs are written, and where MLflow points.
+
+Everything else asks this module, so that a laptop run and a cluster run differ only in ``--address`` /
+``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+RUNS_DIR_ENV = "HPM_RAY_RUNS_DIR"
+_QUIET_LOGGERS = ("ray", "ray.tune", "ray.serve", "ray.data", "mlflow", "optuna", "alembic", "urllib3", "filelock")
+
+
+def runs_dir(path: str | Path | None = None) -> Path:
+    """The project-local folder for runs, MLflow store and Tune results: ``$HPM_RAY_RUNS_DIR`` or ``./hpm_runs``."""
+    p = Path(path or os.environ.get(RUNS_DIR_ENV) or "hpm_runs").expanduser().resolve()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def tune_storage(base: str | Path | None = None) -> str:
+    """Where Ray Tune keeps experiment state; never ``~/ray_results``."""
+    p = runs_dir(base) / "ray_results"
+    p.mkdir(parents=True, exist_ok=True)
+    return str(p)
+
+
+def quiet(verbose: bool = False) -> None:
+    """Silence Ray/MLflow/Optuna chatter unless ``verbose``; must run before Ray Tune is used."""
+    if verbose:
+        return
+    # The old output engine with verbose=0 prints nothing; the new one ignores reporters and prints ~12 lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is imported
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:  # pragma: no cover - optuna is a hard dependency
+        pass
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> dict:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance; idempotent.
+
+    Returns the cluster's resources. ``num_cpus`` applies only when starting a local instance (default:
+    all cores). A local instance runs without the dashboard; ``verbose`` forwards worker logs.
+    """
+    import ray
+
+    quiet(verbose)
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    level = logging.INFO if verbose else logging.ERROR
+    kwargs: dict = dict(logging_level=level, log_to_driver=verbose, ignore_reinit_error=True)
+    # Workers do not log to MLflow (the driver does, from Tune callbacks and task results), so the only
+    # thing they need from the driver's environment is to be as quiet as it is.
+    runtime_env = None if verbose else {"env_vars": {"PYTHONWARNINGS": "ignore", "RAY_AIR_NEW_OUTPUT": "0"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
+    return ray.cluster_resources()
+
+
+def default_tracking_uri(base: str | Path | None = None) -> str:
+    return f"sqlite:///{runs_dir(base) / 'mlflow.db'}"
+
+
+def tracking_uri(base: str | Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a sqlite store in the runs folder (the registry works on it)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(base)
+
+
+def setup_mlflow(base: str | Path | None = None) -> str:
+    """Point MLflow's tracking and registry at :func:`tracking_uri`; returns the URI."""
+    import mlflow
+
+    uri = tracking_uri(base)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def mlflow_experiment(name: str, base: str | Path | None = None) -> str:
+    """Get or create an MLflow experiment; with the default local store, artifacts go to the runs folder.
+
+    MLflow's own default artifact root is ``./mlruns`` relative to whatever the current folder is.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = setup_mlflow(base)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    # (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so compare URIs rather than test the variable.)
+    if uri == default_tracking_uri(base):
+        artifact_location = (runs_dir(base) / "artifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our look-up and create.
+        return client.get_experiment_by_name(name).experiment_id

@@ -1,0 +1,62 @@
+"""Pure metrics against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from hpm_ray import metrics as m
+
+
+def test_pinball_loss_by_hand():
+    y = np.array([1.0, 2.0, 3.0])
+    q = np.array([2.0, 2.0, 2.0])
+    # tau=0.9: errors -1, 0, +1 -> 0.1*1, 0, 0.9*1 -> mean 1/3
+    assert m.pinball_loss(y, q, 0.9) == pytest.approx((0.1 + 0 + 0.9) / 3)
+    assert m.pinball_loss(y, q, 0.5) == pytest.approx((0.5 + 0 + 0.5) / 3)
+    qs = np.column_stack([q, q])
+    assert m.mean_pinball(y, qs, [0.9, 0.5]) == pytest.approx(((1.0 / 3) + (1.0 / 3)) / 2)
+
+
+def test_coverage_width_and_crossing():
+    y = np.array([0.0, 1.0, 2.0, 3.0])
+    lo, hi = np.array([-1, 1, 2.5, 0]), np.array([1, 2, 3, 3])
+    assert m.coverage(y, lo, hi) == 0.75  # bounds are inclusive; row 3 misses (2 < 2.5)
+    assert m.mean_width(lo, hi) == pytest.approx((2 + 1 + 0.5 + 3) / 4)
+    q = np.array([[1, 2, 3], [1, 3, 2], [2, 2, 2], [3, 2, 1]])
+    assert m.crossing_rate(q) == 0.5
+
+
+def test_ks_statistic_by_hand():
+    y = np.array([0, 0, 1, 1])
+    assert m.ks_statistic(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    # positives {0.3, 0.9}, negatives {0.1, 0.5}: CDF gap is 0.5 at t=0.1 and t=0.3..0.5
+    assert m.ks_statistic(y, np.array([0.1, 0.5, 0.3, 0.9])) == 0.5
+    assert m.ks_statistic(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.0
+    with pytest.raises(ValueError, match="both classes"):
+        m.ks_statistic(np.array([1, 1]), np.array([0.1, 0.2]))
+
+
+def test_ece_by_hand():
+    # bin (0.9, 1.0]: confidences .95, .95 with one right -> |0.5 - 0.95| = 0.45, weight 2/4
+    # bin (0.6, 0.7]: confidences .65, .65, both right -> |1 - 0.65| = 0.35, weight 2/4
+    proba = np.array([0.95, 0.05, 0.65, 0.35])
+    y = np.array([1, 1, 1, 0])
+    assert m.expected_calibration_error(y, proba, n_bins=10) == pytest.approx(0.5 * 0.45 + 0.5 * 0.35)
+
+
+def test_kl_and_agreement():
+    p = np.array([[0.5, 0.5], [0.9, 0.1]])
+    q = np.array([[0.5, 0.5], [0.5, 0.5]])
+    expected = (0 + 0.9 * np.log(0.9 / 0.5) + 0.1 * np.log(0.1 / 0.5)) / 2
+    assert m.kl_divergence(p, q) == pytest.approx(expected)
+    assert m.kl_divergence(np.array([0.1, 0.9]), np.array([0.1, 0.9])) == pytest.approx(0.0, abs=1e-9)
+    assert m.agreement(np.array([0.2, 0.7, 0.6]), np.array([0.4, 0.3, 0.9])) == pytest.approx(2 / 3)
+
+
+def test_psi_by_hand():
+    # counts 50/50 vs 80/20: (0.8-0.5)ln(1.6) + (0.2-0.5)ln(0.4)
+    assert m.psi_counts(np.array([50, 50]), np.array([80, 20])) == pytest.approx(0.3 * np.log(1.6) + (-0.3) * np.log(0.4))
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=5000)
+    assert m.psi(ref, rng.normal(size=5000)) < 0.02
+    assert m.psi(ref, rng.normal(loc=1.0, size=5000)) > 0.2
+    assert m.psi(np.ones(100), np.ones(50)) == pytest.approx(0.0)

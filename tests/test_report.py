@@ -1,0 +1,22 @@
+"""Reports are one self-contained file: inline SVG, no external resources, escaped text."""
+
+import re
+
+import numpy as np
+
+from hpm_ray.report import Report
+
+
+def test_report_is_self_contained_and_escaped(tmp_path):
+    r = Report("Coverage <by> horizon")
+    r.table([{"horizon": "42", "coverage_90": 0.91}, {"horizon": "48", "coverage_90": 0.84}],
+            flags={"coverage_90": lambda v: 0.87 <= v <= 0.93})
+    x = np.arange(50)
+    r.line_chart({"pinball": (x, np.linspace(1, 0.5, 50))}, "pinball by trial", markers=True, hlines={"naive": 0.9})
+    r.bar_chart(["42", "48"], {"cov": [0.91, 0.84]}, "coverage", hlines={"target": 0.9})
+    r.fan_chart(x, [(x - 2.0, x + 2.0, "90%")], x * 1.0, x + 0.5, "fan")
+    html = r.save(tmp_path / "r.html").read_text()
+    assert html.count("<svg") == 3
+    assert "Coverage &lt;by&gt; horizon" in html
+    assert not re.search(r'(src|href)=["\']?https?:', html) and "<script" not in html
+    assert html.count('class="ok"') == 1 and html.count('class="bad"') == 1

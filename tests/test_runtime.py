@@ -1,0 +1,49 @@
+"""Runtime: Ray start/join and MLflow locations come from one place and never default to the home folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hpm_ray import runtime
+
+
+def test_default_tracking_uri_is_sqlite_in_runs_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(runtime.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    assert runtime.tracking_uri() == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert Path(runtime.tune_storage()).is_relative_to(tmp_path / "runs")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert runtime.tracking_uri() == "http://127.0.0.1:5999"
+
+
+def test_experiment_artifacts_stay_in_runs_dir(mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    exp_id = runtime.mlflow_experiment("runtime-test")
+    assert runtime.mlflow_experiment("runtime-test") == exp_id  # get-or-create
+    loc = MlflowClient(mlflow_uri).get_experiment(exp_id).artifact_location
+    assert loc.startswith(runtime.runs_dir().as_uri())
+
+
+def test_local_ray_is_shared_and_a_subprocess_joins_it(ray_session, sub_env):
+    import ray
+
+    assert runtime.init_ray(num_cpus=8)["CPU"] == 2.0  # already running: joined, not restarted
+    code = (
+        "import json, ray; from hpm_ray.runtime import init_ray; init_ray();"
+        "print(json.dumps({'cpu': ray.cluster_resources()['CPU'], 'node': ray.get_runtime_context().get_node_id()}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=sub_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"cpu": 2.0, "node": ray.get_runtime_context().get_node_id()}
+
+
+def test_quiet_sets_old_output_engine(monkeypatch):
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    runtime.quiet(verbose=True)
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+    runtime.quiet()
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
