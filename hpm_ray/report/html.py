@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_W, _H = 720, 300
-_M = dict(left=64, right=16, top=28, bottom=44)
+_W, _H = 720, 320
+_M = dict(left=64, right=16, top=44, bottom=44)
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;color:#222;padding:0 16px}
@@ -115,7 +115,7 @@ class _Axes:
         g.append(f'<text transform="translate(14,{(_H) / 2}) rotate(-90)" text-anchor="middle">{html.escape(self.ylabel)}</text>')
         for i, (name, color) in enumerate(legend):
             x = l + 10 + (i % 4) * 150
-            y = _M["top"] + 8 + (i // 4) * 14
+            y = 32 + (i // 4) * 14  # legend rows sit between the title and the plot area
             g.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{color}"/><text x="{x + 14}" y="{y + 1}">{html.escape(name)}</text>')
         body = "".join(g + self.parts)
         return f'<svg class="chart" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" xmlns="http://www.w3.org/2000/svg">{body}</svg>'

@@ -1,0 +1,212 @@
+"""Distillation benchmarks (numbers for BENCHMARKS.md), each against a peer measured in the same run.
+
+1. Teacher sharing: one ObjectRef read by N Ray tasks vs the same arrays passed by value to a process pool
+   (wall time and private memory each task adds).
+2. legacy vs hpm on the same rows and the same cached teachers: wall time, fits, best test AUC.
+3. Shared memory: trials a warm-started study needs to reach the best validation score of a cold one.
+4. --quality-seeds: hpm on the bundled credit data per seed: best student (<= 100 trees) test AUC vs teacher
+   and vs its hard-label twin.
+Rows may be subsampled (--rows) so legacy's 640+ fits fit in minutes on 2 cores; the output says so.
+
+    python bench/distill.py --rows 6000
+    python bench/distill.py --parts '' --quality-seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+
+def _private_mb() -> float:
+    """Private (unshared) resident memory of this process, from /proc/self/smaps_rollup."""
+    kb = 0
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                kb += int(line.split()[1])
+    return kb / 1024.0
+
+
+def _touch(payload: dict) -> tuple[int, float]:
+    """Read every array (as a task would); return (pid, private memory now)."""
+    float(sum(float(np.asarray(v).sum()) for v in payload.values()))
+    return os.getpid(), _private_mb()
+
+
+def _ray_task(box: list) -> tuple[int, float]:
+    import ray
+
+    return _touch(ray.get(box[0]))
+
+
+def _added(baseline: dict[int, float], measured: list[tuple[int, float]]) -> float:
+    """Mean private memory a task holds above its (warmed-up, idle) worker's baseline."""
+    return float(np.mean([mb - baseline.get(pid, mb) for pid, mb in measured]))
+
+
+def bench_sharing(n_tasks: int, mb: int) -> None:
+    import ray
+
+    rows = mb * 2**20 // (8 * 25)
+    rng = np.random.default_rng(0)
+    payload = {"X_train": rng.normal(size=(rows, 23)), "teacher_train": rng.dirichlet([1, 1], rows)}
+    size = sum(v.nbytes for v in payload.values()) / 2**20
+    tiny = {"a": np.zeros(1)}
+    remote = ray.remote(num_cpus=1)(_ray_task)
+    base = dict(ray.get([remote.remote([ray.put(tiny)]) for _ in range(4)]))  # warm the workers
+    t = time.perf_counter()
+    ref = ray.put(payload)
+    ray_mem = ray.get([remote.remote([ref]) for _ in range(n_tasks)])
+    ray_s = time.perf_counter() - t
+    with ProcessPoolExecutor(2) as pool:
+        pool_base = dict(pool.map(_touch, [tiny] * 4))
+        t = time.perf_counter()
+        pool_mem = list(pool.map(_touch, [payload] * n_tasks))
+        pool_s = time.perf_counter() - t
+    print(f"\n== teacher sharing: {size:.0f} MiB payload (X_train + teacher probabilities), {n_tasks} tasks, 2 CPUs")
+    print(f"ray ObjectRef (put once) : {ray_s:6.2f} s total, private memory per task above idle {_added(base, ray_mem):7.1f} MiB")
+    print(f"process pool (by value)  : {pool_s:6.2f} s total, private memory per task above idle {_added(pool_base, pool_mem):7.1f} MiB")
+    print(f"ratio pool/ray           : {pool_s / ray_s:6.1f}x time")
+
+
+def _best_auc(d, method: str) -> tuple[float, float]:
+    df = d.results_
+    cand = df[(df.method == method) & df.stage.isin(("full", "chain")) & (df.status == "ok")]
+    hib = d.metric != "log_loss"
+    row = cand.loc[cand.val_score.idxmax() if hib else cand.val_score.idxmin()]
+    return float(row.auc), float(row.twin_auc)
+
+
+def _import_students() -> int:
+    import lightgbm, optuna, sklearn.linear_model, xgboost  # noqa: F401 - worker warm-up
+
+    return os.getpid()
+
+
+def bench_compare(X, y, rows: int, seed: int) -> None:
+    import ray
+
+    from hpm_ray.distill.auto import AutoDistiller
+
+    # start and warm the worker processes first, so neither method pays their start-up
+    ray.get([ray.remote(num_cpus=1)(_import_students).remote() for _ in range(4)])
+
+    d = AutoDistiller(X, y, method="hybrid", max_rows=rows, seed=seed,
+                      memory_path=os.path.join(tempfile.mkdtemp(), "memory.json"))  # cold memory: fair to hpm
+    df = d.run()
+    print(f"\n== legacy vs hpm: credit data subsampled to {rows:,} rows (stratified), seed {seed}, same cached teachers")
+    print(f"teachers (OOF x{d.spec.teacher_folds} + final, 3 models): {d.timings['teachers']:.1f} s, not counted below")
+    out = {}
+    for m in ("legacy", "hpm"):
+        part = df[df.method == m]
+        auc, twin = _best_auc(d, m)
+        out[m] = (d.timings[m], int(part.n_fits.sum()), auc)
+        print(f"{m:7s}: {d.timings[m]:7.1f} s, {int(part.n_fits.sum()):4d} fits, "
+              f"{int(part.stage.isin(('full', 'screen', 'chain')).sum()):3d} configs, best test AUC {auc:.4f} (twin {twin:.4f})")
+    (lt, lf, la), (ht, hf, ha) = out["legacy"], out["hpm"]
+    print(f"hpm speed-up {lt / ht:.1f}x (target >= 8x), fits {lf / hf:.1f}x fewer, "
+          f"AUC hpm - legacy = {ha - la:+.4f} (target >= -0.002)")
+
+
+def _reach_table(title: str, ref, new, trials: int, early: int) -> None:
+    """Per config: trials ``new`` needs to reach ``ref``'s best validation score, and both bests after ``early`` trials."""
+    from hpm_ray.distill.evaluate import better
+    from hpm_ray.distill.selection import trials_to_reach
+
+    print(title)
+    ref_by = {r["task"].key: r for r in ref.records if r["status"] == "ok" and r["task"].stage in ("full", "twin")}
+    ratios, wins = [], []
+    for r in new.records:
+        c = ref_by.get(r["task"].key)
+        if r["status"] != "ok" or c is None:
+            continue
+        target = c["val_score"]
+        n_ref = trials_to_reach(c["history"], target, ref.metric)
+        n_new = trials_to_reach(r["history"], target, ref.metric)
+        hib = better(ref.metric, 1.0, 0.0)
+        pick = max if hib else min
+        e_ref, e_new = pick(c["history"][:early]), pick(r["history"][:early])
+        wins.append(e_new >= e_ref if hib else e_new <= e_ref)
+        print(f"  {r['task'].stage:5s} {r['task'].student:7s}: best {target:.4f} reached at trial {n_ref} vs "
+              f"{n_new if n_new is not None else f'>{trials}'}; best after {early} trials {e_ref:.4f} vs {e_new:.4f}")
+        ratios.append((n_new or trials + 1) / n_ref)
+    print(f"  mean trials-to-reach ratio {np.mean(ratios):.2f} (target <= 0.5); after {early} trials the second "
+          f"is at least as good in {sum(wins)}/{len(wins)} studies")
+
+
+def bench_memory(X, y, rows: int, trials: int, early: int = 3) -> None:
+    """Run 1 fills an empty memory; run 2 (same data) and run 4 (other rows: seed 2) start warm; run 3 is cold."""
+    from hpm_ray.distill.auto import AutoDistiller
+
+    mem = os.path.join(tempfile.mkdtemp(), "memory.json")
+    kw = dict(method="hpm", max_rows=rows, hpm_trials=trials, chain=False, adaptive_temperature=False,
+              temperatures=[2.0], alphas=[0.7], progress=False)
+    first = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
+    first.run()
+    second = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
+    second.run()
+    print(f"\n== shared memory ({trials} trials per study; stored parameters fill at most half of them)")
+    _reach_table("same data: run 1 (empty memory) vs run 2 (warm)", first, second, trials, early)
+    cold = AutoDistiller(X, y, seed=2, shared_memory=False, **kw)
+    cold.run()
+    warm = AutoDistiller(X, y, seed=2, memory_path=mem, **kw)
+    warm.run()
+    _reach_table("similar data (seed 2: other rows and split): cold vs warm", cold, warm, trials, early)
+
+
+def bench_quality(X, y, seeds: list[int], rows: int | None) -> None:
+    from hpm_ray.distill.auto import AutoDistiller
+
+    print(f"\n== quality: hpm on credit data ({rows or len(y):,} rows), default spec, students <= 100 trees")
+    res = []
+    for s in seeds:
+        d = AutoDistiller(X, y, method="hpm", seed=s, max_rows=rows,
+                          memory_path=os.path.join(tempfile.mkdtemp(), "memory.json"))
+        d.run()
+        sm = d.summary()
+        t, b, tw = sm["teacher"]["auc"], sm["best"], sm["hard_label_twin"]["auc"]
+        res.append((t, b["auc"], tw))
+        print(f"seed {s}: teacher AUC {t:.4f}, best {b['student']} (T={b['temperature']:g}, a={b['alpha']:g}, "
+              f"size {int(d.results_.loc[d._best_index(), 'size'])}) AUC {b['auc']:.4f} = {b['auc'] / t:.2%} of teacher, "
+              f"twin {tw:.4f}; {sm['n_fits']} fits, {d.timings['hpm']:.0f} s (teachers {d.timings['teachers']:.0f} s)")
+    t, b, tw = np.mean(res, axis=0)
+    print(f"mean: teacher {t:.4f}, student {b:.4f} ({b / t:.2%} of teacher, target >= 99%), twin {tw:.4f} "
+          f"(student - twin {b - tw:+.4f}, target >= 0)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=6000, help="rows for legacy vs hpm and the memory bench")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--share-mb", type=int, default=200)
+    ap.add_argument("--share-tasks", type=int, default=8)
+    ap.add_argument("--memory-trials", type=int, default=10)
+    ap.add_argument("--parts", default="sharing,compare,memory", help="comma-separated: sharing, compare, memory")
+    ap.add_argument("--quality-seeds", default="", help="e.g. 0,1,2 (runs hpm on the credit data per seed)")
+    ap.add_argument("--quality-rows", type=int, default=None)
+    a = ap.parse_args()
+
+    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    X, y = load_credit_default()
+    parts = set(filter(None, a.parts.split(",")))
+    if "sharing" in parts:
+        bench_sharing(a.share_tasks, a.share_mb)
+    if "compare" in parts:
+        bench_compare(X, y, a.rows, a.seed)
+    if "memory" in parts:
+        bench_memory(X, y, a.rows, a.memory_trials)
+    if a.quality_seeds:
+        bench_quality(X, y, [int(s) for s in a.quality_seeds.split(",")], a.quality_rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The distillation spec: every HPM component is a switch here, so its effect can be measured alone."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from hpm_ray.config import RuntimeSpec, Spec
+
+Method = Literal["auto", "legacy", "hpm", "hybrid"]
+SelectionMetric = Literal["auto", "ks", "log_loss", "auc", "accuracy", "f1"]
+
+
+class DistillSpec(Spec):
+    method: Method = "auto"
+    students: list[str] = Field(default_factory=lambda: ["logreg", "tree", "lgbm", "xgb"])
+    temperatures: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0])
+    alphas: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
+    selection_metric: SelectionMetric = "auto"  # auto: validation KS (binary), validation log loss (multiclass)
+    validation_size: float = Field(0.2, gt=0.0, lt=0.5)
+    test_size: float = Field(0.2, gt=0.0, lt=0.5)
+    max_rows: int | None = Field(None, ge=200)  # stratified subsample before splitting (benchmarks on 2 cores)
+    seed: int = 0
+    # legacy: the full grid, each config tuned with legacy_trials Optuna trials
+    legacy_trials: int = Field(10, ge=1)
+    # hpm
+    hpm_trials: int = Field(3, ge=1)
+    max_configs: int = Field(16, ge=1)
+    adaptive_selection: bool = True  # screen every config cheaply, carry the best max_configs to full budget
+    screen_fraction: float = Field(0.3, gt=0.0, le=1.0)  # share of training rows a screening fit sees
+    adaptive_temperature: bool = True  # keep the temperatures closest (KL) to what each student can represent
+    temperatures_per_student: int = Field(2, ge=1)
+    shared_memory: bool = True
+    chain: bool = True
+    min_improvement: float = Field(0.01, ge=0.0)
+    fusion: Literal["weights", "attention", "best"] = "weights"
+    augment: bool = False
+    augment_fraction: float = Field(0.5, gt=0.0, le=5.0)  # synthetic rows as a share of training rows
+    augment_seconds: float = Field(30.0, gt=0.0)
+    # default teacher ensemble
+    teacher_trees: int = Field(300, ge=10)
+    teacher_folds: int = Field(5, ge=2)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive_t(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one temperature is needed")
+        bad = [t for t in v if not t > 0]
+        if bad:
+            raise ValueError(f"temperature must be > 0, got {bad[0]}")
+        return v
+
+    @field_validator("alphas")
+    @classmethod
+    def _unit_alpha(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("at least one alpha is needed")
+        bad = [a for a in v if not 0.0 <= a <= 1.0]
+        if bad:
+            raise ValueError(f"alpha must be in [0, 1], got {bad[0]}")
+        return v
+
+    @field_validator("students")
+    @classmethod
+    def _known_students(cls, v: list[str]) -> list[str]:
+        from hpm_ray.distill.students import STUDENTS
+
+        unknown = [s for s in v if s not in STUDENTS]
+        if unknown or not v:
+            raise ValueError(f"unknown student {unknown[0] if unknown else '(none)'!r}; known: {', '.join(sorted(STUDENTS))}")
+        return v

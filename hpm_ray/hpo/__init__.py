@@ -1,0 +1,1 @@
+"""Multi-horizon conformal quantile HPO: Ray Tune (ASHA + Optuna TPE) search, CQR/ACI calibration, registry."""

@@ -1,0 +1,271 @@
+"""``run_hpo``: data per horizon -> concurrent Tune searches -> refit, CQR, test scores -> MLflow, summary, report.
+
+The driver only orchestrates: searches and refits run as Ray tasks, the driver logs to MLflow and writes files,
+so a run on a remote cluster differs only in the address.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpm_ray.config import load_spec
+from hpm_ray.data.features import make_supervised
+from hpm_ray.data.io import Series
+from hpm_ray.data.splitters import Blocks, PurgedWalkForward
+from hpm_ray.errors import DataError, HPMError, SpecError
+from hpm_ray.hpo.spec import HPOSpec
+from hpm_ray.hpo.trainable import METRIC, SearchData, target_scale
+
+STATE_FILE = "run.json"
+
+
+@dataclass
+class Horizon:
+    """One horizon's supervised table, its purged blocks and the search data trials read."""
+
+    h: int
+    X: pd.DataFrame
+    y: pd.Series
+    blocks: Blocks
+    data: SearchData
+
+
+def load_series(spec: HPOSpec) -> Series:
+    from hpm_ray.data.io import prepare_series, read_table
+    from hpm_ray.datasets import load_btc_hourly
+
+    if spec.data is None:
+        return load_btc_hourly()
+    return prepare_series(read_table(spec.data), spec.time_col, spec.price_col)
+
+
+def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
+    """Features/target for horizon ``h`` and its train | validation | calibration | test blocks; checks sizes."""
+    X, y = make_supervised(series, h)
+    splitter = PurgedWalkForward(h, spec.embargo, tuple(spec.fractions))
+    blocks = splitter.split(len(X))
+    for name, size in blocks.sizes().items():
+        if size <= h:
+            raise DataError(f"horizon {h} bars is longer than the {name} block ({size} rows); use a shorter horizon or more data")
+    folds = splitter.folds(len(X), spec.n_folds)
+    data = SearchData(
+        X=X.to_numpy(dtype=np.float32), y=y.to_numpy(dtype=float), scale=scale_rows(X, h, spec, blocks)[0],
+        folds=tuple(folds),
+        quantiles=tuple(spec.quantiles), max_rounds=spec.max_rounds, report_every=spec.report_every, seed=spec.seed,
+    )
+    return Horizon(h, X, y, blocks, data)
+
+
+def scale_rows(X: pd.DataFrame, h: int, spec: HPOSpec, blocks: Blocks) -> tuple[np.ndarray, float]:
+    """The target scale of every row and the fill value for undefined ones (median over the search block)."""
+    if spec.scale_by is None:
+        return np.ones(len(X)), 1.0
+    if spec.scale_by not in X.columns:
+        raise SpecError(f"scale_by: no feature named {spec.scale_by!r}; features are {', '.join(X.columns[:8])}, ...")
+    v = X[spec.scale_by].to_numpy(dtype=float)
+    ok = v[blocks.search]
+    fill = float(np.median(ok[np.isfinite(ok) & (ok > 0)]))
+    return target_scale(v, h, fill), fill
+
+
+def _start_state(spec: HPOSpec, out: Path, resume: bool) -> tuple[HPOSpec, dict]:
+    """A new run id, or on ``resume`` the interrupted run's id and spec (its trial budget and search space)."""
+    path = out / STATE_FILE
+    if resume:
+        if not path.is_file():
+            raise SpecError(f"--resume: no interrupted run in {out} (missing {STATE_FILE})")
+        state = json.loads(path.read_text())
+        saved = load_spec(HPOSpec, None, state["spec"])
+        return saved.model_copy(update={"runtime": spec.runtime}), state
+    state = {"run_id": f"hpo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", "mlflow_run_id": None,
+             "spec": spec.model_dump(mode="json", exclude={"runtime"})}
+    return spec, state
+
+
+def _progress_line(snap: dict, key: str, total: int) -> str:
+    best = "-" if snap.get("best") is None else f"{snap['best']:.6f}"
+    return (f"h={key}: {snap['done'] + snap['failed']}/{total} trials done ({snap['pruned']} pruned, "
+            f"{snap['failed']} failed), {snap['running']} running, best val pinball {best}")
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress must show when stdout is a file or a pipe, too
+
+
+def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> dict:
+    """Run the whole job; returns the summary written to ``out/summary.json``."""
+    import mlflow
+    import ray
+
+    from hpm_ray.hpo.evaluate import DEFAULT_CONFIG, refit
+    from hpm_ray.hpo.search import Progress, SearchSettings, run_search
+    from hpm_ray.runtime import init_ray, mlflow_experiment, tune_storage
+
+    t0 = time.time()
+    out = Path(out)
+    spec, state = _start_state(spec, out, resume)
+    series = load_series(spec)
+    horizons = [prepare_horizon(series, h, spec) for h in spec.horizons]  # bad input fails before Ray starts
+    out.mkdir(parents=True, exist_ok=True)
+
+    resources = init_ray(spec.runtime.address, spec.runtime.num_cpus, spec.runtime.verbose)
+    cpus = max(1, int(resources.get("CPU", 1)))
+    concurrent = spec.max_concurrent_trials or max(1, cpus // len(horizons))
+    # More horizons than CPUs: share the cores so every horizon progresses (LightGBM runs one thread per trial).
+    trial_cpus = min(1.0, cpus / (len(horizons) * concurrent))
+    exp_id = mlflow_experiment(spec.experiment)
+    parent = mlflow.start_run(run_id=state["mlflow_run_id"]) if state["mlflow_run_id"] else \
+        mlflow.start_run(experiment_id=exp_id, run_name=state["run_id"])
+    try:
+        if not state["mlflow_run_id"]:
+            state["mlflow_run_id"] = parent.info.run_id
+            mlflow.log_params({k: str(v)[:500] for k, v in state["spec"].items()})
+        (out / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+        actor_name = f"{state['run_id']}-progress"
+        progress = Progress.options(name=actor_name, get_if_exists=True).remote()
+        storage = tune_storage()
+        tasks, refs = {}, {}
+        for hz in horizons:
+            refs[hz.h] = ray.put(hz.data)  # once per experiment: every trial and refit reads this object
+            settings = SearchSettings(
+                name=f"{state['run_id']}-h{hz.h}", storage=storage, num_samples=spec.trials_per_horizon,
+                max_reports=spec.max_reports, grace_period=spec.grace_period,
+                reduction_factor=spec.reduction_factor, max_concurrent=concurrent, trial_cpus=trial_cpus, seed=spec.seed + hz.h,
+                points_to_evaluate=spec.points_to_evaluate, progress_actor=actor_name, key=str(hz.h),
+            )
+            tasks[run_search.remote(settings, [refs[hz.h]], resume)] = hz
+        verb = "resuming" if resume else "searching"
+        log(f"{verb} {len(horizons)} horizon(s) x {spec.trials_per_horizon} trials on {cpus} CPU(s), "
+            f"{concurrent} concurrent trial(s) per horizon at {trial_cpus:g} CPU each; run {state['run_id']}")
+
+        trials, refits, shown = {}, {}, {}
+        pending = list(tasks)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=2.0)
+            for key, snap in ray.get(progress.get.remote()).items():
+                line = _progress_line(snap, key, spec.trials_per_horizon)
+                if shown.get(key) != line:
+                    shown[key] = line
+                    log(line)
+            for ref in ready:  # refit the winner and the default-params baseline while other horizons search
+                hz = tasks[ref]
+                trials[hz.h] = ray.get(ref)
+                best, b = _best(trials[hz.h], hz.h), hz.blocks
+                refits[hz.h] = [refit.remote(cfg, rounds, refs[hz.h], b.search, b.calibration, b.test, spec.seed)
+                                for cfg, rounds in ((best["config"], best["rounds"]), (DEFAULT_CONFIG, spec.max_rounds))]
+        summary = {"wall_time_s": None, "run_id": state["run_id"], "mlflow_run_id": state["mlflow_run_id"],
+                   "horizons": {}, "details": {}}
+        figures = {}
+        for hz in horizons:
+            tuned, default = ray.get(refits[hz.h])
+            entry, details, fig = _finish_horizon(hz, spec, trials[hz.h], tuned, default, state)
+            summary["horizons"][str(hz.h)] = entry
+            summary["details"][str(hz.h)] = details
+            figures[hz.h] = fig
+        summary["wall_time_s"] = round(time.time() - t0, 1)
+        _write_outputs(summary, figures, trials, spec, out)
+        mlflow.log_metric("wall_time_s", summary["wall_time_s"])
+        mlflow.log_artifact(str(out / "summary.json"))
+        mlflow.log_artifact(str(out / "report.html"))
+        ray.kill(progress)
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run()
+    return summary
+
+
+def _best(records, h: int) -> dict:
+    """The best (config, rounds) over every report of every trial: rounds act as validated early stopping."""
+    scored = [(r.best, r) for r in records if r.best is not None]
+    if not scored:
+        errors = [r.error for r in records if r.error]
+        raise HPMError(f"horizon {h}: no trial produced a score" + (f"; first error: {errors[0]}" if errors else ""))
+    (rounds, score), rec = min(scored, key=lambda t: t[0][1])
+    return {"config": rec.config, "rounds": rounds, "score": score, "trial_id": rec.trial_id}
+
+
+def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state) -> tuple[dict, dict, dict]:
+    """Scores on the test block, MLflow child runs (trials + model), and the registered model version."""
+    import mlflow
+
+    from hpm_ray.hpo.evaluate import naive_quantiles, score_forecasts
+    from hpm_ray.hpo.pyfunc import QuantileForecaster
+    from hpm_ray.metrics import mean_pinball
+    from hpm_ray.registry import log_and_register
+
+    b, y = hz.blocks, hz.data.y
+    q = list(spec.quantiles)
+    best = _best(records, hz.h)
+    m, q_final, cq = score_forecasts(tuned.q_cal, y[b.calibration], tuned.q_test, y[b.test], q, hz.h, spec.aci_gamma)
+    m_def, _, _ = score_forecasts(default.q_cal, y[b.calibration], default.q_test, y[b.test], q, hz.h, spec.aci_gamma)
+    naive = mean_pinball(y[b.test], naive_quantiles(y[b.search], q, len(b.test)), q)
+    n_pruned = sum(r.pruned for r in records)
+    n_failed = sum(r.error is not None for r in records)
+    _log_trials(records, hz.h, state["mlflow_run_id"])
+    exp_id = mlflow.active_run().info.experiment_id
+    with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
+        mlflow.log_params({"horizon": hz.h, "rounds": best["rounds"], **best["config"]})
+        reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
+        reg_metrics.update(val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"])
+        mlflow.log_metrics(reg_metrics)
+        model = QuantileForecaster(tuned.boosters, cq, list(hz.X.columns), hz.h, spec.scale_by,
+                                   scale_rows(hz.X, hz.h, spec, b)[1])
+        mv = log_and_register(
+            model, f"{spec.model_prefix}-h{hz.h}", kind="quantile_forecaster", metrics=reg_metrics,
+            input_example=hz.X.iloc[b.test[:5]], tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
+        )
+    entry = dict(
+        best_params=best["config"], val_pinball=best["score"], test_pinball=m["test_pinball"],
+        baselines={"naive": naive, "default_lgbm": m_def["test_pinball"]},
+        coverage_90=m.get("coverage_90"), coverage_50=m.get("coverage_50"), mean_width_90=m.get("mean_width_90"),
+        coverage_90_aci=m.get("coverage_90_aci"), crossing_rate_raw=m["crossing_rate_raw"],
+        crossing_rate=m["crossing_rate"], n_trials=len(records), n_pruned=n_pruned,
+        model_uri=f"models:/{mv.name}/{mv.version}",
+    )
+    details = {**m, "best_rounds": best["rounds"], "n_failed": n_failed, "blocks": b.sizes(),
+               "default_lgbm": {k: m_def[k] for k in ("coverage_90", "coverage_50", "crossing_rate_raw") if k in m_def}}
+    fig = {"time": hz.X.index[b.test], "q": q_final, "y": y[b.test]}
+    return entry, details, fig
+
+
+def _log_trials(records, h: int, parent_id: str) -> None:
+    """One child run per trial (params, pinball per report, pruned/failed), skipping trials already logged."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_id)
+    seen = {r.data.tags.get("trial_id") for r in client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.horizon = '{h}'",
+        max_results=10_000)}
+    now = int(time.time() * 1000)
+    for rec in records:
+        if rec.trial_id in seen:
+            continue
+        status = "failed" if rec.error else ("pruned" if rec.pruned else "completed")
+        run = client.create_run(parent.info.experiment_id, run_name=f"h{h}-{rec.trial_id}", tags={
+            "mlflow.parentRunId": parent_id, "horizon": str(h), "trial_id": rec.trial_id, "status": status,
+            "pruned": str(rec.pruned).lower()})
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(METRIC, v, now, rounds) for rounds, v in rec.history],
+            params=[Param(k, str(v)) for k, v in rec.config.items()],
+            tags=[RunTag("error", rec.error)] if rec.error else [],
+        )
+        client.set_terminated(run.info.run_id, "FAILED" if rec.error else "FINISHED")
+
+
+def _write_outputs(summary: dict, figures: dict, trials: dict, spec: HPOSpec, out: Path) -> None:
+    from hpm_ray.hpo.report import build_report
+
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    build_report(summary, figures, trials, spec).save(out / "report.html")

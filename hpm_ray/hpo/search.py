@@ -1,0 +1,186 @@
+"""One Ray Tune experiment per horizon (OptunaSearch TPE + ASHA), run as a Ray task so horizons run concurrently.
+
+Several Tuners in threads of one driver crash in Ray 2.60 (Tune's parameter registry is not thread-safe), so
+each Tuner lives in its own ``num_cpus=0`` task; its trials take the CPUs. Progress flows back through a small
+named actor the driver polls, because worker stdout is not forwarded when Ray runs quietly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import ray
+from ray import tune
+
+from hpm_ray.hpo.trainable import METRIC, tune_trainable
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What a Tuner needs besides the data (plain values: it is shipped to a Ray task)."""
+
+    name: str  # experiment folder name under ``storage``
+    storage: str
+    num_samples: int
+    max_reports: int
+    grace_period: int
+    reduction_factor: int
+    max_concurrent: int
+    seed: int
+    trial_cpus: float = 1.0
+    points_to_evaluate: list = field(default_factory=list)
+    progress_actor: str | None = None
+    key: str = ""  # the horizon, as shown in progress lines
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial as the driver logs it: config, per-report history, pruned / failed."""
+
+    trial_id: str
+    config: dict
+    history: list[tuple[int, float]]  # (rounds, val_pinball) per report
+    pruned: bool
+    error: str | None
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        return min(self.history, key=lambda h: h[1]) if self.history else None
+
+
+@ray.remote(num_cpus=0)
+class Progress:
+    """Latest counts per horizon, written by the Tune callbacks, read by the driver."""
+
+    def __init__(self):
+        self.state: dict[str, dict] = {}
+
+    def set(self, key: str, snapshot: dict) -> None:
+        self.state[key] = snapshot
+
+    def get(self) -> dict:
+        return self.state
+
+
+class ProgressCallback(tune.Callback):
+    """Sends done / pruned / failed / running counts and the best pinball so far to the ``Progress`` actor.
+
+    Looks the actor up by name on every event, so a restored experiment (whose pickled callbacks outlive the
+    driver that created them) reports to the new driver's actor; a missing actor never fails the search.
+    """
+
+    def __init__(self, actor_name: str | None, key: str, max_reports: int):
+        self.actor_name, self.key, self.max_reports = actor_name, key, max_reports
+
+    def _send(self, trials) -> None:
+        if not self.actor_name:
+            return
+        done = [t for t in trials if t.status == "TERMINATED"]
+        bests = [t.metric_analysis.get(METRIC, {}).get("min") for t in trials]
+        bests = [b for b in bests if b is not None and math.isfinite(b)]
+        snap = dict(
+            done=len(done),
+            pruned=sum(1 for t in done if _is_pruned(t.last_result, self.max_reports)),
+            failed=sum(1 for t in trials if t.status == "ERROR"),
+            running=sum(1 for t in trials if t.status == "RUNNING"),
+            best=min(bests) if bests else None,
+        )
+        try:
+            ray.get_actor(self.actor_name).set.remote(self.key, snap)
+        except ValueError:  # the driver that owned the actor is gone
+            pass
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._send(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._send(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._send(trials)
+
+
+def _is_pruned(last_result: dict | None, max_reports: int) -> bool:
+    """ASHA stopped it: it finished without an error before reaching the last report."""
+    return bool(last_result) and last_result.get("training_iteration", 0) < max_reports
+
+
+def experiment_path(s: SearchSettings) -> str:
+    return f"{s.storage.rstrip('/')}/{s.name}"
+
+
+def build_trainable(data_ref, name: str):
+    """The Tune trainable with one horizon's data bound by ObjectRef: stored once, shared by every trial.
+
+    Tune registers trainables cluster-wide by function name per job, so concurrent Tuners of one driver that
+    share a name overwrite each other's bound data (trials of one horizon silently train on another's). Each
+    experiment therefore gets its own function object named after it.
+    """
+    def trial(config: dict, data) -> None:
+        tune_trainable(config, data)
+
+    trial.__name__ = trial.__qualname__ = name
+    return tune.with_parameters(trial, data=data_ref)
+
+
+def make_tuner(s: SearchSettings, data_ref, resume: bool) -> tune.Tuner:
+    """A new Tuner, or the interrupted one with its searcher and scheduler state when ``resume`` finds it.
+
+    When ASHA stops a trial, Tune completes it with its last result and OptunaSearch tells the study that
+    value (ray/tune/execution/tune_controller.py, ``_process_trial_result`` -> ``on_trial_complete``), so
+    TPE learns from pruned trials too. Errored trials are not re-run on resume: a crashing config crashes again.
+    """
+    from ray.tune.logger import JsonLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from hpm_ray.hpo.space import tune_space
+
+    trainable = tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
+    path = experiment_path(s)
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    searcher = OptunaSearch(metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None)
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration", max_t=s.max_reports,
+        grace_period=min(s.grace_period, s.max_reports), reduction_factor=s.reduction_factor,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=tune_space(),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="min", search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
+            max_concurrent_trials=s.max_concurrent, reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=s.name, storage_path=s.storage, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # result.json per trial: the per-report history the driver logs to MLflow (auto loggers are off).
+            callbacks=[JsonLoggerCallback(), ProgressCallback(s.progress_actor, s.key, s.max_reports)],
+        ),
+    )
+
+
+def records(result_grid, max_reports: int) -> list[TrialRecord]:
+    """Plain per-trial records from a ResultGrid (kept small: they travel back to the driver)."""
+    out = []
+    for r in result_grid:
+        df = r.metrics_dataframe
+        hist = []
+        if df is not None and METRIC in df:
+            hist = [(int(a), float(b)) for a, b in zip(df["rounds"], df[METRIC])]
+        tid = (r.metrics or {}).get("trial_id") or r.path.rstrip("/").rsplit("/", 1)[-1]
+        err = None if r.error is None else (str(r.error).strip().splitlines() or [type(r.error).__name__])[-1][:300]
+        out.append(TrialRecord(tid, dict(r.config or {}), hist, err is None and _is_pruned(r.metrics, max_reports), err))
+    return out
+
+
+@ray.remote(num_cpus=0)
+def run_search(s: SearchSettings, data_ref_box: list, resume: bool) -> list[TrialRecord]:
+    """Run (or resume) one horizon's experiment to completion; ``data_ref_box`` keeps the ref un-resolved."""
+    from hpm_ray.runtime import quiet
+
+    quiet()
+    results = make_tuner(s, data_ref_box[0], resume).fit()
+    return records(results, s.max_reports)

@@ -1,0 +1,164 @@
+"""Distillation pieces without Ray: students on soft targets, memory, selection, splits, spec errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpm_ray.distill.memory import OptimizationMemory, fingerprint
+from hpm_ray.distill.selection import config_grid, promote, trials_to_reach
+from hpm_ray.distill.soft_targets import soft_targets
+from hpm_ray.distill.splits import make_splits
+from hpm_ray.distill.students import STUDENTS, make_student
+from hpm_ray.errors import DataError, SpecError
+from hpm_ray.metrics import kl_divergence
+
+
+@pytest.fixture(scope="module")
+def credit_small():
+    from hpm_ray.datasets import load_credit_default
+
+    X, y = load_credit_default()
+    return X.iloc[:2000].reset_index(drop=True), y.iloc[:2000].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def credit_teacher(credit_small):
+    """Out-of-fold probabilities of a large LightGBM, as hpm-ray's own teachers produce them."""
+    import lightgbm as lgb
+    from sklearn.model_selection import cross_val_predict
+
+    X, y = credit_small
+    teacher = lgb.LGBMClassifier(n_estimators=200, num_leaves=31, verbose=-1, n_jobs=1)
+    return cross_val_predict(teacher, X, y, cv=5, method="predict_proba")
+
+
+@pytest.mark.parametrize("name", sorted(STUDENTS))
+def test_soft_student_matches_teacher_better_than_hard_twin(name, credit_small, credit_teacher):
+    """Done-when 1: on training rows, training on the teacher's soft labels brings a student closer to it."""
+    X, y = credit_small
+    soft = make_student(name).fit(X, y, soft_targets=soft_targets(credit_teacher, y, 1.0, 1.0))
+    hard = make_student(name).fit(X, y)  # same type and hyperparameters, one-hot labels
+    kl_soft = kl_divergence(credit_teacher, soft.predict_proba(X))
+    kl_hard = kl_divergence(credit_teacher, hard.predict_proba(X))
+    assert kl_soft < kl_hard
+
+
+@pytest.mark.parametrize("name", ["lgbm", "tree", "xgb"])
+def test_temperature_and_alpha_change_the_student(name, credit_small, credit_teacher):
+    """Done-when 1: two (T, alpha) give different students (the public version's ignored them)."""
+    X, y = credit_small
+    a = make_student(name).fit(X, y, soft_targets=soft_targets(credit_teacher, y, 0.5, 0.3)).predict_proba(X)
+    b = make_student(name).fit(X, y, soft_targets=soft_targets(credit_teacher, y, 3.0, 0.9)).predict_proba(X)
+    assert np.mean(np.abs(a - b)) > 0.01
+    # a higher temperature with a larger teacher share gives flatter probabilities
+    assert b[:, 1].std() < a[:, 1].std()
+
+
+@pytest.mark.parametrize("name", sorted(STUDENTS))
+def test_multiclass_students_with_categoricals_and_missing(name):
+    rng = np.random.default_rng(0)
+    n = 600
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                      "c": pd.Categorical(rng.choice(["u", "v", "w"], n))})
+    y = (X.a > 0.5).astype(int) + (X.c == "w").astype(int) * 1 + 0
+    y = np.clip(y, 0, 2).to_numpy()
+    X.loc[rng.choice(n, 40, replace=False), "b"] = np.nan
+    teacher = np.eye(3)[y] * 0.7 + 0.1
+    s = make_student(name).fit(X, y, soft_targets=soft_targets(teacher, y, 2.0, 0.7))
+    p = s.predict_proba(X)
+    assert p.shape == (n, 3) and np.allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert np.mean(s.predict(X) == y) > 0.6
+    assert s.size() > 0 and s.get_params()["random_state"] == 0
+
+
+def test_unknown_student():
+    with pytest.raises(SpecError, match="unknown student 'svm'"):
+        make_student("svm")
+
+
+def test_memory_round_trip_and_fingerprint(tmp_path, credit_small):
+    X, _ = credit_small
+    fp = fingerprint(X, 2)
+    assert fingerprint(X.iloc[:1500], 2) == fp  # same schema, same order of magnitude of rows
+    assert fingerprint(X.iloc[:200], 2) != fp and fingerprint(X.drop(columns=["AGE"]), 2) != fp
+    mem = OptimizationMemory(tmp_path / "m.json", keep=2)
+    mem.record("lgbm", fp, {"n_estimators": 50}, 0.40, higher_is_better=True)
+    mem.record("lgbm", fp, {"n_estimators": 80}, 0.45, higher_is_better=True)
+    mem.record("lgbm", fp, {"n_estimators": 20}, 0.30, higher_is_better=True)
+    mem.save()
+    again = OptimizationMemory(tmp_path / "m.json")
+    assert again.best_params("lgbm", fp) == [{"n_estimators": 80}, {"n_estimators": 50}]
+    assert again.best_params("xgb", fp) == []
+
+
+def test_selection_helpers():
+    grid = config_grid(["a", "b"], {"a": [1.0], "b": [1.0, 2.0]}, [0.3, 0.9])
+    assert len(grid) == 6 and ("b", 2.0, 0.9) in grid
+    recs = [{"status": "ok", "val_score": s, "k": i} for i, s in enumerate([0.3, 0.5, 0.1])]
+    recs.append({"status": "failed", "val_score": None, "k": 9})
+    assert [r["k"] for r in promote(recs, 2, "ks")] == [1, 0]
+    assert [r["k"] for r in promote(recs, 2, "log_loss")] == [2, 0]
+    assert trials_to_reach([0.2, 0.4, 0.5], 0.4, "ks") == 2
+    assert trials_to_reach([0.9, 0.5], 0.4, "log_loss") is None
+
+
+def test_splits_checks():
+    X = pd.DataFrame({"a": np.arange(100.0)})
+    with pytest.raises(DataError, match="constant"):
+        make_splits(X, np.zeros(100), 0.2, 0.2, 0)
+    with pytest.raises(DataError, match="missing"):
+        make_splits(X, np.r_[np.zeros(50), np.ones(49), np.nan], 0.2, 0.2, 0)
+    y = np.r_[np.zeros(97), np.ones(3)]  # too few positives to have one in every split
+    with pytest.raises(DataError, match="class"):
+        make_splits(X, y, 0.2, 0.2, 0)
+    sp = make_splits(X, np.where(np.arange(100) % 2, "yes", "no"), 0.2, 0.2, 0)
+    assert list(sp.classes) == ["no", "yes"] and len(sp.y_test) == 20 and len(sp.y_val) == 20
+
+
+def test_distiller_rejects_bad_spec_and_teachers(credit_small):
+    from hpm_ray.distill.auto import AutoDistiller
+
+    X, y = credit_small
+    with pytest.raises(SpecError, match="temperature must be > 0"):
+        AutoDistiller(X, y, temperatures=[1.0, 0.0], progress=False)
+    with pytest.raises(SpecError, match="alpha must be in"):
+        AutoDistiller(X, y, alphas=[1.2], progress=False)
+    with pytest.raises(SpecError, match="method"):
+        AutoDistiller(X, y, method="fast", progress=False)
+    from hpm_ray.distill.teachers import given_teachers
+
+    sp = make_splits(X, y, 0.2, 0.2, 0)
+    with pytest.raises(DataError, match="no predict_proba"):
+        given_teachers([object()], sp)
+
+    class NaNTeacher:
+        def predict_proba(self, X):
+            p = np.full((len(X), 2), 0.5)
+            p[0] = np.nan
+            return p
+
+    with pytest.raises(DataError, match="non-finite"):
+        given_teachers([NaNTeacher()], sp)
+
+
+def test_munge_rows_stay_in_the_data_domain():
+    from hpm_ray.distill.augment import munge
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "n": rng.integers(0, 5, 300),
+                      "c": pd.Categorical(rng.choice(["u", "v"], 300))})
+    out = munge(X, 500, seed=1, time_budget=10.0, chunk=200)
+    assert len(out) == 500 and list(out.columns) == list(X.columns)
+    assert set(out.c.dropna()) <= {"u", "v"} and out.n.dtype == X.n.dtype
+    assert out.a.between(X.a.min() - 3 * X.a.std(), X.a.max() + 3 * X.a.std()).mean() > 0.99
+    assert not out.a.isin(X.a).all()  # new values, not copies of real rows
+    assert len(munge(X, 500, time_budget=1e-9)) <= 200  # the time budget stops generation
+
+
+def test_auto_method_follows_the_seed_heuristic():
+    from hpm_ray.distill.auto import choose_method
+
+    assert choose_method(30_000, 23) == "hpm"
+    assert choose_method(5_000, 80) == "hpm"
+    assert choose_method(800, 10) == "legacy"
+    assert choose_method(5_000, 10) == "hpm"  # between the seed's two rules: the cheaper method

@@ -1,0 +1,60 @@
+"""``hpm-ray hpo`` bad input: one line, exit code 2, before any Ray work starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpm_ray.cli import main
+
+
+@pytest.fixture
+def small_csv(btc_small, tmp_path):
+    p = tmp_path / "btc.csv"
+    btc_small.frame.reset_index().to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--quantiles", "0.05,0.5,1.2"], "strictly between 0 and 1"),
+    (["--quantiles", "0.1,0.5,0.8"], "no symmetric partner 0.9"),
+    (["--horizons", "6,x"], "--horizons: expected comma-separated int"),
+    (["--horizons", "300"], "horizon 300 bars is longer than the calibration block"),
+    (["--trials-per-horizon", "0"], "trials_per_horizon"),
+])
+def test_bad_input_is_one_line_exit_2(small_csv, tmp_path, capsys, flags, message):
+    code = main(["hpo", "--data", str(small_csv), "--out", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_series_too_short_for_the_folds(btc_small, tmp_path, capsys):
+    p = tmp_path / "short.csv"
+    btc_small.frame.iloc[:400].reset_index().to_csv(p, index=False)
+    assert main(["hpo", "--data", str(p), "--horizons", "12", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too few" in err or "too small" in err, err
+
+
+def test_resume_without_a_run_is_an_error(small_csv, tmp_path, capsys):
+    assert main(["hpo", "--data", str(small_csv), "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert "no interrupted run" in capsys.readouterr().err
+
+
+def test_shipped_spec_is_the_defaults():
+    from pathlib import Path
+
+    from hpm_ray.config import load_spec
+    from hpm_ray.hpo.spec import HPOSpec
+
+    assert load_spec(HPOSpec, Path(__file__).parents[1] / "tune" / "hpo.yaml") == HPOSpec()
+
+
+def test_target_scale_by_hand():
+    import numpy as np
+
+    from hpm_ray.hpo.trainable import target_scale
+
+    # value x sqrt(4); NaN and non-positive volatility fall back to the fill value
+    np.testing.assert_allclose(target_scale(np.array([0.01, np.nan, -1.0]), 4, 0.02), [0.02, 0.04, 0.04])

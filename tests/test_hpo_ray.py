@@ -1,0 +1,199 @@
+"""The HPO on a real local Ray (Tune + OptunaSearch + ASHA) and a real MLflow store, on small data."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SMALL_SPEC = "max_rounds: 60\nreport_every: 10\ngrace_period: 1\n"
+# A complete configuration LightGBM rejects (one leaf): the trial must fail and the search go on.
+BAD_POINT = dict(learning_rate=0.05, num_leaves=1, max_depth=4, min_child_samples=50, feature_fraction=0.8,
+                 bagging_fraction=0.8, lambda_l1=0.01, lambda_l2=0.01)
+SUMMARY_KEYS = {"best_params", "val_pinball", "test_pinball", "baselines", "coverage_90", "coverage_50",
+                "mean_width_90", "coverage_90_aci", "crossing_rate_raw", "crossing_rate", "n_trials", "n_pruned",
+                "model_uri"}
+
+
+@pytest.fixture
+def small_csv(btc_small, tmp_path):
+    p = tmp_path / "btc.csv"
+    btc_small.frame.reset_index().to_csv(p, index=False)
+    return p
+
+
+def _spec(tmp_path, extra: str = "") -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(SMALL_SPEC + extra)
+    return p
+
+
+@pytest.mark.slow
+def test_data_goes_to_the_object_store_once_and_bad_trials_fail_alone(ray_session, btc_small, tmp_path, monkeypatch):
+    import ray
+
+    from hpm_ray.hpo import search
+    from hpm_ray.hpo.runner import prepare_horizon
+    from hpm_ray.hpo.spec import HPOSpec
+    from hpm_ray.hpo.trainable import SearchData
+
+    spec = HPOSpec(horizons=[6], max_rounds=20, report_every=10, grace_period=1)
+    data = prepare_horizon(btc_small, 6, spec).data
+    puts = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda v, *a, **k: puts.append(type(v).__name__) or real_put(v, *a, **k))
+    ref = ray.put(data)
+    settings = search.SearchSettings(
+        name="put-once", storage=str(tmp_path), num_samples=4, max_reports=2, grace_period=1, reduction_factor=3,
+        max_concurrent=2, seed=0, points_to_evaluate=[BAD_POINT],
+    )
+    recs = search.records(search.make_tuner(settings, ref, resume=False).fit(), settings.max_reports)
+    assert puts.count(SearchData.__name__) == 1  # the explicit put above; trials reuse the ObjectRef
+    assert len(recs) == 4
+    failed = [r for r in recs if r.error]
+    assert len(failed) == 1 and failed[0].config["num_leaves"] == 1 and "num_leaves" in failed[0].error
+    assert all(len(r.history) >= 1 for r in recs if not r.error)
+
+
+@pytest.mark.slow
+def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from hpm_ray.cli import main
+    from hpm_ray.registry import version_metrics
+    from hpm_ray.runtime import tune_storage
+
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, f"points_to_evaluate: [{json.dumps(BAD_POINT)}]\nmodel_prefix: e2e\n")
+    code = main(["hpo", "--data", str(small_csv), "--horizons", "6,12", "--trials-per-horizon", "7",
+                 "--spec", str(spec), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "h=6:" in printed and "pruned" in printed and "best val pinball" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wall_time_s"] > 0 and set(summary["horizons"]) == {"6", "12"}
+    for h, e in summary["horizons"].items():
+        assert set(e) == SUMMARY_KEYS
+        assert e["n_trials"] == 7 and summary["details"][h]["n_failed"] == 1
+        assert e["crossing_rate"] == 0.0
+        assert 0.8 <= e["coverage_90"] <= 0.98 and 0.35 <= e["coverage_50"] <= 0.7  # ~560 test rows
+        assert e["mean_width_90"] > 0 and set(e["baselines"]) == {"naive", "default_lgbm"}
+        assert set(e["best_params"]) >= {"learning_rate", "num_leaves", "lambda_l2"}
+    # each horizon's trials trained on that horizon's data (concurrent Tuners must not share bound data):
+    # replaying the winning config on the horizon's own data reproduces the reported score exactly
+    from hpm_ray.config import load_spec
+    from hpm_ray.hpo.runner import prepare_horizon
+    from hpm_ray.hpo.spec import HPOSpec
+    from hpm_ray.hpo.trainable import fit_steps
+
+    sp = load_spec(HPOSpec, spec)
+    for h in (6, 12):
+        e = summary["horizons"][str(h)]
+        replay = min(v for _, v in fit_steps(e["best_params"], prepare_horizon(btc_small, h, sp).data))
+        assert replay == pytest.approx(e["val_pinball"], rel=1e-9)
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "<script" not in html and "Horizon 12 bars" in html
+
+    # pruned trials informed the searcher: every trial of the Optuna study was told a value or a failure
+    run_id = summary["run_id"]
+    state = glob.glob(f"{tune_storage()}/{run_id}-h6/searcher-state-*.pkl")
+    study = pickle.load(open(state[0], "rb"))["_ot_study"]
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 7 and states.count("FAIL") == 1 and states.count("COMPLETE") == 6
+    assert summary["horizons"]["6"]["n_pruned"] >= 1
+
+    # MLflow: one parent, a child per trial (history per report, pruned flag) and one model run per horizon
+    client = MlflowClient()
+    parent = client.get_run(summary["mlflow_run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    trial_runs = [r for r in children if "trial_id" in r.data.tags]
+    assert len(trial_runs) == 14 and len(children) == 16
+    assert {r.data.tags["status"] for r in trial_runs} >= {"pruned", "failed", "completed"}
+    full = next(r for r in trial_runs if r.data.tags["status"] == "completed")
+    assert len(client.get_metric_history(full.info.run_id, "val_pinball")) == 6  # 60 rounds / 10
+    assert {"summary.json", "report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    name, version = summary["horizons"]["6"]["model_uri"].split("/")[1:]
+    mv = client.get_model_version(name, version)
+    assert mv.tags["hpm_ray.kind"] == "quantile_forecaster"
+    assert version_metrics(mv)["coverage_90"] == pytest.approx(summary["horizons"]["6"]["coverage_90"])
+
+    # the registered model predicts quantiles and intervals in a fresh process
+    code = (
+        "import mlflow, sys\n"
+        "from hpm_ray.datasets import load_btc_hourly\n"
+        "from hpm_ray.data.features import make_supervised\n"
+        "X, _ = make_supervised(load_btc_hourly(), 6)\n"
+        f"m = mlflow.pyfunc.load_model({summary['horizons']['6']['model_uri']!r})\n"
+        "m.predict(X.iloc[:50]).to_json(sys.stdout, orient='split')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pred = json.loads(proc.stdout)
+    cols, rows = pred["columns"], np.array(pred["data"], dtype=float)
+    assert cols == ["q_0.05", "q_0.25", "q_0.5", "q_0.75", "q_0.95", "lo_90", "hi_90", "lo_50", "hi_50"]
+    assert rows.shape == (50, 9)
+    assert np.all(np.diff(rows[:, :5], axis=1) >= 0)  # no crossing
+    lo90, hi90, lo50, hi50 = rows[:, 5], rows[:, 6], rows[:, 7], rows[:, 8]
+    assert np.all((lo90 <= lo50) & (lo50 < hi50) & (hi50 <= hi90))
+
+
+def _finished_trials(exp_dir: Path) -> dict[str, float]:
+    """Trial id -> timestamp of its last result, for TERMINATED trials in the newest saved experiment state."""
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        entries = json.loads(states[-1].read_text())["trial_data"]
+    except (json.JSONDecodeError, KeyError):  # being rewritten
+        return {}
+    out = {}
+    for trial_json, run_json in entries:
+        trial = json.loads(trial_json)
+        if trial.get("status") == "TERMINATED":
+            out[trial["trial_id"]] = json.loads(run_json)["last_result"].get("timestamp")
+    return out
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(sub_env, small_csv, tmp_path):
+    from hpm_ray.runtime import tune_storage
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "hpm_ray", "hpo", "--data", str(small_csv), "--horizons", "6",
+           "--trials-per-horizon", "8", "--spec", str(_spec(tmp_path)), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=sub_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    before: dict[str, float] = {}
+    deadline = time.time() + 150
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "run.json").is_file():
+            run_id = json.loads((out / "run.json").read_text())["run_id"]
+            before = _finished_trials(Path(tune_storage()) / f"{run_id}-h6")
+            if len(before) >= 2:
+                break
+        time.sleep(0.5)
+    assert proc.poll() is None, f"run ended before it could be killed: {proc.stdout.read()[-2000:]}"
+    assert len(before) >= 2, "no trials finished in time"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists()
+    time.sleep(2)  # let Ray reap the dead driver's Tuner task
+
+    done = subprocess.run(cmd + ["--resume"], env=sub_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "resuming" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run_id"] == run_id and summary["horizons"]["6"]["n_trials"] == 8
+    after = _finished_trials(Path(tune_storage()) / f"{run_id}-h6")
+    assert len(after) + summary["details"]["6"]["n_failed"] == 8
+    assert all(after.get(t) == ts for t, ts in before.items())  # finished before the kill: kept, not re-run
