@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--horizons", help="comma-separated horizons in bars (default 42,48,54,60)")
     p.add_argument("--quantiles", help="comma-separated symmetric quantiles (default 0.05,0.25,0.5,0.75,0.95)")
     p.add_argument("--trials-per-horizon", type=int, help="trials per horizon (default 50)")
+    p.add_argument("--max-rows", type=int, help="use only the most recent N bars of the series (default: all)")
     p.add_argument("--spec", help=f"YAML spec (default {DEFAULT_SPEC} when it exists)")
     p.add_argument("--out", help="output folder for summary.json and report.html (default <runs dir>/hpo)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -38,7 +39,7 @@ def hpo_cmd(args: argparse.Namespace) -> int:
         "data": args.data, "time_col": args.time_col, "price_col": args.price_col,
         "horizons": parse_list(args.horizons, int, "--horizons"),
         "quantiles": parse_list(args.quantiles, float, "--quantiles"),
-        "trials_per_horizon": args.trials_per_horizon, "seed": args.seed,
+        "trials_per_horizon": args.trials_per_horizon, "seed": args.seed, "max_rows": args.max_rows,
         "runtime": {k: v for k, v in runtime.items() if v is not None},
     })
     out = Path(args.out) if args.out else runs_dir() / "hpo"

@@ -41,9 +41,10 @@ def load_series(spec: HPOSpec) -> Series:
     from hpm_ray.data.io import prepare_series, read_table
     from hpm_ray.datasets import load_btc_hourly
 
-    if spec.data is None:
-        return load_btc_hourly()
-    return prepare_series(read_table(spec.data), spec.time_col, spec.price_col)
+    series = load_btc_hourly() if spec.data is None else prepare_series(read_table(spec.data), spec.time_col, spec.price_col)
+    if spec.max_rows is not None and len(series.frame) > spec.max_rows:
+        series = Series(series.frame.iloc[-spec.max_rows:], series.time_col, series.price_col)
+    return series
 
 
 def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:

@@ -14,6 +14,7 @@ class HPOSpec(Spec):
     data: str | None = None  # None: the bundled BTC series
     time_col: str = "timestamp"
     price_col: str = "close"
+    max_rows: int | None = Field(None, ge=500)  # keep only the most recent N bars (quick runs); None: all
     horizons: list[int] = Field(default_factory=lambda: [42, 48, 54, 60])
     quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
     trials_per_horizon: int = Field(50, ge=1)

@@ -1,0 +1,146 @@
+"""Aliases on registered models: ``promote`` (gated), ``rollback``, free aliases, and a listing.
+
+``champion`` only moves through :func:`promote` (quality gates first) or :func:`rollback`, so the gates
+cannot be bypassed by hand. The chain of past champions is kept as a registered-model tag, which is what
+``rollback`` walks back. A refused call writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from hpm_ray.errors import HPMError
+from hpm_ray.registry.gates import GateResult, evaluate_gates
+from hpm_ray.registry.models import KIND_TAG, version_metrics
+
+CHAMPION = "champion"
+HISTORY_TAG = "hpm_ray.champion_history"  # JSON list of versions, oldest first; the last one is the champion
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    name: str
+    version: str
+    kind: str | None
+    aliases: tuple[str, ...]
+    metrics: dict[str, float]
+    gates: str  # "pass" or the failing metrics
+
+
+def _client(client: MlflowClient | None) -> MlflowClient:
+    if client is not None:
+        return client
+    from hpm_ray.runtime import setup_mlflow
+
+    return MlflowClient(setup_mlflow())
+
+
+def _version(client: MlflowClient, name: str, version: str):
+    _registered(client, name)
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise HPMError(f"model {name!r} has no version {version!r}") from None
+
+
+def resolve_version(name: str, ref: str, client: MlflowClient | None = None) -> str:
+    """A version number from a version or an alias (``"3"``, ``"champion"``); clear error when unknown."""
+    client = _client(client)
+    if str(ref).isdigit():
+        return str(_version(client, name, str(ref)).version)
+    model = _registered(client, name)
+    if ref not in model.aliases:
+        raise HPMError(f"model {name!r} has no alias {ref!r} (aliases: {sorted(model.aliases) or 'none'})")
+    return str(model.aliases[ref])
+
+
+def _registered(client: MlflowClient, name: str):
+    try:
+        return client.get_registered_model(name)
+    except MlflowException:
+        raise HPMError(f"unknown registered model {name!r}") from None
+
+
+def _history(client: MlflowClient, name: str) -> list[str]:
+    return json.loads(_registered(client, name).tags.get(HISTORY_TAG, "[]"))
+
+
+def check_gates(name: str, version: str, gate_overrides: dict | None = None, client: MlflowClient | None = None) -> GateResult:
+    """Evaluate the gates of the version's kind (``gate_overrides``: ``{kind: {metric: {low, high}}}``)."""
+    mv = _version(_client(client), name, version)
+    kind = (mv.tags or {}).get(KIND_TAG)
+    return evaluate_gates(kind, version_metrics(mv), (gate_overrides or {}).get(kind))
+
+
+def promote(name: str, version: str, gate_overrides: dict | None = None, client: MlflowClient | None = None) -> str:
+    """Make ``version`` the champion if its gates hold; returns the previous champion ("" if none)."""
+    client = _client(client)
+    version = str(version)
+    result = check_gates(name, version, gate_overrides, client)
+    if not result.passed:
+        raise HPMError(f"{name} v{version} refused by quality gates: {result.summary()}")
+    model = _registered(client, name)
+    previous = str(model.aliases.get(CHAMPION, ""))
+    if previous == version:
+        return previous
+    history = _history(client, name)
+    if previous and (not history or history[-1] != previous):
+        history.append(previous)
+    history.append(version)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return previous
+
+
+def rollback(name: str, client: MlflowClient | None = None) -> str:
+    """Move ``champion`` back to the previous champion; returns that version."""
+    client = _client(client)
+    history = _history(client, name)
+    if len(history) < 2:
+        raise HPMError(f"model {name!r} has no previous champion to roll back to")
+    history.pop()
+    target = history[-1]
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    client.set_registered_model_alias(name, CHAMPION, target)
+    return target
+
+
+def set_alias(name: str, alias: str, version: str | None, client: MlflowClient | None = None) -> None:
+    """Point ``alias`` at ``version`` (``None`` deletes it); ``champion`` is reserved for promote/rollback."""
+    client = _client(client)
+    if alias == CHAMPION:
+        raise HPMError("'champion' only moves through 'registry promote' (gated) or 'registry rollback'")
+    if not alias or not alias.replace("_", "").replace("-", "").isalnum():
+        raise HPMError(f"alias {alias!r}: use letters, digits, '-' or '_'")
+    if version is None:
+        if alias not in _registered(client, name).aliases:
+            raise HPMError(f"model {name!r} has no alias {alias!r}")
+        client.delete_registered_model_alias(name, alias)
+        return
+    _version(client, name, str(version))
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def list_versions(name: str | None = None, client: MlflowClient | None = None) -> list[VersionRow]:
+    """Every version (of ``name``, or of every model) with kind, aliases, metrics and gate verdict."""
+    client = _client(client)
+    models = [_registered(client, name)] if name else client.search_registered_models()
+    rows: list[VersionRow] = []
+    for model in models:
+        by_version: dict[str, list[str]] = {}
+        for alias, v in (model.aliases or {}).items():
+            by_version.setdefault(str(v), []).append(alias)
+        for mv in client.search_model_versions(f"name='{model.name}'"):
+            kind = (mv.tags or {}).get(KIND_TAG)
+            metrics = version_metrics(mv)
+            try:
+                verdict = evaluate_gates(kind, metrics)
+                gates = "pass" if verdict.passed else verdict.summary()
+            except HPMError as exc:
+                gates = str(exc)
+            rows.append(VersionRow(model.name, str(mv.version), kind, tuple(sorted(by_version.get(str(mv.version), []))), metrics, gates))
+    return sorted(rows, key=lambda r: (r.name, int(r.version)))

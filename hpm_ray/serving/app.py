@@ -1,0 +1,381 @@
+"""The A/B Serve application: a FastAPI ingress router in front of the champion/challenger/shadow variants.
+
+Two placements: ``deployments`` (one deployment per variant: isolation, independent scaling, one more
+handle hop) and ``fast_path`` (the router's replicas hold the models: no extra hop). ``build_app`` is the
+builder for ``serve run serve/ab.yaml``; :func:`start_ab` / :func:`stop` are the Python entry.
+"""
+
+# No "from __future__ import annotations": FastAPI must see the real Request type on ingress methods.
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+import uuid
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+from ray import serve
+
+from hpm_ray.config import Spec, load_spec
+from hpm_ray.serving.models import InputSpec, ModelPool, confidence, labels
+from hpm_ray.serving.policy import RolloutPolicy
+from hpm_ray.serving.routing import choose
+from hpm_ray.serving.schemas import PayloadError, parse_payload
+
+TOKEN_ENV = "HPM_RAY_SERVE_TOKEN"
+log = logging.getLogger(__name__)
+
+
+class ServeSpec(Spec):
+    """``args`` of the Serve application (``serve/ab.yaml``); refs are versions or aliases."""
+
+    model: str
+    champion: str = "champion"
+    challenger: str | None = None
+    shadow: str | None = None
+    challenger_traffic: float = Field(10.0, gt=0, lt=100)
+    placement: Literal["fast_path", "deployments"] = "fast_path"
+    app_name: str = "hpm-ab"
+    route_prefix: str = "/"
+    token: str | None = None  # admin bearer token; default $HPM_RAY_SERVE_TOKEN; none: admin API disabled
+    resume: bool = True  # restore the A/B state saved for this app (same model) instead of starting fresh
+    max_request_bytes: int = Field(1_000_000, gt=0)
+    max_rows: int = Field(10_000, gt=0)
+    allow_nan: bool = False
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    router_replicas: int = Field(1, ge=1)
+    variant_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(200, ge=1)
+    state_db: str | None = None  # default: ab_state.sqlite next to the MLflow store
+    tracking_uri: str | None = None
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    gates: dict[str, dict[str, dict]] | None = None  # {kind: {metric: {low, high}}} over the default gates
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+api = FastAPI(title="hpm-ray A/B", docs_url=None, redoc_url=None)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Variant:
+    """One variant's replicas (``deployments`` placement): loads whatever version the router asks for."""
+
+    def __init__(self, spec: dict):
+        s = ServeSpec.model_validate(spec)
+        self.pool = ModelPool(s.model, s.tracking_uri, s.max_batch_size, s.batch_wait_timeout_s)
+
+    async def warm(self, version: str) -> InputSpec:
+        return await self.pool.aload(version)
+
+    async def predict(self, version: str, frame):
+        return await self.pool.predict(version, frame)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class ABRouter:
+    """Parses, routes (weighted or sticky), batches, records; admin endpoints behind a bearer token."""
+
+    def __init__(self, spec: dict, variants: dict | None = None):
+        import ray
+        from ray.util import metrics
+
+        from hpm_ray.serving.state import NAMESPACE, actor_name
+
+        self.spec = ServeSpec.model_validate(spec)
+        self.state = ray.get_actor(actor_name(self.spec.app_name), namespace=NAMESPACE)
+        self.handles = variants  # None: fast path, this replica holds the models
+        s = self.spec
+        # With variant deployments the router only needs each version's feature columns, not the model.
+        self.pool = ModelPool(s.model, s.tracking_uri, s.max_batch_size, s.batch_wait_timeout_s, hold_models=variants is None)
+        self.features: dict[str, InputSpec] = {}
+        self.snapshot = ray.get(self.state.snapshot.remote())
+        for version in self._versions(self.snapshot):
+            self.features[version] = self.pool.load(version)  # fails the replica (and the deploy) if unloadable
+        self.buffer: list[tuple] = []
+        self.shadow_tasks: dict[str, asyncio.Task] = {}
+        self._loop_task = None
+        tags = ("variant",)
+        self.m_requests = metrics.Counter("hpm_ab_requests", "requests per variant", tag_keys=tags)
+        self.m_errors = metrics.Counter("hpm_ab_errors", "failed model calls per variant", tag_keys=tags)
+        self.m_latency = metrics.Histogram("hpm_ab_latency_ms", "router latency per variant (ms)", boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=tags)
+        self.m_confidence = metrics.Histogram("hpm_ab_confidence", "mean prediction confidence per request", boundaries=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0], tag_keys=tags)
+
+    @staticmethod
+    def _versions(snapshot: dict) -> list[str]:
+        return [v for v in snapshot["variants"].values() if v]
+
+    # -- background: follow the state, flush records ------------------------------------------------------
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                self._flush()
+                await self._refresh()
+            except Exception as exc:  # keep serving on the last good snapshot
+                log.warning("A/B state refresh failed: %s", exc)
+
+    async def _refresh(self) -> None:
+        snap = await self.state.snapshot.remote()
+        if snap["revision"] == self.snapshot["revision"]:
+            return
+        for slot, version in snap["variants"].items():
+            if version and version not in self.features:
+                if self.handles is not None:
+                    await self.handles[slot].warm.remote(version)
+                self.features[version] = await self.pool.aload(version)
+        self.snapshot = snap  # swap only once every version is loaded: no request waits on a load
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.state.record.remote(self.buffer)  # actor calls from one caller run in order
+            self.buffer = []
+
+    # -- inference ----------------------------------------------------------------------------------------
+    async def _infer(self, slot: str, version: str, frame):
+        if self.handles is None:
+            return await self.pool.predict(version, frame)
+        return await self.handles[slot].predict.remote(version, frame)
+
+    def _record(self, rid: str, variant: str, ok: bool, started: float, out=None) -> None:
+        latency = (time.perf_counter() - started) * 1000
+        conf = confidence(out) if out is not None else None
+        self.buffer.append((rid, variant, ok, latency, conf, labels(out) if out is not None else None))
+        self.m_requests.inc(tags={"variant": variant})
+        if not ok:
+            self.m_errors.inc(tags={"variant": variant})
+        self.m_latency.observe(latency, tags={"variant": variant})
+        if conf is not None:
+            self.m_confidence.observe(conf, tags={"variant": variant})
+        if len(self.buffer) >= 500:
+            self._flush()
+
+    def _parse(self, body: bytes, version: str):
+        inputs = self.features[version]
+        s = self.spec
+        return parse_payload(body, list(inputs.features), s.max_request_bytes, s.max_rows, s.allow_nan, inputs.integer)
+
+    async def _shadow(self, rid: str, version: str, body: bytes) -> None:
+        started = time.perf_counter()
+        try:
+            out = await self._infer("shadow", version, self._parse(body, version))
+            self._record(rid, "shadow", True, started, out)
+        except Exception:
+            self._record(rid, "shadow", False, started)
+
+    @api.post("/predict")
+    async def predict(self, request: Request):
+        started = time.perf_counter()
+        self._ensure_loop()
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > self.spec.max_request_bytes:
+            return _error(413, f"payload is {size} bytes; the limit is {self.spec.max_request_bytes}")
+        snap = self.snapshot
+        key = request.headers.get("x-request-key")
+        variant = choose(snap["weights"], key)
+        version = snap["variants"][variant]
+        body = await request.body()
+        try:
+            frame = self._parse(body, version)
+        except PayloadError as exc:
+            return _error(exc.status, exc.message)
+        rid = uuid.uuid4().hex
+        try:
+            out = await self._infer(variant, version, frame)
+        except Exception as exc:
+            self._record(rid, variant, False, started)
+            if variant == "champion" or not snap["variants"].get("champion"):
+                return _error(503, f"model v{version} failed: {type(exc).__name__}")
+            variant, version = "champion", snap["variants"]["champion"]  # the user still gets an answer
+            try:
+                frame = self._parse(body, version)  # versions may declare different column types
+                out = await self._infer(variant, version, frame)
+            except PayloadError as exc2:
+                return _error(exc2.status, exc2.message)
+            except Exception as exc2:
+                self._record(rid, variant, False, started)
+                return _error(503, f"model v{version} failed: {type(exc2).__name__}")
+        self._record(rid, variant, True, started, out)
+        shadow = snap["variants"].get("shadow")
+        if shadow:
+            task = asyncio.get_running_loop().create_task(self._shadow(rid, shadow, body))
+            self.shadow_tasks[rid] = task  # feedback for this request waits for the shadow's answer
+            task.add_done_callback(lambda _t, rid=rid: self.shadow_tasks.pop(rid, None))
+        return {"request_id": rid, "variant": variant, "model": snap["model"], "model_version": version, "predictions": out.to_dict(orient="records")}
+
+    @api.post("/feedback")
+    async def feedback(self, request: Request):
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "malformed JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("request_id"), str) or "label" not in body and "labels" not in body:
+            return _error(422, "expected {'request_id': str, 'label': value} (or 'labels': [..] for a multi-row request)")
+        values = body["labels"] if "labels" in body else [body["label"]]
+        if not isinstance(values, list) or not values:
+            return _error(422, "'labels' must be a non-empty list")
+        pending = self.shadow_tasks.get(body["request_id"])
+        if pending is not None:
+            await asyncio.wait([pending], timeout=5)
+        self._flush()
+        result = await self.state.feedback.remote(body["request_id"], values)
+        return result if result["ok"] else _error(result["status"], result["error"])
+
+    @api.get("/healthz")
+    async def healthz(self):
+        self._ensure_loop()
+        return {"status": "ok", "model": self.snapshot["model"], "variants": self.snapshot["variants"], "placement": self.spec.placement}
+
+    @api.get("/ab/status")
+    async def status(self):
+        self._ensure_loop()
+        self._flush()
+        return await self.state.status.remote()
+
+    # -- admin --------------------------------------------------------------------------------------------
+    def _auth(self, request: Request) -> JSONResponse | None:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return JSONResponse({"error": "admin call needs 'Authorization: Bearer <token>'"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        token = self.spec.token or os.environ.get(TOKEN_ENV)
+        if not token:
+            return _error(403, f"admin API disabled: no token configured (set 'token' or ${TOKEN_ENV})")
+        if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+            return _error(403, "invalid token")
+        return None
+
+    async def _admin(self, request: Request, call) -> JSONResponse | dict:
+        denied = self._auth(request)
+        if denied is not None:
+            return denied
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "malformed JSON")
+        if not isinstance(body, dict):
+            return _error(422, "expected a JSON object")
+        try:
+            result = await call(body)
+        except (TypeError, ValueError) as exc:
+            return _error(422, str(exc))
+        if not result["ok"]:
+            return _error(result["status"], result["error"])
+        await self._refresh()  # this replica applies the change at once; others within ~0.2 s
+        return result
+
+    @api.post("/ab/weights")
+    async def weights(self, request: Request):
+        return await self._admin(request, lambda b: self.state.set_weights.remote(b))
+
+    @api.post("/ab/start")
+    async def start(self, request: Request):
+        async def call(body):
+            if "challenger" not in body:
+                raise ValueError("expected {'challenger': version, 'traffic': percent}")
+            version = str(body["challenger"])
+            try:  # an unknown version: a clear error before any traffic moves
+                await self.pool.aload(version)
+            except Exception as exc:
+                return {"ok": False, "status": 404, "error": f"cannot load {self.spec.model} v{version}: {type(exc).__name__}"}
+            return await self.state.start.remote(version, body.get("traffic"))
+
+        return await self._admin(request, call)
+
+    @api.post("/ab/expand")
+    async def expand(self, request: Request):
+        return await self._admin(request, lambda b: self.state.expand.remote("manual"))
+
+    @api.post("/ab/rollback")
+    async def rollback(self, request: Request):
+        return await self._admin(request, lambda b: self.state.rollback.remote(b.get("reason", "manual")))
+
+    @api.post("/ab/promote")
+    async def promote(self, request: Request):
+        return await self._admin(request, lambda b: self.state.promote.remote("manual"))
+
+
+def build_app(args: dict):
+    """Application builder (``serve run serve/ab.yaml``, ``hpm-ray serve``): resolve refs, start the state actor."""
+    from hpm_ray import runtime
+    from hpm_ray.registry.aliases import resolve_version
+    from hpm_ray.serving.state import ensure_actor, initial_state, kill_actor
+
+    spec = load_spec(ServeSpec, None, args)
+    tracking = spec.tracking_uri or runtime.tracking_uri()
+    db = spec.state_db or str(runtime.runs_dir() / "ab_state.sqlite")
+    spec = spec.model_copy(update={"tracking_uri": tracking, "state_db": db, "token": spec.token or os.environ.get(TOKEN_ENV)})
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking)
+    refs = {slot: resolve_version(spec.model, ref, client) if ref else None for slot, ref in (("champion", spec.champion), ("challenger", spec.challenger), ("shadow", spec.shadow))}
+    init = initial_state(spec.model, refs["champion"], refs["challenger"], refs["shadow"], spec.challenger_traffic)
+    if not spec.resume:
+        kill_actor(spec.app_name)
+    import ray
+
+    actor = ensure_actor(spec.app_name, db, tracking, spec.rollout.model_dump(), init, spec.resume, spec.gates)
+    ray.get(actor.snapshot.remote())  # surfaces a failing actor here, not in a replica
+    data = spec.model_dump()
+    router = ABRouter.options(num_replicas=spec.router_replicas, max_ongoing_requests=spec.max_ongoing_requests)
+    if spec.placement == "fast_path":
+        return router.bind(data)
+    variant = Variant.options(num_replicas=spec.variant_replicas, max_ongoing_requests=spec.max_ongoing_requests)
+    # A challenger deployment always exists (``ab start`` may add one later); a shadow only when configured.
+    slots = ("champion", "challenger", "shadow") if refs["shadow"] else ("champion", "challenger")
+    handles = {slot: variant.options(name=f"Variant-{slot}").bind(data) for slot in slots}
+    return router.bind(data, handles)
+
+
+def start_ab(
+    model_name: str,
+    champion_version: str = "champion",
+    challenger_version: str | None = None,
+    weights: dict[str, float] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    **spec: object,
+) -> str:
+    """Serve ``model_name`` (champion, optional challenger at ``weights``) and return the base URL.
+
+    ``spec`` takes any other :class:`ServeSpec` field (``placement``, ``rollout``, ``app_name``, ...).
+    """
+    from hpm_ray.runtime import init_ray
+
+    init_ray()
+    if challenger_version is not None and weights:
+        spec["challenger_traffic"] = 100.0 * float(weights.get("challenger", 0)) / float(sum(weights.values()))
+    args = {"model": model_name, "champion": str(champion_version), "challenger": None if challenger_version is None else str(challenger_version), "token": token, **spec}
+    serve.start(http_options={"host": host, "port": int(port)})
+    app = build_app(args)
+    name = str(args.get("app_name") or "hpm-ab")
+    prefix = str(args.get("route_prefix") or "/")
+    serve.run(app, name=name, route_prefix=prefix)
+    return f"http://{host}:{port}{prefix.rstrip('/')}"
+
+
+def stop(app_name: str = "hpm-ab") -> None:
+    """Delete the Serve app and stop its state actor (the state stays in sqlite for the next start)."""
+    from hpm_ray.serving.state import kill_actor
+
+    serve.delete(app_name)
+    kill_actor(app_name)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)

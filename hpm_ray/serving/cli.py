@@ -1,0 +1,177 @@
+"""``hpm-ray serve`` (run the A/B app) and ``hpm-ray ab start|status|expand|rollback|promote`` (talk to it).
+
+``ab`` commands are HTTP clients of a running app, so they work from any machine that can reach it; the
+admin token comes from ``--token`` or ``$HPM_RAY_SERVE_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from hpm_ray.errors import HPMError, SpecError
+
+TOKEN_ENV = "HPM_RAY_SERVE_TOKEN"  # same as hpm_ray.serving.app.TOKEN_ENV, without importing Serve here
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from hpm_ray.cli import add_runtime_args
+
+    s = sub.add_parser("serve", help="serve a registered model with weighted A/B routing on Ray Serve")
+    s.add_argument("--config", default=None, help="Serve config YAML (default: serve/ab.yaml if present)")
+    s.add_argument("--host", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default 8000)")
+    s.add_argument("--model", help="registered model name (overrides the config)")
+    s.add_argument("--champion", help="champion version or alias (default: the config's, else 'champion')")
+    s.add_argument("--challenger", help="challenger version or alias (default: the config's, else none)")
+    s.add_argument("--placement", choices=("fast_path", "deployments"), help="variants inside the router or one deployment each")
+    s.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV}; generated and printed if unset)")
+    add_runtime_args(s)
+    s.set_defaults(func=_serve)
+
+    ab = sub.add_parser("ab", help="staged rollout on a running A/B app: start, status, expand, rollback, promote")
+    actions = ab.add_subparsers(dest="ab_command", metavar="ACTION", required=True, parser_class=type(ab))
+    for name, help_text in (
+        ("start", "put a challenger version on a share of traffic and start the staged rollout"),
+        ("status", "weights, stage, history and per-variant metrics"),
+        ("expand", "move the challenger to the next traffic step"),
+        ("rollback", "take the challenger off traffic"),
+        ("promote", "make the challenger champion (quality gates first)"),
+    ):
+        p = actions.add_parser(name, help=help_text)
+        p.add_argument("--url", default=os.environ.get("HPM_RAY_SERVE_URL", DEFAULT_URL), help=f"the app's base URL (default {DEFAULT_URL})")
+        p.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
+        if name == "start":
+            p.add_argument("--model", required=True, help="registered model name the app serves")
+            p.add_argument("--challenger", required=True, help="version (or alias) to roll out")
+            p.add_argument("--traffic", type=float, default=10.0, help="challenger's first share in percent (default 10)")
+        p.set_defaults(func=_ab)
+
+
+def _serve_args(path: str | None) -> tuple[dict, dict]:
+    """(application args, http options) from a Serve config file (``applications[0].args``) or a flat args file."""
+    import yaml
+
+    if path is None:
+        default = Path("serve/ab.yaml")
+        if not default.is_file():
+            return {}, {}
+        path = str(default)
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"serve config not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError:
+        raise SpecError(f"{p}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: the top level must be a mapping")
+    if "applications" not in data:
+        return data, {}
+    apps = data["applications"]
+    if not isinstance(apps, list) or not apps or not isinstance(apps[0], dict):
+        raise SpecError(f"{p}: 'applications' must list at least one application")
+    args = dict(apps[0].get("args") or {})
+    args.setdefault("app_name", apps[0].get("name", "hpm-ab"))
+    return args, dict(data.get("http_options") or {})
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from ray import serve
+
+    from hpm_ray.runtime import init_ray
+    from hpm_ray.serving.app import build_app, new_token, stop
+
+    app_args, http = _serve_args(args.config)
+    for key in ("model", "champion", "challenger", "placement", "token"):
+        if getattr(args, key):
+            app_args[key] = getattr(args, key)
+    if not app_args.get("model"):
+        raise SpecError("no model to serve: give --model or a config with applications[0].args.model")
+    token = app_args.get("token") or os.environ.get(TOKEN_ENV)
+    generated = not token
+    app_args["token"] = token or new_token()
+    host = args.host or http.get("host", "127.0.0.1")
+    port = int(args.port or http.get("port", 8000))
+    init_ray(args.address, args.num_cpus, args.verbose)
+    application = build_app(app_args)  # resolves versions first: an unknown model or alias fails here, exit 2
+    serve.start(http_options={"host": host, "port": port})
+    name = app_args.get("app_name", "hpm-ab")
+    prefix = app_args.get("route_prefix", "/")
+    serve.run(application, name=name, route_prefix=prefix)
+    print(f"serving {app_args['model']} at http://{host}:{port}{prefix.rstrip('/')} (POST /predict, GET /ab/status); Ctrl-C stops")
+    if generated:
+        print(f"admin token (generated; set ${TOKEN_ENV} to choose one): {app_args['token']}")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        stop(name)
+        print("stopped")
+    return 0
+
+
+def call(url: str, method: str, path: str, body: dict | None = None, token: str | None = None, timeout: float = 30.0) -> dict:
+    """One JSON call to the app; an HTTP error or an unreachable app becomes an :class:`HPMError`."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            message = ""
+        raise HPMError(f"{path}: HTTP {exc.code} {message or exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise HPMError(f"no A/B app at {url} ({getattr(exc, 'reason', exc)}); start one with 'hpm-ray serve'") from None
+
+
+def format_status(s: dict) -> str:
+    lines = [f"model {s['model']}  stage {s['stage']}  revision {s['revision']}",
+             "variants " + "  ".join(f"{k}=v{v}" for k, v in s["variants"].items() if v),
+             "weights  " + "  ".join(f"{k}={w:g}%" for k, w in s["weights"].items()),
+             f"policy   {s.get('last_decision', '')}"]
+    for name, m in s.get("metrics", {}).items():
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        lines.append(
+            f"  {name:<10} v{m['version']} requests={m['requests']} errors={m['errors']} p50={fmt(m['latency_p50_ms'], '.1f')}ms "
+            f"p99={fmt(m['latency_p99_ms'], '.1f')}ms confidence={fmt(m['mean_confidence'], '.3f')} "
+            f"accuracy={fmt(m['accuracy'], '.3f')} (labelled {m['labelled']})"
+        )
+    for h in s.get("history", [])[-5:]:
+        lines.append(f"  event: {h['event']}: {h['detail']}")
+    return "\n".join(lines)
+
+
+def _ab(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if args.ab_command == "status":
+        print(format_status(call(args.url, "GET", "/ab/status")))
+        return 0
+    if args.ab_command == "start":
+        served = call(args.url, "GET", "/healthz")["model"]
+        if served != args.model:
+            raise HPMError(f"the app at {args.url} serves {served!r}, not {args.model!r}")
+        result = call(args.url, "POST", "/ab/start", {"challenger": args.challenger, "traffic": args.traffic}, token)
+    else:
+        result = call(args.url, "POST", f"/ab/{args.ab_command}", {}, token)
+    print(f"{result['event']}: {result['detail']}")
+    return 0

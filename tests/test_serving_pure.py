@@ -1,0 +1,138 @@
+"""Payload parsing and routing (pure): every malformed body is a specific 4xx, routing is weighted and sticky."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+import pandas as pd
+
+from hpm_ray.serving.models import confidence, labels
+from hpm_ray.serving.routing import choose, key_point, normalized, pick
+from hpm_ray.serving.schemas import PayloadError, parse_payload
+
+FEATURES = ["a", "b", "c"]
+
+
+def parse(obj, **kw):
+    body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return parse_payload(body, FEATURES, **kw)
+
+
+def test_three_formats_give_the_same_frame():
+    split = parse({"dataframe_split": {"columns": ["c", "a", "b"], "data": [[3, 1, 2], [6, 4, 5]]}})
+    records = parse({"dataframe_records": [{"a": 1, "b": 2, "c": 3}, {"b": 5, "a": 4, "c": 6}]})
+    rows = parse({"instances": [[1, 2, 3], [4, 5, 6]]})
+    inst_records = parse({"instances": [{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "c": 6}]})
+    for frame in (split, records, rows, inst_records):
+        assert list(frame.columns) == FEATURES
+        np.testing.assert_array_equal(frame.to_numpy(), [[1, 2, 3], [4, 5, 6]])
+
+
+def test_integer_columns_cast_and_refuse_fractions():
+    f = parse({"instances": [[1, 2.0, 3]]}, integer_columns=("b",))
+    assert f["b"].dtype == np.int64 and f["a"].dtype == float
+    with pytest.raises(PayloadError, match="column 'b': the model takes whole numbers"):
+        parse({"instances": [[1, 2.5, 3]]}, integer_columns=("b",))
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{nope", 400, "malformed JSON"),
+        (b"", 400, "empty body"),
+        (b"\xff\xfe", 400, "malformed JSON"),
+        ([1, 2], 400, "JSON object"),
+        ({"rows": []}, 400, "exactly one of"),
+        ({"instances": [], "dataframe_records": []}, 400, "exactly one of"),
+        ({"dataframe_split": {"columns": ["a"]}}, 400, "needs 'columns'"),
+        ({"dataframe_split": {"columns": FEATURES, "data": [[1, 2]]}}, 422, "row 0 must be a list of 3"),
+        ({"instances": []}, 422, "empty batch"),
+        ({"instances": [[1, 2]]}, 422, "row 0 has 2 values; the model takes 3"),
+        ({"dataframe_records": [{"a": 1, "b": 2}]}, 422, "missing columns ['c']"),
+        ({"dataframe_records": [{"a": 1, "b": 2, "c": 3, "d": 4}]}, 422, "unknown columns ['d']"),
+        ({"dataframe_records": [{"a": 1, "b": 2, "c": "x"}]}, 422, "column 'c': expected a number, got str"),
+        ({"dataframe_records": [{"a": 1, "b": True, "c": 3}]}, 422, "got bool"),
+        ({"dataframe_records": [{"a": 1, "b": None, "c": 3}]}, 422, "does not take missing values"),
+        (b'{"instances": [[1, NaN, 3]]}', 422, "not a finite number"),
+        (b'{"instances": [[1, Infinity, 3]]}', 422, "not a finite number"),
+        ({"dataframe_records": [{"a": 1, "b": 2, "c": 3}, {"a": 1}]}, 422, "row 1 has different columns"),
+        ({"dataframe_records": "abc"}, 400, "must be a list"),
+        ({"dataframe_records": [5]}, 422, "row 0 must be an object"),
+        ({"dataframe_split": {"columns": [1, 2, 3], "data": [[1, 2, 3]]}}, 422, "column names must be strings"),
+        ({"instances": [[10**400, 1, 1]]}, 422, "number too large"),
+    ],
+)
+def test_malformed_payloads(body, status, message):
+    if isinstance(body, dict) and body.get("instances") == [[10**400, 1, 1]]:
+        body = b'{"instances": [[1' + b"0" * 400 + b', 1, 1]]}'
+    with pytest.raises(PayloadError) as err:
+        parse(body)
+    assert err.value.status == status
+    assert message in err.value.message
+
+
+def test_nan_allowed_when_the_model_takes_it():
+    f = parse({"instances": [[1, None, 3]]}, allow_nan=True)
+    assert np.isnan(f.loc[0, "b"])
+
+
+def test_size_and_row_limits():
+    with pytest.raises(PayloadError) as err:
+        parse({"instances": [[1, 2, 3]] * 50}, max_bytes=100)
+    assert err.value.status == 413
+    with pytest.raises(PayloadError, match="11 rows; the limit is 10") as err:
+        parse({"instances": [[1, 2, 3]] * 11}, max_rows=10)
+    assert err.value.status == 413
+
+
+def test_weighted_pick_boundaries_and_normalization():
+    w = {"champion": 90, "challenger": 10}
+    assert normalized(w) == {"champion": 0.9, "challenger": 0.1}
+    assert pick(w, 0.0) == "champion" and pick(w, 0.8999) == "champion"
+    assert pick(w, 0.9) == "challenger" and pick(w, 0.99999) == "challenger"
+    assert pick({"champion": 0, "challenger": 5}, 0.0) == "challenger"
+    with pytest.raises(ValueError):
+        normalized({"champion": 0})
+    with pytest.raises(ValueError):
+        normalized({"champion": -1, "challenger": 2})
+
+
+def test_random_split_matches_weights():
+    rng = random.Random(0)
+    picks = [choose({"champion": 75, "challenger": 25}, rng=rng) for _ in range(20_000)]
+    assert abs(picks.count("challenger") / len(picks) - 0.25) < 0.015
+
+
+def test_sticky_keys_are_stable_and_move_one_way():
+    keys = [f"user-{i}" for i in range(2000)]
+    assert all(0 <= key_point(k) < 1 for k in keys)
+    at10 = {k: choose({"champion": 90, "challenger": 10}, k) for k in keys}
+    assert at10 == {k: choose({"champion": 90, "challenger": 10}, k) for k in keys}
+    at50 = {k: choose({"champion": 50, "challenger": 50}, k) for k in keys}
+    assert all(at50[k] == "challenger" for k in keys if at10[k] == "challenger")  # raising a weight never moves keys back
+    assert abs(sum(v == "challenger" for v in at10.values()) / len(keys) - 0.10) < 0.03
+
+
+def test_confidence_and_labels_from_a_prediction_frame():
+    out = pd.DataFrame({"prediction": [1, 0, 2], "proba_0": [0.3, 0.8, 0.1], "proba_1": [0.7, 0.2, 0.3], "proba_2": [0.0, 0.0, 0.6]})
+    assert confidence(out) == pytest.approx((0.7 + 0.8 + 0.6) / 3)
+    assert labels(out) == [1, 0, 2]
+    assert confidence(pd.DataFrame({"q_0.5": [1.0]})) is None and labels(pd.DataFrame({"q_0.5": [1.0]})) is None
+
+
+def test_serve_config_is_valid_for_serve_run_and_for_the_app():
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from hpm_ray.serving.app import ServeSpec
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve" / "ab.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(data)
+    app = schema.applications[0]
+    assert app.import_path == "hpm_ray.serving.app:build_app"
+    spec = ServeSpec.model_validate(app.args)
+    assert spec.max_ongoing_requests > 5 and data["http_options"]["host"] == "127.0.0.1"
