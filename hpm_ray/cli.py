@@ -14,7 +14,7 @@ from hpm_ray import __version__
 from hpm_ray.errors import HPMError
 
 # Modules with a ``register(subparsers)``; imported lazily so ``hpm-ray --help`` stays fast.
-COMMAND_MODULES = ("hpm_ray.data.cli", "hpm_ray.demo", "hpm_ray.hpo.cli", "hpm_ray.distill.cli", "hpm_ray.registry.cli", "hpm_ray.serving.cli")
+COMMAND_MODULES = ("hpm_ray.data.cli", "hpm_ray.demo", "hpm_ray.hpo.cli", "hpm_ray.distill.cli", "hpm_ray.registry.cli", "hpm_ray.serving.cli", "hpm_ray.drift.cli")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -71,10 +71,26 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     # thing they need from the driver's environment is to be as quiet as it is.
     runtime_env = None if verbose else {"env_vars": {"PYTHONWARNINGS": "ignore", "RAY_AIR_NEW_OUTPUT": "0"}}
     if address:
+        _token_auth_for(address)
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
+        # "local" always starts a fresh instance; a bare ray.init() would join any cluster it finds on the machine.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     return ray.cluster_resources()
+
+
+def _token_auth_for(address: str) -> None:
+    """Let ``--address host:port`` join a token-auth cluster the way ``--address auto`` does.
+
+    Ray 2.60 turns token auth on for new clusters, but a client naming an explicit address only sends its token
+    when ``RAY_AUTH_MODE=token`` is set. With the mode unset and a token on this machine (``$RAY_AUTH_TOKEN``,
+    ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) we apply Ray's own "auto" rule; an explicit
+    ``RAY_AUTH_MODE`` (``token`` or ``disabled``) always wins.
+    """
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    if address != "auto":
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def default_tracking_uri(base: str | Path | None = None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -44,6 +45,23 @@ def mlflow_uri():
     from hpm_ray.runtime import setup_mlflow
 
     return setup_mlflow()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def serve_port(ray_session) -> int:
+    """Ray Serve's HTTP proxy on a free loopback port for one test module, shut down after it."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
 
 
 @pytest.fixture

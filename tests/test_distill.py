@@ -41,6 +41,12 @@ class Exploding(SoftStudent):
     def _fit_soft(self, X, q):
         raise RuntimeError("boom in fit")
 
+    def _proba(self, X):
+        raise AssertionError("never fitted")
+
+    def size(self) -> int:
+        return 0
+
 
 @pytest.fixture
 def exploding_student():

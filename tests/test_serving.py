@@ -6,7 +6,6 @@ Models: LightGBM on 2,000 credit-default rows, registered in the sandbox MLflow:
 
 import json
 import random
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,12 +25,6 @@ NAME = "ab-credit"
 TOKEN = "test-token-7f3a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +48,8 @@ def models(ray_session, mlflow_uri):
     return out
 
 
-@pytest.fixture(scope="module")
-def port(ray_session):
-    from ray import serve
-
-    p = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": p})
-    yield p
-    serve.shutdown()
-
-
 @pytest.fixture
-def launch(models, port):
+def launch(models, serve_port):
     """Start an A/B app (stopped at teardown); returns its base URL."""
     from hpm_ray.serving import start_ab, stop
 
@@ -74,7 +57,7 @@ def launch(models, port):
 
     def _launch(app, champion, challenger=None, weights=None, **spec):
         spec.setdefault("resume", False)
-        url = start_ab(NAME, champion, challenger, weights, port=port, token=TOKEN, app_name=app, **spec)
+        url = start_ab(NAME, champion, challenger, weights, port=serve_port, token=TOKEN, app_name=app, **spec)
         started.append(app)
         return url
 

@@ -273,7 +273,7 @@ class AutoDistiller:
             row = {"method": r["method"], "stage": task.stage, "student": task.student, "temperature": task.temperature,
                    "alpha": task.alpha, "status": r["status"], "val_score": r["val_score"], "n_fits": r["n_fits"],
                    "fit_seconds": r.get("fit_seconds", float("nan")), "params": json.dumps(r["params"], sort_keys=True),
-                   "error": r.get("error", ""), "key": task.key}
+                   "error": r.get("error", ""), "key": task.key, "node_id": r.get("node_id", "")}
             if r["status"] == "ok" and task.stage in (*STUDENT_STAGES, "twin"):
                 model = r["model"]
                 t = time.perf_counter()

@@ -19,6 +19,13 @@ from hpm_ray.distill.evaluate import HIGHER_IS_BETTER, better, score
 from hpm_ray.distill.soft_targets import soft_targets, soften
 from hpm_ray.distill.students import STUDENTS, SoftStudent
 
+# A task whose node dies is re-run elsewhere (Ray retries system failures only; a config that raises is not
+# retried), and its ObjectRef resolves once, so every config is reported exactly once.
+TASK_RETRIES = 3
+# Independent CPU-bound fits: spread them over the nodes (Ray's default packs onto the driver's node first, and
+# on a cluster that left the workers idle while the head queued). No effect on one machine.
+TASK_OPTIONS = dict(num_cpus=1, max_retries=TASK_RETRIES, scheduling_strategy="SPREAD")
+
 
 @dataclass
 class ConfigTask:
@@ -110,7 +117,8 @@ def run_config(payload_box: list, task: ConfigTask) -> dict:
         for params in task.warm_params[: max(1, task.n_trials // 2)]:
             study.enqueue_trial(params, skip_if_exists=True)
         study.optimize(lambda trial: fit_and_score(cls.suggest(trial)), n_trials=task.n_trials)
-    return {"key": task.key, "status": "ok", "val_score": best["score"], "params": best["params"],
+    return {"key": task.key, "status": "ok", "node_id": ray.get_runtime_context().get_node_id(),
+            "val_score": best["score"], "params": best["params"],
             "model": best["model"], "history": history,
             "top": sorted(tried, key=lambda sp: -sp[0] if HIGHER_IS_BETTER[task.metric] else sp[0])[:3], "n_fits": len(history),
             "fit_seconds": time.perf_counter() - t0, "payload_zero_copy": zero_copy}
@@ -121,7 +129,7 @@ def run_tasks(payload_ref, tasks: list[ConfigTask], progress: Callable[[str], No
     """Submit every task (Ray schedules them on free CPUs); collect results as they finish."""
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=0)(run_config)
+    remote = ray.remote(**TASK_OPTIONS)(run_config)
     by_ref = {}
     for task in tasks:
         if task.student_cls is None and task.student in STUDENTS:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hpm_ray.distill.engine import TASK_OPTIONS
 from hpm_ray.distill.soft_targets import as_proba_matrix
 from hpm_ray.distill.splits import Splits
 from hpm_ray.errors import DataError
@@ -99,7 +100,7 @@ def train_default_teachers(splits: Splits, n_trees: int, folds: int, seed: int, 
         ts.from_cache = True
         return ts
     box = [ray.put({"X": splits.X_train, "y": splits.y_train, "val": splits.X_val, "test": splits.X_test})]
-    remote = ray.remote(num_cpus=1, max_retries=0)(_fold_task)
+    remote = ray.remote(**TASK_OPTIONS)(_fold_task)
     n = len(splits.y_train)
     fold_idx = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), splits.y_train))
     jobs = {}

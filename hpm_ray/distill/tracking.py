@@ -15,6 +15,7 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
     """Log ``d`` (a finished AutoDistiller) and its files in ``out_dir``; returns the registered model URI."""
     import mlflow
 
+    from hpm_ray.registry.gates import classifier_metrics
     from hpm_ray.registry.models import log_and_register
     from hpm_ray.registry.pyfunc import ClassifierPyfunc
     from hpm_ray.runtime import mlflow_experiment
@@ -37,12 +38,16 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
         if best["hard_label_twin"]["auc"] is not None:
             metrics["twin_auc"] = best["hard_label_twin"]["auc"]
         mlflow.log_metrics(metrics)
-        model_metrics = {k: best["best"][k] for k in ("auc", "accuracy", "log_loss", "ks", "fidelity")
-                         if best["best"][k] is not None}
+        # Everything the quality gates read (accuracy, macro F1, per-class precision/recall, mean confidence),
+        # measured on the test split the selection never saw, plus the distillation's own headline numbers.
+        classes = list(d.splits.classes)
+        y_test = d.splits.classes[d.splits.y_test]  # codes -> the labels the served model returns
+        model_metrics = classifier_metrics(y_test, d.predict_proba(d.splits.X_test), classes)
+        model_metrics.update({k: best["best"][k] for k in ("auc", "log_loss", "ks", "fidelity") if best["best"][k] is not None})
         X_ex = d.splits.X_test.head(3)
-        mv = log_and_register(ClassifierPyfunc(d.best_model(), list(d.splits.X_train.columns), list(d.splits.classes)),
+        mv = log_and_register(ClassifierPyfunc(d.best_model(), list(d.splits.X_train.columns), classes),
                               register_name, kind="classifier", metrics=model_metrics, input_example=X_ex,
-                              tags={"hpm_ray.student": best["best"]["student"]})
+                              tags={"hpm_ray.student": best["best"]["student"]}, reference=d.splits.X_train)
         uri = f"models:/{register_name}/{mv.version}"
         summary_path = out_dir / "summary.json"
         summary = json.loads(summary_path.read_text())

@@ -53,8 +53,9 @@ def build_report(summary: dict, figures: dict, trials: dict, spec) -> Report:
             if pts:
                 series[label] = ([p[0] for p in pts], [p[1] for p in pts])
         if series:
+            # Validation scores only: a test-block line here would invite comparing numbers from different data.
             rep.line_chart(series, title=f"best validation pinball by trial (h={h})", xlabel="trial", ylabel="pinball",
-                           markers=True, hlines={"naive (test)": e["baselines"]["naive"]})
+                           markers=True)
         fig = figures[int(h)]
         q, y = fig["q"][-FAN_POINTS:], np.asarray(fig["y"])[-FAN_POINTS:]
         n_q = q.shape[1]

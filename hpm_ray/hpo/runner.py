@@ -104,6 +104,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
     """Run the whole job; returns the summary written to ``out/summary.json``."""
     import mlflow
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from hpm_ray.hpo.evaluate import DEFAULT_CONFIG, refit
     from hpm_ray.hpo.search import Progress, SearchSettings, run_search
@@ -131,7 +132,10 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
         (out / STATE_FILE).write_text(json.dumps(state, indent=2))
 
         actor_name = f"{state['run_id']}-progress"
-        progress = Progress.options(name=actor_name, get_if_exists=True).remote()
+        # Tuners write their state to `storage` on this machine's disk (what --resume reads) and the driver
+        # polls the progress actor: both stay on the driver's node; trials and refits go anywhere.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        progress = Progress.options(name=actor_name, get_if_exists=True, scheduling_strategy=here).remote()
         storage = tune_storage()
         tasks, refs = {}, {}
         for hz in horizons:
@@ -142,7 +146,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
                 reduction_factor=spec.reduction_factor, max_concurrent=concurrent, trial_cpus=trial_cpus, seed=spec.seed + hz.h,
                 points_to_evaluate=spec.points_to_evaluate, progress_actor=actor_name, key=str(hz.h),
             )
-            tasks[run_search.remote(settings, [refs[hz.h]], resume)] = hz
+            tasks[run_search.options(scheduling_strategy=here).remote(settings, [refs[hz.h]], resume)] = hz
         verb = "resuming" if resume else "searching"
         log(f"{verb} {len(horizons)} horizon(s) x {spec.trials_per_horizon} trials on {cpus} CPU(s), "
             f"{concurrent} concurrent trial(s) per horizon at {trial_cpus:g} CPU each; run {state['run_id']}")
@@ -232,7 +236,11 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state) 
         crossing_rate=m["crossing_rate"], n_trials=len(records), n_pruned=n_pruned,
         model_uri=f"models:/{mv.name}/{mv.version}",
     )
-    details = {**m, "best_rounds": best["rounds"], "n_failed": n_failed, "blocks": b.sizes(),
+    nodes: dict[str, int] = {}
+    for r in records:
+        if r.node_id:
+            nodes[r.node_id] = nodes.get(r.node_id, 0) + 1
+    details = {**m, "best_rounds": best["rounds"], "n_failed": n_failed, "blocks": b.sizes(), "trials_per_node": nodes,
                "default_lgbm": {k: m_def[k] for k in ("coverage_90", "coverage_50", "crossing_rate_raw") if k in m_def}}
     fig = {"time": hz.X.index[b.test], "q": q_final, "y": y[b.test]}
     return entry, details, fig
@@ -255,7 +263,7 @@ def _log_trials(records, h: int, parent_id: str) -> None:
         status = "failed" if rec.error else ("pruned" if rec.pruned else "completed")
         run = client.create_run(parent.info.experiment_id, run_name=f"h{h}-{rec.trial_id}", tags={
             "mlflow.parentRunId": parent_id, "horizon": str(h), "trial_id": rec.trial_id, "status": status,
-            "pruned": str(rec.pruned).lower()})
+            "pruned": str(rec.pruned).lower(), "node_id": rec.node_id or ""})
         client.log_batch(
             run.info.run_id,
             metrics=[Metric(METRIC, v, now, rounds) for rounds, v in rec.history],

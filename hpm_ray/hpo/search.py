@@ -15,6 +15,10 @@ from ray import tune
 
 from hpm_ray.hpo.trainable import METRIC, tune_trainable
 
+# Restarts of a trial whose node died. One is not enough: Tune may first retry on a reused actor cached on the
+# dead node (measured: two failures on the same actor). A config that crashes by itself also gets them.
+TRIAL_RETRIES = 3
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -43,6 +47,7 @@ class TrialRecord:
     history: list[tuple[int, float]]  # (rounds, val_pinball) per report
     pruned: bool
     error: str | None
+    node_id: str | None = None  # the Ray node of its last attempt
 
     @property
     def best(self) -> tuple[int, float] | None:
@@ -155,7 +160,8 @@ def make_tuner(s: SearchSettings, data_ref, resume: bool) -> tune.Tuner:
         ),
         run_config=tune.RunConfig(
             name=s.name, storage_path=s.storage, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            # A trial whose node dies is restarted elsewhere (from scratch: trials keep no checkpoint).
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
             # result.json per trial: the per-report history the driver logs to MLflow (auto loggers are off).
             callbacks=[JsonLoggerCallback(), ProgressCallback(s.progress_actor, s.key, s.max_reports)],
         ),
@@ -167,12 +173,14 @@ def records(result_grid, max_reports: int) -> list[TrialRecord]:
     out = []
     for r in result_grid:
         df = r.metrics_dataframe
-        hist = []
+        hist = {}
         if df is not None and METRIC in df:
-            hist = [(int(a), float(b)) for a, b in zip(df["rounds"], df[METRIC])]
+            # a trial restarted after its node died reports its first rounds again: keep the last attempt's
+            hist = {int(a): float(b) for a, b in zip(df["rounds"], df[METRIC])}
         tid = (r.metrics or {}).get("trial_id") or r.path.rstrip("/").rsplit("/", 1)[-1]
         err = None if r.error is None else (str(r.error).strip().splitlines() or [type(r.error).__name__])[-1][:300]
-        out.append(TrialRecord(tid, dict(r.config or {}), hist, err is None and _is_pruned(r.metrics, max_reports), err))
+        out.append(TrialRecord(tid, dict(r.config or {}), sorted(hist.items()),
+                               err is None and _is_pruned(r.metrics, max_reports), err, (r.metrics or {}).get("node_id")))
     return out
 
 

@@ -79,7 +79,9 @@ def fit_steps(config: dict, data: SearchData) -> Iterator[tuple[int, float]]:
 
 def tune_trainable(config: dict, data: SearchData) -> None:
     """Ray Tune function trainable: one report per ``report_every`` rounds (ASHA's time unit)."""
+    import ray
     from ray import tune
 
+    node = ray.get_runtime_context().get_node_id()  # which machine ran the trial (placement evidence)
     for rounds, score in fit_steps(config, data):
-        tune.report({METRIC: score, "rounds": rounds})
+        tune.report({METRIC: score, "rounds": rounds, "node_id": node})

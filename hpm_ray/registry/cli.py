@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from hpm_ray.errors import SpecError
 
@@ -30,20 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     al.set_defaults(func=_alias)
 
 
-def _overrides(path: str | None) -> dict | None:
-    if path is None:
-        return None
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"gates file not found: {p}")
-    data = yaml.safe_load(p.read_text())
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise SpecError(f"{p}: expected {{kind: {{metric: {{low: .., high: ..}}}}}}")
-    return data
-
-
 def _list(args) -> int:
     from hpm_ray.registry.aliases import list_versions
 
@@ -60,8 +45,9 @@ def _list(args) -> int:
 
 def _promote(args) -> int:
     from hpm_ray.registry.aliases import promote
+    from hpm_ray.registry.gates import load_gate_file
 
-    previous = promote(args.name, args.version, _overrides(args.gates))
+    previous = promote(args.name, args.version, load_gate_file(args.gates) if args.gates else None)
     print(f"{args.name}: champion -> v{args.version}" + (f" (was v{previous})" if previous else ""))
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -122,3 +123,16 @@ def classifier_metrics(y_true, proba, classes) -> dict[str, float]:
         f1s.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
     out["f1"] = float(np.mean(f1s))
     return out
+
+
+def load_gate_file(path: str | Path) -> dict[str, dict[str, dict]]:
+    """Read a gates YAML file: ``{kind: {metric: {low: .., high: ..}}}`` over the default gates."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"gates file not found: {p}")
+    data = yaml.safe_load(p.read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise SpecError(f"{p}: expected {{kind: {{metric: {{low: .., high: ..}}}}}}")
+    return data

@@ -10,6 +10,8 @@ from importlib import metadata
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 KIND_TAG = "hpm_ray.kind"  # "classifier" | "quantile_forecaster": selects the quality gates
@@ -30,25 +32,38 @@ def log_and_register(
     input_example=None,
     artifacts: dict[str, str] | None = None,
     tags: dict[str, str] | None = None,
+    reference=None,
 ) -> ModelVersion:
-    """Log ``python_model`` under the active run, register it, and tag the new version with kind and metrics."""
+    """Log ``python_model`` under the active run, register it, and tag the new version with kind and metrics.
+
+    ``reference`` (training feature rows): a bounded sample and the model's outputs on it are stored with the
+    run, the baseline ``hpm-ray drift check`` compares served traffic with.
+    """
     if mlflow.active_run() is None:
         raise RuntimeError("log_and_register needs an active MLflow run")
+    if reference is not None:
+        from hpm_ray.drift.reference import log_reference
+
+        log_reference(python_model, reference)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=python_model,
         artifacts=artifacts,
         input_example=input_example,
         pip_requirements=pip_requirements(),
-        registered_model_name=registered_name,
     )
-    client = MlflowClient()
-    version = str(info.registered_model_version)
     all_tags = {KIND_TAG: kind, **(tags or {})}
     all_tags.update({f"{METRIC_TAG_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()})
-    for k, v in all_tags.items():
-        client.set_model_version_tag(registered_name, version, k, str(v))
-    return client.get_model_version(registered_name, version)
+    # The client API registers without the fluent API's stderr chatter, and tags the version atomically.
+    client = MlflowClient()
+    try:
+        client.create_registered_model(registered_name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    mv = client.create_model_version(registered_name, source=info.model_uri, run_id=mlflow.active_run().info.run_id,
+                                     tags={k: str(v) for k, v in all_tags.items()}, model_id=info.model_id)
+    return client.get_model_version(registered_name, str(mv.version))
 
 
 def version_metrics(mv: ModelVersion) -> dict[str, float]:

@@ -21,7 +21,7 @@ _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;color:#222;padding:0 16px}
 h1{font-size:24px;margin-bottom:4px}h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:16px;margin-top:20px}.sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px;display:block;overflow-x:auto;max-width:100%}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}.ok{color:#2ca02c;font-weight:600}.bad{color:#d62728;font-weight:600}
 svg{display:block;margin:8px 0 4px;background:#fff}.chart text{font-size:11px;fill:#333}.note{color:#666;font-size:12px}
 """
@@ -101,20 +101,20 @@ class _Axes:
 
     def svg(self, legend: Sequence[tuple[str, str]] = (), x_labels: dict[float, str] | None = None) -> str:
         g = [f'<text x="{_W / 2}" y="16" text-anchor="middle" style="font-size:13px;font-weight:600">{html.escape(self.title)}</text>']
-        l, b = _M["left"], _H - _M["bottom"]
-        g.append(f'<line x1="{l}" y1="{_M["top"]}" x2="{l}" y2="{b}" stroke="#888"/><line x1="{l}" y1="{b}" x2="{_W - _M["right"]}" y2="{b}" stroke="#888"/>')
+        left, b = _M["left"], _H - _M["bottom"]
+        g.append(f'<line x1="{left}" y1="{_M["top"]}" x2="{left}" y2="{b}" stroke="#888"/><line x1="{left}" y1="{b}" x2="{_W - _M["right"]}" y2="{b}" stroke="#888"/>')
         for t in _nice_ticks(self.y0, self.y1):
             y = float(self.py(t))
-            g.append(f'<line x1="{l}" x2="{_W - _M["right"]}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                     f'<text x="{l - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+            g.append(f'<line x1="{left}" x2="{_W - _M["right"]}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
         xt = x_labels.items() if x_labels else ((t, _fmt(t)) for t in _nice_ticks(self.x0, self.x1, 6))
         for t, lab in xt:
             x = float(self.px(t))
             g.append(f'<text x="{x:.1f}" y="{b + 16}" text-anchor="middle">{html.escape(str(lab))}</text>')
-        g.append(f'<text x="{(l + _W) / 2}" y="{_H - 8}" text-anchor="middle">{html.escape(self.xlabel)}</text>')
+        g.append(f'<text x="{(left + _W) / 2}" y="{_H - 8}" text-anchor="middle">{html.escape(self.xlabel)}</text>')
         g.append(f'<text transform="translate(14,{(_H) / 2}) rotate(-90)" text-anchor="middle">{html.escape(self.ylabel)}</text>')
         for i, (name, color) in enumerate(legend):
-            x = l + 10 + (i % 4) * 150
+            x = left + 10 + (i % 4) * 150
             y = 32 + (i // 4) * 14  # legend rows sit between the title and the plot area
             g.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{color}"/><text x="{x + 14}" y="{y + 1}">{html.escape(name)}</text>')
         body = "".join(g + self.parts)

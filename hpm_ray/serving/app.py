@@ -23,6 +23,7 @@ from pydantic import Field
 from ray import serve
 
 from hpm_ray.config import Spec, load_spec
+from hpm_ray.drift.served import ServedLog
 from hpm_ray.serving.models import InputSpec, ModelPool, confidence, labels
 from hpm_ray.serving.policy import RolloutPolicy
 from hpm_ray.serving.routing import choose
@@ -57,6 +58,12 @@ class ServeSpec(Spec):
     tracking_uri: str | None = None
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     gates: dict[str, dict[str, dict]] | None = None  # {kind: {metric: {low, high}}} over the default gates
+    # served rows for the drift monitor (hpm_ray.drift.served): sampled share, rotation, folder
+    served_log: bool = True
+    served_fraction: float = Field(1.0, ge=0, le=1)
+    served_file_rows: int = Field(5000, ge=1)
+    served_max_files: int = Field(10, ge=1)
+    served_dir: str | None = None  # default: <runs dir>/served/<app_name>
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -103,6 +110,7 @@ class ABRouter:
         for version in self._versions(self.snapshot):
             self.features[version] = self.pool.load(version)  # fails the replica (and the deploy) if unloadable
         self.buffer: list[tuple] = []
+        self.served = ServedLog(s.served_dir, s.served_fraction, s.served_file_rows, s.served_max_files) if s.served_log and s.served_dir else None
         self.shadow_tasks: dict[str, asyncio.Task] = {}
         self._loop_task = None
         tags = ("variant",)
@@ -125,6 +133,8 @@ class ABRouter:
             await asyncio.sleep(0.2)
             try:
                 self._flush()
+                if self.served is not None:
+                    await asyncio.to_thread(self._write_served)  # off the event loop: requests never wait on disk
                 await self._refresh()
             except Exception as exc:  # keep serving on the last good snapshot
                 log.warning("A/B state refresh failed: %s", exc)
@@ -139,6 +149,12 @@ class ABRouter:
                     await self.handles[slot].warm.remote(version)
                 self.features[version] = await self.pool.aload(version)
         self.snapshot = snap  # swap only once every version is loaded: no request waits on a load
+
+    def _write_served(self) -> None:
+        try:
+            self.served.flush()
+        except OSError as exc:  # a full or unwritable disk must not stop serving
+            log.warning("served rows not written: %s", exc)
 
     def _flush(self) -> None:
         if self.buffer:
@@ -210,6 +226,8 @@ class ABRouter:
                 self._record(rid, variant, False, started)
                 return _error(503, f"model v{version} failed: {type(exc2).__name__}")
         self._record(rid, variant, True, started, out)
+        if self.served is not None:
+            self.served.add(snap["model"], variant, version, frame, out)
         shadow = snap["variants"].get("shadow")
         if shadow:
             task = asyncio.get_running_loop().create_task(self._shadow(rid, shadow, body))
@@ -312,13 +330,15 @@ class ABRouter:
 def build_app(args: dict):
     """Application builder (``serve run serve/ab.yaml``, ``hpm-ray serve``): resolve refs, start the state actor."""
     from hpm_ray import runtime
+    from hpm_ray.drift.served import served_dir
     from hpm_ray.registry.aliases import resolve_version
     from hpm_ray.serving.state import ensure_actor, initial_state, kill_actor
 
     spec = load_spec(ServeSpec, None, args)
     tracking = spec.tracking_uri or runtime.tracking_uri()
     db = spec.state_db or str(runtime.runs_dir() / "ab_state.sqlite")
-    spec = spec.model_copy(update={"tracking_uri": tracking, "state_db": db, "token": spec.token or os.environ.get(TOKEN_ENV)})
+    served = spec.served_dir or str(served_dir(spec.app_name))
+    spec = spec.model_copy(update={"tracking_uri": tracking, "state_db": db, "served_dir": served, "token": spec.token or os.environ.get(TOKEN_ENV)})
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking)

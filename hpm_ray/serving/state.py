@@ -123,6 +123,7 @@ class ABState:
         out["last_decision"] = self.last_decision
         out["restored"] = self.restored
         out["mlflow_error"] = self.mlflow_error
+        out["gates"] = self.gates  # the app's gate overrides: the drift watcher gates its retrained models with them
         return out
 
     def _metrics(self, name: str) -> dict:

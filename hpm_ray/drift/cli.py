@@ -1,0 +1,105 @@
+"""``hpm-ray drift check`` (one drift report) and ``hpm-ray drift watch`` (check on a schedule; retrain,
+gate, register a challenger and start an A/B when drift passes the threshold)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from hpm_ray.errors import SpecError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="registered model name (default: the one the app serves)")
+    p.add_argument("--alias", default="champion", help="version alias whose reference is the baseline (default champion)")
+    p.add_argument("--app", default="hpm-ab", help="A/B app name whose served rows are checked (default hpm-ab)")
+    p.add_argument("--served-dir", help="served-rows folder (default <runs dir>/served/<app>)")
+    p.add_argument("--window", type=int, default=2000, help="newest served rows to check (default 2000)")
+    p.add_argument("--min-rows", type=int, default=200, help="refuse a check on fewer served rows (default 200)")
+    p.add_argument("--threshold", type=float, default=0.2, help="PSI at which a feature counts as drifted (default 0.2)")
+    p.add_argument("--out", help="folder for drift.json / drift.html (default <runs dir>/drift/<app>)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from hpm_ray.cli import add_runtime_args
+    from hpm_ray.serving.cli import DEFAULT_URL, TOKEN_ENV
+
+    d = sub.add_parser("drift", help="drift between the champion's training data and served traffic; retrain loop")
+    actions = d.add_subparsers(dest="drift_command", metavar="ACTION", required=True, parser_class=type(d))
+    c = actions.add_parser("check", help="one drift check: PSI + KS per feature and on predictions; JSON + HTML report")
+    _common(c)
+    c.set_defaults(func=_check)
+    w = actions.add_parser("watch", help="check every --interval; on drift retrain, gate, register a challenger, start an A/B")
+    _common(w)
+    w.add_argument("--interval", default="60m", help="time between checks: 30s, 60m, 2h (default 60m)")
+    w.add_argument("--once", action="store_true", help="one check (and its actions), then exit")
+    w.add_argument("--iterations", type=int, help="stop after this many checks (default: run until stopped)")
+    w.add_argument("--dry-run", action="store_true", help="report what would be done; change nothing in the registry or the app")
+    w.add_argument("--url", default=os.environ.get("HPM_RAY_SERVE_URL", DEFAULT_URL), help=f"the A/B app's base URL (default {DEFAULT_URL})")
+    w.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
+    w.add_argument("--data", help="retraining table (CSV/Parquet; default: the bundled credit data)")
+    w.add_argument("--target", help="label column of --data")
+    w.add_argument("--gates", help="gates YAML for the retrained model (default: the app's configured gates)")
+    w.add_argument("--traffic", type=float, default=10.0, help="challenger's first A/B share in percent (default 10)")
+    w.add_argument("--max-rows", type=int, default=10_000, help="rows the retraining uses (default 10000)")
+    w.add_argument("--trials", type=int, help="Optuna trials per distillation config")
+    w.add_argument("--configs", type=int, help="distillation configs carried to full budget")
+    w.add_argument("--students", help="comma-separated student types (default: all)")
+    w.add_argument("--teacher-trees", type=int, help="trees per default teacher")
+    add_runtime_args(w)
+    w.set_defaults(func=_watch)
+
+
+def _fields(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "alias": args.alias, "app": args.app, "served_dir": args.served_dir,
+            "window": args.window, "min_rows": args.min_rows, "threshold": args.threshold, "out": args.out}
+
+
+def _check(args: argparse.Namespace) -> int:
+    from hpm_ray.config import load_spec
+    from hpm_ray.drift.monitor import CheckSpec, DecisionLog, run_check
+    from hpm_ray.drift.report import verdict
+
+    spec = load_spec(CheckSpec, None, _fields(args))
+    log = DecisionLog("drift-check", {"hpm_ray.app": spec.app})
+    ok = False
+    try:
+        try:
+            c = run_check(spec, log)
+        except Exception as exc:
+            log.decide("check", f"no check: {exc}")
+            raise
+        log.decide("check", verdict(c.result))
+        ok = True
+    finally:
+        log.close(ok)
+    print(f"{c.model} v{c.version}: {verdict(c.result)}; report {c.html_path}")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from hpm_ray.config import load_spec, parse_list
+    from hpm_ray.distill.spec import DistillSpec
+    from hpm_ray.drift.monitor import WatchSpec, parse_interval, watch
+    from hpm_ray.runtime import init_ray
+    from hpm_ray.serving.cli import TOKEN_ENV
+
+    parse_interval(args.interval)  # bad flags fail before anything starts, not at the first drift
+    if args.data and not (Path(args.data).is_file() and args.target):
+        raise SpecError(f"--data {args.data}: file not found" if not Path(args.data).is_file() else "--data needs --target (the label column)")
+    distill = DistillSpec().model_dump()
+    distill.update(method="hpm", max_rows=args.max_rows, max_configs=8, teacher_trees=200,
+                   runtime={"address": args.address, "num_cpus": args.num_cpus, "verbose": args.verbose})
+    for key, value in (("hpm_trials", args.trials), ("max_configs", args.configs), ("teacher_trees", args.teacher_trees),
+                       ("students", parse_list(args.students, str, "--students"))):
+        if value is not None:
+            distill[key] = value
+    fields = {**_fields(args), "url": args.url, "token": args.token or os.environ.get(TOKEN_ENV), "interval": args.interval,
+              "iterations": 1 if args.once else args.iterations, "dry_run": args.dry_run, "data": args.data,
+              "target": args.target, "traffic": args.traffic, "gates": args.gates, "distill": distill}
+    spec = load_spec(WatchSpec, None, fields)
+    if not args.dry_run:
+        init_ray(args.address, args.num_cpus, args.verbose)  # retraining runs on Ray
+    results = watch(spec, lambda msg: print(msg, flush=True))
+    return 0 if results and results[-1].get("action") != "error" else 2

@@ -1,0 +1,256 @@
+"""The closed loop: check served traffic against the champion's training reference; on drift, retrain
+(HPM distillation, warm-started from the shared optimisation memory), gate, register the new version as
+``challenger`` and start a staged A/B on the running app through its admin API.
+
+Every check and every decision is an MLflow run in the ``hpm-ray-drift`` experiment: drift values as
+metrics, each decision as a ``decision.<step>`` tag and a line of ``decisions.json``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+
+from hpm_ray.config import Spec
+from hpm_ray.distill.spec import DistillSpec
+from hpm_ray.drift.checks import DEFAULT_THRESHOLD, DriftResult, check_drift
+from hpm_ray.errors import HPMError, SpecError
+
+EXPERIMENT = "hpm-ray-drift"
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_interval(text: str) -> float:
+    """``"30s"``, ``"60m"``, ``"2h"``, ``"1d"`` or plain seconds -> seconds (> 0)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise SpecError(f"interval must look like 30s, 60m, 2h or 1d (> 0), got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+class CheckSpec(Spec):
+    model: str | None = None  # default: the model the app serves (from its served rows)
+    alias: str = "champion"
+    app: str = "hpm-ab"
+    served_dir: str | None = None  # default: <runs dir>/served/<app>
+    window: int = Field(2000, ge=1)
+    threshold: float = Field(DEFAULT_THRESHOLD, gt=0)
+    min_rows: int = Field(200, ge=10)
+    out: str | None = None  # default: <runs dir>/drift/<app>
+
+
+class WatchSpec(CheckSpec):
+    url: str = "http://127.0.0.1:8000"
+    token: str | None = None
+    interval: str = "60m"
+    iterations: int | None = Field(None, ge=1)  # None: until stopped
+    dry_run: bool = False
+    data: str | None = None  # retraining table; default: the bundled credit data
+    target: str | None = None
+    traffic: float = Field(10.0, gt=0, lt=100)
+    gates: str | None = None  # gates YAML; default: the app's configured gates
+    distill: DistillSpec = Field(default_factory=lambda: DistillSpec(method="hpm", max_rows=10_000, max_configs=8, teacher_trees=200))
+
+
+class DecisionLog:
+    """One MLflow run (client API: it never touches the caller's active run)."""
+
+    def __init__(self, run_name: str, tags: dict[str, str]):
+        from mlflow.tracking import MlflowClient
+
+        from hpm_ray.runtime import mlflow_experiment, tracking_uri
+
+        experiment = mlflow_experiment(EXPERIMENT)  # first: it points MLflow at the runs folder's store
+        self.client = MlflowClient(tracking_uri())
+        self.run_id = self.client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+        self.events: list[dict] = []
+
+    def drift(self, result: DriftResult, model: str, version: str) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        clean = lambda s: re.sub(r"[^0-9A-Za-z_\-. /]", "_", s)
+        metrics = [Metric("max_psi", result.max_psi, now, 0), Metric("drifted", float(result.drifted), now, 0),
+                   Metric("n_current", float(result.n_current), now, 0)]
+        for f in result.features + ([result.prediction] if result.prediction else []):
+            metrics.append(Metric(f"psi.{clean(f.feature)}", f.psi, now, 0))
+            if f.ks is not None:
+                metrics.append(Metric(f"ks.{clean(f.feature)}", f.ks, now, 0))
+        self.client.log_batch(self.run_id, metrics=metrics)
+        self.client.set_tag(self.run_id, "hpm_ray.model", model)
+        self.client.set_tag(self.run_id, "hpm_ray.version", version)
+
+    def decide(self, step: str, detail: str) -> None:
+        self.events.append({"time": time.time(), "step": step, "detail": detail})
+        self.client.set_tag(self.run_id, f"decision.{step}", detail[:4000])
+        self.client.log_dict(self.run_id, self.events, "decisions.json")
+
+    def artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def close(self, ok: bool) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+@dataclass
+class CheckOutcome:
+    model: str
+    version: str
+    result: DriftResult
+    json_path: Path
+    html_path: Path
+
+
+def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
+    """Champion reference vs the newest ``window`` served rows; writes drift.json/html; bad input -> DataError."""
+    from mlflow.tracking import MlflowClient
+
+    from hpm_ray.drift.reference import load_reference, prediction_score
+    from hpm_ray.drift.report import write_report
+    from hpm_ray.drift.served import read_window, served_dir
+    from hpm_ray.registry.aliases import resolve_version
+    from hpm_ray.runtime import runs_dir, setup_mlflow
+
+    setup_mlflow()
+    window = read_window(served_dir(spec.app, spec.served_dir), spec.window)
+    model = spec.model or str(window.meta["_model"].iloc[-1])
+    client = MlflowClient()
+    version = resolve_version(model, spec.alias, client)
+    ref = load_reference(model, version, client)
+    answered = (window.meta["_version"] == str(version)).to_numpy()
+    current_pred = prediction_score(window.outputs[answered]) if answered.sum() >= spec.min_rows else None
+    result = check_drift(ref.features, window.features, list(ref.features.columns), prediction_score(ref.outputs),
+                         current_pred, spec.threshold, spec.min_rows)
+    out = Path(spec.out) if spec.out else runs_dir() / "drift" / spec.app
+    meta = {"model": model, "version": version, "alias": spec.alias, "app": spec.app, "window": spec.window,
+            "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    json_path, html_path = write_report(result, meta, out)
+    if log is not None:
+        log.drift(result, model, version)
+        for p in (json_path, html_path):
+            log.artifact(p)
+    return CheckOutcome(model, version, result, json_path, html_path)
+
+
+def _gate_overrides(spec: WatchSpec, status: dict) -> tuple[dict | None, str]:
+    if spec.gates:
+        from hpm_ray.registry.gates import load_gate_file
+
+        return load_gate_file(spec.gates), spec.gates
+    return status.get("gates"), "the app's gates" if status.get("gates") else "the default gates"
+
+
+def _retrain(spec: WatchSpec, model: str, out: Path) -> str:
+    """Distil on the retraining data (warm-started from the shared memory), register it with its reference."""
+    import json
+
+    from hpm_ray.distill.auto import AutoDistiller
+    from hpm_ray.distill.tracking import log_distillation
+
+    if spec.data:
+        from hpm_ray.data.io import prepare_tabular, read_table
+
+        if not spec.target:
+            raise SpecError("--data needs --target (the label column)")
+        tab = prepare_tabular(read_table(spec.data), spec.target)
+        X, y = tab.X, tab.y
+    else:
+        from hpm_ray.datasets import load_credit_default
+
+        X, y = load_credit_default()
+    d = AutoDistiller(X, y, method="hpm", spec=spec.distill.model_copy(update={"method": "hpm", "shared_memory": True}))
+    d.run()
+    out.mkdir(parents=True, exist_ok=True)
+    d.results_.to_csv(out / "results.csv", index=False)
+    (out / "summary.json").write_text(json.dumps(d.summary(), indent=2))
+    return log_distillation(d, out, model).rsplit("/", 1)[1]
+
+
+def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
+    """One iteration; returns ``{"action": none|skipped|dry_run|refused|ab_started, ...}``."""
+    log = DecisionLog("drift-watch", {"hpm_ray.app": spec.app, "hpm_ray.dry_run": str(spec.dry_run)})
+    try:
+        try:
+            c = run_check(spec, log)
+        except HPMError as exc:
+            log.decide("check", f"no check, no retrain: {exc}")
+            raise
+        result = _act(spec, c, log, say)
+    except Exception as exc:
+        log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
+        log.close(ok=False)
+        raise
+    log.close(ok=True)
+    return result
+
+
+def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str], None]) -> dict:
+    """What one drift verdict leads to; every branch leaves its decision in ``log``."""
+    from hpm_ray.drift.report import verdict
+    from hpm_ray.registry.aliases import check_gates, set_alias
+    from hpm_ray.serving.cli import call
+
+    say(f"{c.model} v{c.version}: {verdict(c.result)} (report {c.html_path})")
+    log.decide("check", verdict(c.result))
+    base = {"model": c.model, "version": c.version, "drifted": c.result.drifted, "max_psi": c.result.max_psi,
+            "report": str(c.html_path), "run_id": log.run_id}
+    if not c.result.drifted:
+        log.decide("retrain", "not started: no drift")
+        return {**base, "action": "none"}
+    status = call(spec.url, "GET", "/ab/status")
+    if status["model"] != c.model:
+        raise HPMError(f"the app at {spec.url} serves {status['model']!r}, not {c.model!r}")
+    running = status["variants"].get("challenger")
+    if running and status.get("stage") in ("rollout", "manual"):
+        log.decide("retrain", f"not started: challenger v{running} is already in an A/B ({status['stage']})")
+        return {**base, "action": "skipped"}
+    gates, gates_from = _gate_overrides(spec, status)
+    source = spec.data or "the bundled credit data"
+    if spec.dry_run:
+        plan = (f"would retrain (HPM distillation on {source}, max_rows={spec.distill.max_rows}, warm-started from the "
+                f"shared optimisation memory), gate with {gates_from}, register {c.model} as 'challenger' and start "
+                f"an A/B at {spec.traffic:g}% on {spec.url}")
+        log.decide("dry_run", plan)
+        say(f"dry run: {plan}")
+        return {**base, "action": "dry_run", "plan": plan}
+    log.decide("retrain", f"started on {source}")
+    say(f"drift: retraining on {source} ...")
+    t0 = time.time()
+    out = (Path(spec.out) if spec.out else Path(c.json_path).parent) / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    version = _retrain(spec, c.model, out)
+    log.decide("register", f"{c.model} v{version} registered after {time.time() - t0:.0f} s")
+    g = check_gates(c.model, version, gates)
+    log.decide("gates", f"{'passed' if g.passed else 'refused'} ({gates_from}): {g.summary()}")
+    if not g.passed:
+        log.decide("ab", "not started: the retrained model failed its gates")
+        say(f"v{version} refused by the gates: {g.summary()}; no A/B")
+        return {**base, "action": "refused", "challenger": version, "gates": g.summary()}
+    set_alias(c.model, "challenger", version)
+    started = call(spec.url, "POST", "/ab/start", {"challenger": version, "traffic": spec.traffic}, spec.token)
+    log.decide("ab", f"started: {started['detail']}")
+    say(f"v{version} passed the gates; alias 'challenger'; A/B {started['detail']}")
+    return {**base, "action": "ab_started", "challenger": version}
+
+
+def watch(spec: WatchSpec, say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> list[dict]:
+    """Run :func:`watch_once` every ``interval``; a check refused for bad input is reported and retried next time."""
+    interval = parse_interval(spec.interval)
+    results: list[dict] = []
+    n = 0
+    while True:
+        try:
+            results.append(watch_once(spec, say))
+        except HPMError as exc:
+            if spec.iterations == 1:
+                raise
+            say(f"check skipped: {exc}")
+            results.append({"action": "error", "error": str(exc)})
+        n += 1
+        if spec.iterations is not None and n >= spec.iterations:
+            return results
+        sleep(interval)
