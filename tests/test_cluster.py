@@ -25,6 +25,11 @@ DISTILL_SPEC = ("students: [logreg, tree, lgbm]\ntemperatures: [2.0]\nalphas: [0
                 "legacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n")
 DISTILL_ARGS = ["distill", "--method", "legacy", "--max-rows", "2000", "--no-mlflow"]
 N_DISTILL_TASKS = 3 * 4 + 3  # students x alphas, plus one hard-label twin per student
+# For the node-loss test every fit must last seconds, so the node dies with fits mid-flight (with sub-second
+# fits the kill can land just after the running one finished, and then there is nothing to retry).
+DISTILL_SLOW_SPEC = ("students: [lgbm]\ntemperatures: [2.0]\nalphas: [0.3, 0.5, 0.7, 0.9]\n"
+                     "legacy_trials: 15\nteacher_trees: 40\nteacher_folds: 3\n")
+N_DISTILL_SLOW_TASKS = 4 + 1
 
 
 def run_cluster(tmp_path: Path, *commands: list[str], kill_on: str | None = None) -> dict:
@@ -60,10 +65,10 @@ def check_hpo(out: Path, n_trials: int) -> dict:
     return d
 
 
-def check_distill(out: Path) -> pd.DataFrame:
+def check_distill(out: Path, n_tasks: int = N_DISTILL_TASKS) -> pd.DataFrame:
     """Every config reported once and ok; the best student close to its teacher (single-node bounds)."""
     df = pd.read_csv(out / "results.csv")
-    assert len(df) == N_DISTILL_TASKS and df.key.is_unique and (df.status == "ok").all()
+    assert len(df) == n_tasks and df.key.is_unique and (df.status == "ok").all()
     s = json.loads((out / "summary.json").read_text())
     assert s["teacher"]["auc"] > 0.7 and s["best"]["auc"] > s["teacher"]["auc"] - 0.05
     return df
@@ -89,15 +94,17 @@ def test_hpo_and_distillation_spread_over_nodes(tmp_path):
 @pytest.mark.slow
 def test_distillation_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "distill"
-    rep = run_cluster(tmp_path, [*DISTILL_ARGS, "--spec", spec_file(tmp_path, "d.yaml", DISTILL_SPEC), "--out", str(out)],
+    rep = run_cluster(tmp_path, [*DISTILL_ARGS, "--spec", spec_file(tmp_path, "d.yaml", DISTILL_SLOW_SPEC), "--out", str(out)],
                       kill_on=r"legacy: 1/")
     dead = rep["killed"]
     assert dead and "run_config" in rep["running_on_killed"]
-    df = check_distill(out)  # the requested configs, each exactly once, all ok
+    df = check_distill(out, N_DISTILL_SLOW_TASKS)  # the requested configs, each exactly once, all ok
     fits = [t for t in rep["tasks"] if t["name"] == "run_config"]
     lost = [t for t in fits if t["node_id"] == dead and t["state"] != "FINISHED"]
     retried = [t for t in fits if t["attempt"] > 0]
-    assert lost and len(retried) >= len(lost)
+    # The state API may never hear of the attempt that died with its node (its task events die with it), but
+    # the retry is always there: at least one fit ran again, and at least as many as were seen lost.
+    assert retried and len(retried) >= len(lost)
     assert all(t["node_id"] != dead and t["state"] == "FINISHED" for t in retried)
     assert Counter(t["task_id"] for t in fits if t["state"] == "FINISHED").most_common(1)[0][1] == 1
     assert df.node_id.nunique() >= 2
