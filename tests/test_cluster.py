@@ -92,6 +92,7 @@ def test_hpo_and_distillation_spread_over_nodes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.chaos
 def test_distillation_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "distill"
     rep = run_cluster(tmp_path, [*DISTILL_ARGS, "--spec", spec_file(tmp_path, "d.yaml", DISTILL_SLOW_SPEC), "--out", str(out)],
@@ -111,6 +112,7 @@ def test_distillation_survives_a_lost_worker_node(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.chaos
 def test_hpo_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "hpo"
     rep = run_cluster(tmp_path, [*HPO_ARGS, "--spec", spec_file(tmp_path, "h.yaml", HPO_SPEC), "--out", str(out)],
