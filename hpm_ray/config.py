@@ -57,6 +57,11 @@ def load_spec(cls: type[S], path: str | Path | None = None, overrides: dict[str,
             raise SpecError(f"{p}: the top level must be a mapping of settings")
         data = loaded or {}
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate_spec(cls, data, source)
+
+
+def validate_spec(cls: type[S], data: dict[str, Any], source: str = "spec") -> S:
+    """Validate ``data`` as ``cls``; a failure is a one-line :class:`SpecError` naming ``source`` and the field."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from hpm_ray.config import validate_spec
 from hpm_ray.distill import fusion
 from hpm_ray.distill.engine import ConfigTask, put_payload, run_tasks
 from hpm_ray.distill.evaluate import better, resolve_metric, score, test_metrics
@@ -80,16 +81,7 @@ class AutoDistiller:
         base = (spec or DistillSpec()).model_dump()
         base.update({k: v for k, v in overrides.items() if v is not None})
         base["method"] = method if method != "auto" or spec is None else spec.method
-        try:
-            self.spec = DistillSpec.model_validate(base)
-        except Exception as exc:  # pydantic ValidationError -> one-line SpecError
-            from pydantic import ValidationError
-
-            if isinstance(exc, ValidationError):
-                from hpm_ray.config import _one_line
-
-                raise SpecError(_one_line(exc)) from None
-            raise
+        self.spec = validate_spec(DistillSpec, base, "distillation spec")
         s = self.spec
         self.splits = make_splits(X, y, s.validation_size, s.test_size, s.seed, s.max_rows)
         self.metric = resolve_metric(s.selection_metric, self.splits.n_classes)

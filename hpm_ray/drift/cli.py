@@ -62,18 +62,13 @@ def _check(args: argparse.Namespace) -> int:
     from hpm_ray.drift.report import verdict
 
     spec = load_spec(CheckSpec, None, _fields(args))
-    log = DecisionLog("drift-check", {"hpm_ray.app": spec.app})
-    ok = False
-    try:
+    with DecisionLog("drift-check", {"hpm_ray.app": spec.app}) as log:
         try:
             c = run_check(spec, log)
         except Exception as exc:
             log.decide("check", f"no check: {exc}")
             raise
         log.decide("check", verdict(c.result))
-        ok = True
-    finally:
-        log.close(ok)
     print(f"{c.model} v{c.version}: {verdict(c.result)}; report {c.html_path}")
     return 0
 

@@ -96,6 +96,12 @@ class DecisionLog:
     def close(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(ok=exc_type is None)
+
 
 @dataclass
 class CheckOutcome:
@@ -173,20 +179,17 @@ def _retrain(spec: WatchSpec, model: str, out: Path) -> str:
 
 def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
     """One iteration; returns ``{"action": none|skipped|dry_run|refused|ab_started, ...}``."""
-    log = DecisionLog("drift-watch", {"hpm_ray.app": spec.app, "hpm_ray.dry_run": str(spec.dry_run)})
-    try:
+    with DecisionLog("drift-watch", {"hpm_ray.app": spec.app, "hpm_ray.dry_run": str(spec.dry_run)}) as log:
         try:
-            c = run_check(spec, log)
-        except HPMError as exc:
-            log.decide("check", f"no check, no retrain: {exc}")
+            try:
+                c = run_check(spec, log)
+            except HPMError as exc:
+                log.decide("check", f"no check, no retrain: {exc}")
+                raise
+            return _act(spec, c, log, say)
+        except Exception as exc:
+            log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
             raise
-        result = _act(spec, c, log, say)
-    except Exception as exc:
-        log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
-        log.close(ok=False)
-        raise
-    log.close(ok=True)
-    return result
 
 
 def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str], None]) -> dict:
