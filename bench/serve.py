@@ -25,19 +25,20 @@ PORT_PLAIN_ARG = "--plain-server"
 
 
 def plain_server(port: int, uri: str, tracking: str) -> None:
-    """(c): FastAPI + uvicorn, one process, the same parsing and pyfunc model, no Ray."""
+    """(c): FastAPI + uvicorn, one process, the same parsing, model call and response as the router, no Ray."""
     import mlflow
     import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from hpm_ray.serving.models import input_spec
+    from hpm_ray.serving.models import input_spec, validated_predict
     from hpm_ray.serving.schemas import PayloadError, parse_payload
 
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(tracking)
     model = mlflow.pyfunc.load_model(uri)
     spec = input_spec(model.metadata, model)
+    run = validated_predict(model)
     app = FastAPI()
 
     @app.post("/predict")
@@ -46,7 +47,7 @@ def plain_server(port: int, uri: str, tracking: str) -> None:
             frame = parse_payload(await request.body(), list(spec.features), integer_columns=spec.integer)
         except PayloadError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
-        return {"predictions": model.predict(frame).to_dict(orient="records")}
+        return JSONResponse({"predictions": run(frame).to_dict(orient="records")})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
 
@@ -65,7 +66,7 @@ def wait_up(url: str, body: bytes, timeout: float = 120) -> None:
         try:
             if requests.post(url, data=body, timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a first call still loading
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{url} did not come up")
@@ -180,7 +181,7 @@ def main() -> int:
 
 
 def single_app(name: str, version: str, tracking: str):
-    """(a): one deployment with the router's parsing and batched model, no A/B logic."""
+    """(a): one deployment with the router's parsing, batched model and response, no A/B logic."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
     from ray import serve
@@ -204,7 +205,7 @@ def single_app(name: str, version: str, tracking: str):
             except PayloadError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
             out = await self.pool.predict(version, frame)
-            return {"predictions": out.to_dict(orient="records")}
+            return JSONResponse({"predictions": out.to_dict(orient="records")})
 
     return Single.bind()
 

@@ -87,7 +87,9 @@ def _token_auth_for(address: str) -> None:
     ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) we apply Ray's own "auto" rule; an explicit
     ``RAY_AUTH_MODE`` (``token`` or ``disabled``) always wins.
     """
-    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
 
     if address != "auto":
         maybe_enable_token_auth_if_token_available(warn_if_disabled=False)

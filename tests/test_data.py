@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpm_ray.data.features import detect_volume_columns, forward_log_return, make_supervised, ohlcv_features
+from hpm_ray.data.features import (
+    detect_volume_columns,
+    forward_log_return,
+    make_supervised,
+    ohlcv_features,
+)
 from hpm_ray.data.io import prepare_series, prepare_tabular, read_table
 from hpm_ray.datasets import load_btc_hourly, load_credit_default
 from hpm_ray.errors import DataError

@@ -88,7 +88,7 @@ def test_teacher_probabilities_are_put_once_and_read_zero_copy(ray_session, cred
 def test_failing_config_does_not_abort_the_run(ray_session, credit, fitted_teacher, exploding_student):
     """Done-when 6: configs that raise are recorded as failed; the others finish and the best is chosen."""
     from hpm_ray.distill.auto import AutoDistiller
-    from hpm_ray.distill.engine import ConfigTask, put_payload, run_tasks
+    from hpm_ray.distill.engine import ConfigTask, TaskQueue, put_payload, run_tasks
 
     X, y = credit
     d = AutoDistiller(X, y, teachers=[fitted_teacher], method="legacy", students=["exploding", "tree"],
@@ -106,6 +106,19 @@ def test_failing_config_does_not_abort_the_run(ray_session, credit, fitted_teach
                            ConfigTask("good", "lgbm", 1.0, 0.5, fixed_params={"n_estimators": 10})])
     status = {r["key"]: r["status"] for r in recs}
     assert status == {"bad": "failed", "good": "ok"}
+    # several cheap configs in one Ray task: each fails alone; a held task runs once a CPU is free
+    queue = TaskQueue(ref)
+    batch = [ConfigTask("bad2", "lgbm", 1.0, 0.5, fixed_params={"num_leaves": -3}, keep_model=False),
+             ConfigTask("good2", "lgbm", 1.0, 0.5, fixed_params={}, budget=0.3, keep_model=False)]
+    held = [ConfigTask("held", "tree", 1.0, 0.5, fixed_params={"max_depth": 2})]
+    queue.hold(held)
+    queue.submit(batch, batch=2)
+    got = {r["key"]: r for r in queue.results(batch)}
+    assert {k: r["status"] for k, r in got.items()} == {"bad2": "failed", "good2": "ok"}
+    good = got["good2"]
+    assert good["model"] is None and good["val_proba"].shape == (len(sp.y_val), 2) and good["payload_zero_copy"]
+    assert good["params"] == {"n_estimators": 30}  # the screening budget: 30 % of the rows and of the rounds
+    assert [r["key"] for r in queue.results(held)] == ["held"]
 
 
 def test_default_teachers_are_out_of_fold_and_cached(ray_session, credit):

@@ -102,6 +102,33 @@ def test_selection_helpers():
     assert trials_to_reach([0.9, 0.5], 0.4, "log_loss") is None
 
 
+def test_screening_budget_and_batches():
+    from hpm_ray.distill.engine import _budgeted, batch_size
+
+    lgbm, logreg = STUDENTS["lgbm"], STUDENTS["logreg"]
+    assert _budgeted(lgbm, {}, 0.3) == {"n_estimators": 30}  # the student's default 100 rounds, scaled
+    assert _budgeted(lgbm, {"n_estimators": 50, "num_leaves": 8}, 0.3) == {"n_estimators": 15, "num_leaves": 8}
+    assert _budgeted(lgbm, {"n_estimators": 50}, 1.0) == {"n_estimators": 50}
+    assert _budgeted(logreg, {"C": 2.0}, 0.3) == {"C": 2.0}  # no rounds to scale
+    assert batch_size(32, 2) == 4 and batch_size(8, 2) == 2 and batch_size(3, 2) == 1
+    assert batch_size(32, 64) == 1  # a big cluster keeps one config per task
+
+
+def test_chain_note_says_why_the_chain_ended():
+    from types import SimpleNamespace
+
+    from hpm_ray.distill.chain import chain_note
+
+    def rec(step, student, status="ok", gain=None):
+        r = {"chain_step": step, "task": SimpleNamespace(student=student), "status": status}
+        return r if gain is None else r | {"chain_gain": gain}
+
+    assert chain_note([rec(1, "logreg"), rec(2, "tree", gain=0.004)], 0.01) == \
+        "stage 2 (tree) gained 0.0040 < min_improvement 0.01"
+    assert chain_note([rec(1, "logreg"), rec(2, "tree", status="failed")], 0.01) == "stage 2 (tree) failed"
+    assert chain_note([rec(1, "logreg"), rec(2, "tree", gain=0.02)], 0.01) == "all stages improved"
+
+
 def test_splits_checks():
     X = pd.DataFrame({"a": np.arange(100.0)})
     with pytest.raises(DataError, match="constant"):

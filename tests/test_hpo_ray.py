@@ -147,6 +147,19 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     lo90, hi90, lo50, hi50 = rows[:, 5], rows[:, 6], rows[:, 7], rows[:, 8]
     assert np.all((lo90 <= lo50) & (lo50 < hi50) & (hi50 <= hi90))
 
+    # --resume of a run that already registered its models reuses them: no second version, no second model run
+    assert main(["hpo", "--data", str(small_csv), "--horizons", "6,12", "--trials-per-horizon", "7",
+                 "--spec", str(spec), "--out", str(out), "--resume"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert {h: e["model_uri"] for h, e in again["horizons"].items()} == \
+        {h: e["model_uri"] for h, e in summary["horizons"].items()}
+    for h in ("6", "12"):
+        versions = client.search_model_versions(f"name = 'e2e-h{h}'")
+        assert sum(v.tags.get("hpo_run") == run_id for v in versions) == 1
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 16
+
 
 def _finished_trials(exp_dir: Path) -> dict[str, float]:
     """Trial id -> timestamp of its last result, for TERMINATED trials in the newest saved experiment state."""

@@ -9,7 +9,14 @@ from sklearn.datasets import make_classification
 
 from hpm_ray.cli import main
 from hpm_ray.errors import HPMError
-from hpm_ray.registry.aliases import HISTORY_TAG, list_versions, promote, resolve_version, rollback, set_alias
+from hpm_ray.registry.aliases import (
+    HISTORY_TAG,
+    list_versions,
+    promote,
+    resolve_version,
+    rollback,
+    set_alias,
+)
 from hpm_ray.registry.gates import classifier_metrics
 from hpm_ray.registry.models import log_and_register
 from hpm_ray.registry.pyfunc import ClassifierPyfunc
@@ -94,3 +101,20 @@ def test_cli(versions, capsys):
     assert resolve_version(NAME, "shadow") == good2
     assert main(["registry", "alias", NAME, "shadow", "--delete"]) == 0
     assert main(["registry", "alias", NAME, "shadow"]) == 2  # neither a version nor --delete
+
+
+def test_loaded_pyfunc_serves_on_one_thread_with_the_same_answers(versions):
+    """Loading sets n_jobs=1 (trained with the default); the serving call skips only MLflow's checks, same answers."""
+    from hpm_ray.serving.models import input_spec, validated_predict
+    from hpm_ray.serving.schemas import parse_payload
+
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/{versions[0]}")
+    estimator = model.unwrap_python_model().estimator
+    assert estimator.get_params()["n_jobs"] == 1
+    X, _ = make_classification(n_samples=50, n_features=6, n_informative=4, random_state=1)
+    spec = input_spec(model.metadata, model)
+    body = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)]).to_json(orient="split", index=False)
+    frame = parse_payload(('{"dataframe_split": ' + body + "}").encode(), list(spec.features), integer_columns=spec.integer)
+    fast = validated_predict(model)(frame)
+    pd.testing.assert_frame_equal(fast, model.predict(frame))
+    assert list(fast.columns) == ["prediction", "proba_0", "proba_1"] and len(fast) == 50

@@ -4,9 +4,8 @@ import json
 import random
 
 import numpy as np
-import pytest
-
 import pandas as pd
+import pytest
 
 from hpm_ray.serving.models import confidence, labels
 from hpm_ray.serving.routing import choose, key_point, normalized, pick

@@ -23,7 +23,13 @@ import pandas as pd
 
 from hpm_ray.config import validate_spec
 from hpm_ray.distill import fusion
-from hpm_ray.distill.engine import ConfigTask, put_payload, run_tasks
+from hpm_ray.distill.engine import (
+    ConfigTask,
+    TaskQueue,
+    batch_size,
+    put_payload,
+    run_tasks,
+)
 from hpm_ray.distill.evaluate import better, resolve_metric, score, test_metrics
 from hpm_ray.distill.memory import OptimizationMemory, fingerprint
 from hpm_ray.distill.selection import config_grid, promote
@@ -31,7 +37,11 @@ from hpm_ray.distill.spec import DistillSpec
 from hpm_ray.distill.splits import make_splits
 from hpm_ray.distill.students import COMPLEXITY_ORDER
 from hpm_ray.distill.teachers import TeacherSet, given_teachers, train_default_teachers
-from hpm_ray.distill.temperature import DivergenceTemperature, FixedGrid, divergence_curve
+from hpm_ray.distill.temperature import (
+    DivergenceTemperature,
+    FixedGrid,
+    divergence_curve,
+)
 from hpm_ray.errors import SpecError
 
 METHODS = ("auto", "legacy", "hpm", "hybrid")
@@ -158,67 +168,96 @@ class AutoDistiller:
         return run_tasks(ref, tasks + self._twins("legacy", s.legacy_trials, {}), self.progress, "legacy")
 
     def _run_hpm(self, ref) -> list[dict]:
+        """Probes -> screening -> full budget -> chain on one task queue: a student's screening starts as soon as
+        its probe is back, and the hard-label twins (they depend on nothing) fill the CPUs the phases leave idle."""
+        from hpm_ray.distill.chain import chain_note, submit_chain
+
         s, sp = self.spec, self.splits
         memory = OptimizationMemory(self.memory_path) if s.shared_memory else None
         fp = fingerprint(sp.X_train, sp.n_classes)
         keys = [*s.students, *map(_hard, s.students)]  # twins remember their own (hard-label) optimum
         warm = {k: (memory.best_params(k, fp) if memory else []) for k in keys}
         start = {st: (warm[st][0] if warm[st] else {}) for st in s.students}
+        queue = TaskQueue(ref, self.progress, "hpm")
+        twins = self._twins("hpm", s.hpm_trials, warm)
+        queue.hold(twins)
         records: list[dict] = []
-        temps = {st: list(s.temperatures) for st in s.students}
+        temps = {st: FixedGrid().choose(None, None, s.temperatures) for st in s.students}  # unless a probe says otherwise
+        probing = s.adaptive_temperature and len(s.temperatures) > s.temperatures_per_student
+        n_grid = len(s.students) * len(s.alphas) * (s.temperatures_per_student if probing else len(s.temperatures))
+        screening = s.adaptive_selection and n_grid > s.max_configs
+        cheap = {"budget": s.screen_fraction, "keep_model": False}  # one low-budget fit with the start parameters
+
+        def configs(st: str) -> list[ConfigTask]:
+            """A student's (T, alpha) configs, queued for screening or, with nothing to screen, for the full budget."""
+            grid = config_grid([st], temps, s.alphas)
+            if screening:
+                tasks = [self._task("hpm", "screen", st, t, a, fixed_params=start[st], **cheap) for _, t, a in grid]
+                queue.submit(tasks, batch_size(n_grid, queue.n_cpus))
+            else:
+                tasks = [self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm[st]) for _, t, a in grid]
+                queue.submit(tasks)
+            return tasks
+
+        clock = [time.perf_counter()]
+
+        def lap(name: str) -> None:  # phases overlap: each lap runs from the previous phase's end to this one's
+            self.timings[name] = time.perf_counter() - clock[0]
+            clock[0] += self.timings[name]
+
+        first: list[ConfigTask] = []
         self.divergence: dict[str, list[float]] = {}
-        if s.adaptive_temperature and len(s.temperatures) > s.temperatures_per_student:
+        if probing:
             # one probe per student on pure teacher targets: what can this student represent?
-            probes = [self._task("hpm", "probe", st, 1.0, 1.0, fixed_params=start[st], row_fraction=s.screen_fraction)
-                      for st in s.students]
+            probes = [self._task("hpm", "probe", st, 1.0, 1.0, fixed_params=start[st], **cheap) for st in s.students]
             schedule = DivergenceTemperature(s.temperatures_per_student)
-            for rec in self._timed("hpm probes", run_tasks, ref, probes, self.progress, "hpm temperature probes"):
+            queue.submit(probes)
+            for rec in queue.results(probes):
                 records.append(rec)
                 st = rec["task"].student
                 if rec["status"] == "ok":
-                    student_val = rec["model"].predict_proba(sp.X_val)
-                    self.divergence[st] = divergence_curve(self.teacher_val, student_val, s.temperatures)
-                    temps[st] = schedule.choose(self.teacher_val, student_val, s.temperatures)
+                    self.divergence[st] = divergence_curve(self.teacher_val, rec["val_proba"], s.temperatures)
+                    temps[st] = schedule.choose(self.teacher_val, rec["val_proba"], s.temperatures)
+                first += configs(st)
+            lap("hpm probes")
         else:
-            temps = {st: FixedGrid().choose(None, None, s.temperatures) for st in s.students}
-        grid = config_grid(s.students, temps, s.alphas)
-        if s.adaptive_selection and len(grid) > s.max_configs:
-            screens = [self._task("hpm", "screen", st, t, a, fixed_params=start[st], row_fraction=s.screen_fraction)
-                       for st, t, a in grid]
-            screened = self._timed("hpm screening", run_tasks, ref, screens, self.progress, "hpm screening")
+            for st in s.students:
+                first += configs(st)
+        full = first
+        if screening:
+            screened = list(queue.results(first))
             records += screened
-            grid = [(r["task"].student, r["task"].temperature, r["task"].alpha)
+            lap("hpm screening")
+            full = [self._task("hpm", "full", r["task"].student, r["task"].temperature, r["task"].alpha,
+                               n_trials=s.hpm_trials, warm_params=warm[r["task"].student])
                     for r in promote(screened, s.max_configs, self.metric)]
-        full = [self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm[st]) for st, t, a in grid]
-        done = self._timed("hpm full budget", run_tasks, ref, full + self._twins("hpm", s.hpm_trials, warm),
-                           self.progress, "hpm full budget")
+            queue.submit(full)
+        done = list(queue.results(full))
         records += done
-        best_by_type = self._best_by_type(done, "full")
+        lap("hpm full budget")
+        # the chain uses each type's best tuned config, or its best screened one if it was not promoted
+        stage_src = {**self._best_by_type(records, "screen"), **self._best_by_type(done, "full")}
+        if s.chain and len(stage_src) >= 2:
+            order = [st for st in COMPLEXITY_ORDER if st in stage_src] + sorted(set(stage_src) - set(COMPLEXITY_ORDER))
+            src = {st: stage_src[st] for st in order}
+            stages = [self._task("hpm", "chain", st, r["task"].temperature, r["task"].alpha,
+                                 fixed_params=r["task"].fixed_params if r["task"].stage == "screen" else r["params"])
+                      for st, r in src.items()]
+            chain_recs = list(queue.results(submit_chain(queue, stages, self.metric, s.min_improvement)))
+            self.chain_note = chain_note(chain_recs, s.min_improvement)
+            records += chain_recs
+            lap("hpm chain")
+        twin_recs = list(queue.results(twins))
+        records += twin_recs
+        lap("hpm twins (rest)")
         if memory:
-            for r in done:  # the best few parameter sets of every tuned config, kept per student type
+            for r in done + twin_recs:  # the best few parameter sets of every tuned config, kept per student type
                 if r["status"] == "ok":
                     key = r["task"].student if r["task"].stage == "full" else _hard(r["task"].student)
                     for sc, params in r["top"]:
                         memory.record(key, fp, params, sc, higher_is_better=better(self.metric, 1.0, 0.0))
             memory.save()
-        # the chain uses each type's best tuned config, or its best screened one if it was not promoted
-        stage_src = {**self._best_by_type(records, "screen"), **best_by_type}
-        if s.chain and len(stage_src) >= 2:
-            from hpm_ray.distill.chain import run_chain
-
-            order = [st for st in COMPLEXITY_ORDER if st in stage_src] + sorted(set(stage_src) - set(COMPLEXITY_ORDER))
-            stages = [self._task("hpm", "chain", st, stage_src[st]["task"].temperature, stage_src[st]["task"].alpha,
-                                 fixed_params=stage_src[st]["params"]) for st in order]
-            chain_recs, self.chain_note = self._timed("hpm chain", run_chain, ref, stages, sp.X_train, sp.X_val, self.metric,
-                                                    s.min_improvement, self.progress)
-            records += chain_recs
         return records
-
-    def _timed(self, name: str, fn, *args):
-        t = time.perf_counter()
-        out = fn(*args)
-        self.timings[name] = time.perf_counter() - t
-        return out
 
     def _best_by_type(self, records: list[dict], stage: str) -> dict[str, dict]:
         best: dict[str, dict] = {}
@@ -265,7 +304,8 @@ class AutoDistiller:
             row = {"method": r["method"], "stage": task.stage, "student": task.student, "temperature": task.temperature,
                    "alpha": task.alpha, "status": r["status"], "val_score": r["val_score"], "n_fits": r["n_fits"],
                    "fit_seconds": r.get("fit_seconds", float("nan")), "params": json.dumps(r["params"], sort_keys=True),
-                   "error": r.get("error", ""), "key": task.key, "node_id": r.get("node_id", "")}
+                   "error": r.get("error", ""), "key": task.key, "node_id": r.get("node_id", ""),
+                   "attempt": r.get("attempt", 0)}
             if r["status"] == "ok" and task.stage in (*STUDENT_STAGES, "twin"):
                 model = r["model"]
                 t = time.perf_counter()

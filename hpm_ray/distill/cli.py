@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", help="YAML spec (see tune/distill.yaml)")
     p.add_argument("--max-configs", type=int, help="configs carried to full budget by hpm (default 16)")
     p.add_argument("--max-rows", type=int, help="stratified row subsample before splitting")
+    p.add_argument("--students", help="comma-separated student types, e.g. scorecard,tree4,gbm20 "
+                                      "(default: the spec's; presets export a points table / rules)")
     p.add_argument("--out", default=None, help="output folder (default: <runs dir>/distill)")
     p.add_argument("--seed", type=int)
     p.add_argument("--register-name", default="hpm-distilled-student", help="MLflow registered model name")
@@ -36,7 +38,17 @@ def run_distill(args: argparse.Namespace) -> int:
     from hpm_ray.errors import DataError
     from hpm_ray.runtime import runs_dir
 
-    overrides = {"method": args.method, "max_configs": args.max_configs, "seed": args.seed, "max_rows": args.max_rows}
+    students = parse_list(args.students, str, "--students")
+    if students is not None:
+        from hpm_ray.distill.students import STUDENTS
+        from hpm_ray.errors import SpecError
+
+        unknown = [s for s in students if s not in STUDENTS]
+        if unknown or not students:
+            what = f"unknown student {unknown[0]!r}" if unknown else "no student given"
+            raise SpecError(f"--students: {what}; known: {', '.join(sorted(STUDENTS))}")
+    overrides = {"method": args.method, "max_configs": args.max_configs, "seed": args.seed, "max_rows": args.max_rows,
+                 "students": students}
     spec = load_spec(DistillSpec, args.spec, overrides)
     spec.runtime = spec.runtime.model_copy(update={k: v for k, v in
                                                    {"address": args.address, "num_cpus": args.num_cpus,
@@ -56,6 +68,7 @@ def run_distill(args: argparse.Namespace) -> int:
     results = d.run()
     results.to_csv(out / "results.csv", index=False)
     (out / "summary.json").write_text(json.dumps(d.summary(), indent=2))
+    exports = _write_exports(d, out / "exports")
     d.generate_report(out / "report.html")
     if not args.no_mlflow:
         from hpm_ray.distill.tracking import log_distillation
@@ -66,6 +79,23 @@ def run_distill(args: argparse.Namespace) -> int:
     print(f"method {s['method']}: {s['n_fits']} fits, {s['n_configs_evaluated']} configs, {s['wall_time_s']:.1f} s")
     print(f"teacher test AUC {t['auc']:.4f}; best student {b['student']} (T={b['temperature']:g}, alpha={b['alpha']:g}) "
           f"test AUC {b['auc']:.4f}, hard-label twin {s['hard_label_twin']['auc']:.4f}")
+    if exports:
+        print(f"readable exports: {', '.join(str(f) for f in exports)}")
     print(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'report.html'}"
           + (f"; registered {b['model_uri']}" if b.get("model_uri") else ""))
     return 0
+
+
+def _write_exports(d, out):
+    """Points table / rules of the validation-best student of every readable preset in the run."""
+    from hpm_ray.distill.auto import STUDENT_STAGES
+    from hpm_ray.distill.evaluate import better
+    from hpm_ray.distill.export import write_artifacts
+
+    df = d.results_
+    ok = df[df.stage.isin(STUDENT_STAGES) & (df.status == "ok")]
+    files = []
+    for student, part in ok.groupby("student"):
+        i = part.val_score.idxmax() if better(d.metric, 1.0, 0.0) else part.val_score.idxmin()
+        files += write_artifacts(d.records[i]["model"], out, str(student))
+    return files

@@ -3,6 +3,7 @@
 The driver calls ``ray.put`` once per run (:func:`put_payload`); each task receives the ObjectRef wrapped
 in a list, so Ray hands the task the reference rather than resolving a copy into its arguments, and
 ``ray.get`` inside the task maps the NumPy arrays zero-copy (read-only) from shared memory.
+Cheap single fits (screening) travel several to a Ray task, so dispatch does not outweigh the fit.
 A config that raises comes back as a ``failed`` record; the others carry on.
 """
 
@@ -36,13 +37,13 @@ class ConfigTask:
     temperature: float
     alpha: float
     n_trials: int = 1
-    row_fraction: float = 1.0
+    budget: float = 1.0  # share of the full budget a fit gets: training rows and boosting rounds (rung < 1)
     fixed_params: dict[str, Any] | None = None
     warm_params: list[dict[str, Any]] = field(default_factory=list)
     metric: str = "ks"
     seed: int = 0
     stage: str = "full"
-    teacher_ref: Any = None  # a list holding an ObjectRef of (train, val) probabilities replacing the teacher
+    keep_model: bool = True  # False: the record carries validation probabilities only (screening, probes)
     student_cls: type[SoftStudent] | None = None  # resolved on the driver so plug-in types reach workers
 
 
@@ -70,7 +71,7 @@ def _training_set(payload: dict, task: ConfigTask, teacher_train: np.ndarray):
     import pandas as pd
 
     y = payload["y_train"]
-    rows = _subsample(len(y), y, task.row_fraction, task.seed)
+    rows = _subsample(len(y), y, task.budget, task.seed)
     X = payload["X_train"].iloc[rows]
     q = soft_targets(teacher_train[rows], y[rows], task.temperature, task.alpha)
     if payload["X_aug"] is not None and task.alpha > 0:
@@ -82,17 +83,31 @@ def _training_set(payload: dict, task: ConfigTask, teacher_train: np.ndarray):
     return X, y[rows], q
 
 
-def run_config(payload_box: list, task: ConfigTask) -> dict:
-    """Body of the Ray task (plain function so it can be unit-tested): fit, score on validation, keep the best."""
+def _budgeted(cls: type[SoftStudent], params: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """A low rung's fit also gets fewer boosting rounds (successive halving on rounds as well as rows).
+
+    A boosted student's cost grows with its rounds far more than with its rows, so a screening fit on a
+    share of the rows alone would cost nearly as much as a full one.
+    """
+    if fraction >= 1.0:
+        return params
+    n = {**cls().get_params(), **params}.get("n_estimators")
+    if n is None:
+        return params
+    return {**params, "n_estimators": max(1, round(n * fraction))}
+
+
+def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> dict:
+    """Fit one config (an Optuna study, or one fit with ``fixed_params``) on ``payload``; score on validation.
+
+    ``teacher_train`` is the payload's teacher, or the previous stage's probabilities in the chain.
+
+    Raises if the config fails; the callers turn that into a ``failed`` record.
+    """
     import optuna
     import ray
 
     t0 = time.perf_counter()
-    payload = ray.get(payload_box[0])
-    teacher_train, teacher_val = payload["teacher_train"], payload["teacher_val"]
-    if task.teacher_ref is not None:
-        teacher_train, teacher_val = ray.get(task.teacher_ref[0])
-    zero_copy = isinstance(payload_box[0], ray.ObjectRef) and not payload["teacher_train"].flags.writeable
     X, y, q = _training_set(payload, task, teacher_train)
     cls = task.student_cls or STUDENTS[task.student]
     history: list[float] = []
@@ -100,12 +115,14 @@ def run_config(payload_box: list, task: ConfigTask) -> dict:
     best: dict[str, Any] = {"score": None}
 
     def fit_and_score(params: dict[str, Any]) -> float:
+        params = _budgeted(cls, params, task.budget)
         model = cls(**params, random_state=task.seed).fit(X, y, soft_targets=q)
-        s = score(task.metric, payload["y_val"], model.predict_proba(payload["X_val"]))
+        proba = model.predict_proba(payload["X_val"])
+        s = score(task.metric, payload["y_val"], proba)
         history.append(s)
         tried.append((s, dict(params)))
         if best["score"] is None or better(task.metric, s, best["score"]):
-            best.update(score=s, params=dict(params), model=model)
+            best.update(score=s, params=dict(params), model=model, val_proba=proba)
         return s
 
     if task.fixed_params is not None:
@@ -118,39 +135,164 @@ def run_config(payload_box: list, task: ConfigTask) -> dict:
             study.enqueue_trial(params, skip_if_exists=True)
         study.optimize(lambda trial: fit_and_score(cls.suggest(trial)), n_trials=task.n_trials)
     return {"key": task.key, "status": "ok", "node_id": ray.get_runtime_context().get_node_id(),
-            "val_score": best["score"], "params": best["params"],
-            "model": best["model"], "history": history,
+            "attempt": _attempt(), "val_score": best["score"], "params": best["params"],
+            "model": best["model"] if task.keep_model else None, "val_proba": best["val_proba"], "history": history,
             "top": sorted(tried, key=lambda sp: -sp[0] if HIGHER_IS_BETTER[task.metric] else sp[0])[:3], "n_fits": len(history),
-            "fit_seconds": time.perf_counter() - t0, "payload_zero_copy": zero_copy}
+            "fit_seconds": time.perf_counter() - t0}
+
+
+def shared_payload(payload_box: list) -> tuple[dict, bool]:
+    """The shared payload from the object store, and whether its arrays are zero-copy (read-only) views."""
+    import ray
+
+    payload = ray.get(payload_box[0])
+    return payload, isinstance(payload_box[0], ray.ObjectRef) and not payload["teacher_train"].flags.writeable
+
+
+def run_config(payload_box: list, task: ConfigTask) -> dict:
+    """Body of the Ray task of one config (plain function so it can be unit-tested)."""
+    payload, zero_copy = shared_payload(payload_box)
+    return fit_config(payload, task, payload["teacher_train"]) | {"payload_zero_copy": zero_copy}
+
+
+def run_configs(payload_box: list, tasks: list[ConfigTask]) -> list[dict]:
+    """Body of the Ray task of a batch of cheap configs: one dispatch for several fits; each config fails alone."""
+    payload, zero_copy = shared_payload(payload_box)
+    out = []
+    for task in tasks:
+        try:
+            rec = fit_config(payload, task, payload["teacher_train"])
+        except Exception as exc:  # noqa: BLE001 - a config that raises is recorded, the batch goes on
+            rec = failed_record(task, exc)
+        out.append(rec | {"payload_zero_copy": zero_copy})
+    return out
+
+
+def failed_record(task: ConfigTask, exc: BaseException) -> dict:
+    cause = getattr(exc, "cause", None) or exc  # a RayTaskError carries the exception raised in the task
+    return {"key": task.key, "status": "failed", "error": f"{type(cause).__name__}: {cause}".splitlines()[0],
+            "n_fits": 0, "history": [], "val_score": None, "params": task.fixed_params or {},
+            "traceback": traceback.format_exception_only(type(exc), exc)[-1].strip()}
+
+
+def _attempt() -> int:
+    """Which run of this task produced the result: 0, or how many times Ray re-ran it after a lost worker/node.
+
+    Recorded by the task itself because Ray's state API forgets the attempts that died with their node.
+    """
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
+        return 0  # called in-process (unit tests), not as a Ray task
+    return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+
+
+def batch_size(n_configs: int, n_cpus: int, most: int = 4) -> int:
+    """Configs per Ray task for cheap single fits: fewer dispatches, yet about two tasks per CPU to balance load."""
+    return max(1, min(most, n_configs // (2 * max(1, n_cpus))))
+
+
+class TaskQueue:
+    """Config tasks on Ray that a driver can add to while it collects results (later phases start early).
+
+    ``submit`` sends tasks to Ray at once (Ray runs them in order on free CPUs). ``hold`` keeps tasks with no
+    dependencies back and submits one whenever fewer tasks than CPUs are running, so they fill the gaps
+    that phase boundaries and a sequential chain leave instead of delaying the critical path.
+    ``results(tasks)`` yields the records of those tasks as they finish; other records wait for their caller.
+    """
+
+    def __init__(self, payload_ref, progress: Callable[[str], None] | None = None, label: str = "configs"):
+        import ray
+
+        self.payload_ref, self.progress, self.label = payload_ref, progress, label
+        self.n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._groups: dict[Any, list[ConfigTask]] = {}  # in flight: ObjectRef -> its tasks
+        self._held: list[ConfigTask] = []
+        self._finished: set[int] = set()
+        self._ready: list[dict] = []
+        self._n_tasks = self._n_done = self._n_failed = 0
+        self._t0 = time.perf_counter()
+
+    def submit(self, tasks: list[ConfigTask], batch: int = 1) -> None:
+        """One Ray task per ``batch`` configs (``batch`` > 1 only for cheap single fits)."""
+        for i in range(0, len(tasks), batch):
+            group = resolve_students(tasks[i:i + batch])
+            body = ray_task(run_config if len(group) == 1 else run_configs)
+            self.track(body.remote([self.payload_ref], group[0] if len(group) == 1 else group), group)
+
+    def hold(self, tasks: list[ConfigTask]) -> None:
+        self._held += tasks
+        self._n_tasks += len(tasks)
+
+    def track(self, ref, tasks: list[ConfigTask]) -> None:
+        """Follow a Ray task (of any body; tasks resolved with :func:`resolve_students`) returning records of ``tasks``."""
+        self._groups[ref] = list(tasks)
+        self._n_tasks += len(tasks)
+
+    def results(self, tasks: list[ConfigTask]):
+        """Yield the records of ``tasks`` as they finish (a body may return fewer records than tasks: a stopped chain)."""
+        import ray
+
+        want = {id(t) for t in tasks}
+        while True:
+            mine = [r for r in self._ready if id(r["task"]) in want]
+            self._ready = [r for r in self._ready if id(r["task"]) not in want]
+            yield from mine
+            if want <= self._finished:
+                return
+            while self._held and len(self._groups) < self.n_cpus:
+                task = self._held.pop(0)
+                self._n_tasks -= 1
+                self.submit([task])
+            if not self._groups:
+                raise RuntimeError("results() asked for tasks that were never submitted")
+            ready, _ = ray.wait(list(self._groups), num_returns=1)
+            self._collect(ready[0])
+
+    def _collect(self, ref) -> None:
+        import ray
+
+        group = self._groups.pop(ref)
+        try:
+            out = ray.get(ref)
+            recs = out if isinstance(out, list) else [out]
+        except Exception as exc:  # the config failed inside its task (or its task died for good): record, go on
+            recs = [failed_record(task, exc) for task in group]
+        for task, rec in zip(group, recs):
+            rec["task"] = task
+        self._finished |= {id(t) for t in group}
+        self._ready += recs
+        self._n_done += len(group)
+        self._n_failed += sum(r["status"] == "failed" for r in recs)
+        if self.progress:
+            self.progress(f"{self.label}: {self._n_done}/{self._n_tasks} done"
+                          + (f", {self._n_failed} failed" if self._n_failed else "")
+                          + f" ({time.perf_counter() - self._t0:.0f}s)")
+
+
+def resolve_students(tasks: list[ConfigTask]) -> list[ConfigTask]:
+    """Resolve student classes on the driver, so plug-in types registered there reach the workers."""
+    for task in tasks:
+        if task.student_cls is None and task.student in STUDENTS:
+            task.student_cls = STUDENTS[task.student]
+    return tasks
+
+
+_REMOTES: dict[Callable, Any] = {}
+
+
+def ray_task(fn: Callable):
+    """The Ray remote function of a task body, made once (Ray exports a function per remote wrapper)."""
+    import ray
+
+    if fn not in _REMOTES:
+        _REMOTES[fn] = ray.remote(**TASK_OPTIONS)(fn)
+    return _REMOTES[fn]
 
 
 def run_tasks(payload_ref, tasks: list[ConfigTask], progress: Callable[[str], None] | None = None,
               label: str = "configs") -> list[dict]:
-    """Submit every task (Ray schedules them on free CPUs); collect results as they finish."""
-    import ray
-
-    remote = ray.remote(**TASK_OPTIONS)(run_config)
-    by_ref = {}
-    for task in tasks:
-        if task.student_cls is None and task.student in STUDENTS:
-            task.student_cls = STUDENTS[task.student]
-        by_ref[remote.remote([payload_ref], task)] = task
-    pending, done = list(by_ref), []
-    t0 = time.perf_counter()
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        task = by_ref[ready[0]]
-        try:
-            rec = ray.get(ready[0])
-        except Exception as exc:  # the config failed inside its task: record it, keep the run going
-            cause = getattr(exc, "cause", None) or exc
-            rec = {"key": task.key, "status": "failed", "error": f"{type(cause).__name__}: {cause}".splitlines()[0],
-                   "n_fits": 0, "history": [], "val_score": None, "params": task.fixed_params or {},
-                   "traceback": traceback.format_exception_only(type(exc), exc)[-1].strip()}
-        rec["task"] = task
-        done.append(rec)
-        if progress:
-            n_failed = sum(r["status"] == "failed" for r in done)
-            progress(f"{label}: {len(done)}/{len(tasks)} done"
-                     + (f", {n_failed} failed" if n_failed else "") + f" ({time.perf_counter() - t0:.0f}s)")
-    return done
+    """One Ray task per config (Ray schedules them on free CPUs); the records in the order they finish."""
+    queue = TaskQueue(payload_ref, progress, label)
+    queue.submit(tasks)
+    return list(queue.results(tasks))

@@ -39,6 +39,7 @@ def build_report(d) -> Report:
         by_type = students.groupby("student")[["auc", "twin_auc"]].max()
         rep.bar_chart(list(by_type.index), {"soft-label student": by_type.auc.tolist(), "hard-label twin": by_type.twin_auc.tolist()},
                       "Best test AUC per student type", "test AUC", hlines={"teacher": t["auc"]})
+    _preset_sections(rep, d, students, t["auc"])
     failed = df[df.status == "failed"]
     if not failed.empty:
         rep.heading("Failed configs")
@@ -74,3 +75,39 @@ def build_report(d) -> Report:
         rep.line_chart({st: (temps, np.asarray(v)) for st, v in d.divergence.items()},
                        "KL(softened teacher at T || probe student), validation rows", "T", "KL", markers=True)
     return rep
+
+
+def preset_section(rep: Report, preset: str, rows: list[dict], model) -> None:
+    """One constrained preset: teacher, distilled student and hard-label twin (one row per seed or run), the
+    share of the teacher-twin gap closed, and the model as a person reads it (points table or rules)."""
+    from hpm_ray.distill.export import DEFAULT_PDO, readable
+
+    rep.heading(f"Preset {preset}: teacher vs distilled student vs hard-label twin")
+    rep.table([{k: (", ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items())
+                    if isinstance(v, dict) else v) for k, v in r.items()} for r in rows],
+              flags={"gap_closed": lambda v: v > 0})
+    rep.text("gap closed = (student - twin) / (teacher - twin) on test AUC; the twin is the same preset trained on "
+             "hard labels with the same number of fits.", note=True)
+    table = readable(model)
+    if table is not None:
+        rep.heading(f"Points table (score = sum of points; every {DEFAULT_PDO:g} points double the odds)" if "points" in table
+                    else "Rules (one per leaf, riskiest first)", level=3)
+        rep.table(table)
+
+
+def _preset_sections(rep: Report, d, students: pd.DataFrame, teacher_auc: float) -> None:
+    """A section per constrained preset in an AutoDistiller run: its validation-best student and its twin."""
+    from hpm_ray.distill.evaluate import better
+    from hpm_ray.distill.interpretable import gap_closed
+    from hpm_ray.distill.presets import PRESETS
+
+    for preset in [c.name for c in PRESETS]:
+        cand = students[students.student == preset] if not students.empty else students
+        if cand.empty:
+            continue
+        i = cand.val_score.idxmax() if better(d.metric, 1.0, 0.0) else cand.val_score.idxmin()
+        r = cand.loc[i]
+        rows = [{"teacher_auc": teacher_auc, "student_auc": r.auc, "twin_auc": r.twin_auc,
+                 "gap_closed": gap_closed(r.auc, r.twin_auc, teacher_auc), "stage": r.stage,
+                 "temperature": r.temperature, "alpha": r.alpha, "params": r.params, "size": r["size"]}]
+        preset_section(rep, preset, rows, d.records[i]["model"])

@@ -1,8 +1,9 @@
 """Adaptive configuration selection: screen every (student, T, alpha) cheaply, promote the best few.
 
 Successive halving with two rungs: a screening rung (one fit per config on a stratified share of the
-training rows, scored on validation) and a full rung (an Optuna study with the whole training set) for at
-most ``max_configs`` configs. The ranking uses real validation scores, never the test split.
+training rows and, for boosted students, the same share of their boosting rounds; scored on validation) and
+a full rung (an Optuna study with the whole training set) for at most ``max_configs`` configs. The ranking
+uses real validation scores, never the test split.
 """
 
 from __future__ import annotations

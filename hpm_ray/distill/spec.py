@@ -28,7 +28,7 @@ class DistillSpec(Spec):
     hpm_trials: int = Field(3, ge=1)
     max_configs: int = Field(16, ge=1)
     adaptive_selection: bool = True  # screen every config cheaply, carry the best max_configs to full budget
-    screen_fraction: float = Field(0.3, gt=0.0, le=1.0)  # share of training rows a screening fit sees
+    screen_fraction: float = Field(0.3, gt=0.0, le=1.0)  # share of the training rows and boosting rounds a screening fit gets
     adaptive_temperature: bool = True  # keep the temperatures closest (KL) to what each student can represent
     temperatures_per_student: int = Field(2, ge=1)
     shared_memory: bool = True

@@ -258,10 +258,14 @@ def register_student(cls: type[SoftStudent]) -> type[SoftStudent]:
 for _cls in (LogisticStudent, TreeStudent, LightGBMStudent, XGBoostStudent):
     register_student(_cls)
 
-COMPLEXITY_ORDER = ("logreg", "tree", "lgbm", "xgb")  # simple -> complex, the progressive chain's order
+# simple -> complex, the progressive chain's order (the constrained presets sit next to their full-size kin)
+COMPLEXITY_ORDER = ("scorecard", "logreg", "tree4", "tree", "gbm20", "lgbm", "xgb")
 
 
 def make_student(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> SoftStudent:
     if name not in STUDENTS:
         raise SpecError(f"unknown student {name!r}; known: {', '.join(sorted(STUDENTS))}")
     return STUDENTS[name](**(params or {}), random_state=seed)
+
+
+from hpm_ray.distill import presets as _presets  # noqa: F401  registers scorecard, tree4, gbm20

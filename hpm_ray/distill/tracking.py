@@ -56,5 +56,7 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
         for name in ("results.csv", "summary.json", "report.html"):
             if (out_dir / name).is_file():
                 mlflow.log_artifact(str(out_dir / name))
+        if (out_dir / "exports").is_dir():  # scorecard tables / rules of the interpretable presets
+            mlflow.log_artifacts(str(out_dir / "exports"), artifact_path="exports")
         mlflow.set_tag("hpm_ray.parent_run", parent.info.run_id)
     return uri

@@ -7,6 +7,7 @@ so a run on a remote cluster differs only in the address.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -122,6 +123,9 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
     concurrent = spec.max_concurrent_trials or max(1, cpus // len(horizons))
     # More horizons than CPUs: share the cores so every horizon progresses (LightGBM runs one thread per trial).
     trial_cpus = min(1.0, cpus / (len(horizons) * concurrent))
+    n_nodes = sum(n["Alive"] for n in ray.nodes())
+    # Joined by address, Ray may have or gain other nodes (an autoscaler may add them mid-run): see reuse_actors.
+    one_node = n_nodes == 1 and not (spec.runtime.address or os.environ.get("RAY_ADDRESS"))
     exp_id = mlflow_experiment(spec.experiment)
     parent = mlflow.start_run(run_id=state["mlflow_run_id"]) if state["mlflow_run_id"] else \
         mlflow.start_run(experiment_id=exp_id, run_name=state["run_id"])
@@ -143,13 +147,14 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
             settings = SearchSettings(
                 name=f"{state['run_id']}-h{hz.h}", storage=storage, num_samples=spec.trials_per_horizon,
                 max_reports=spec.max_reports, grace_period=spec.grace_period,
-                reduction_factor=spec.reduction_factor, max_concurrent=concurrent, trial_cpus=trial_cpus, seed=spec.seed + hz.h,
+                reduction_factor=spec.reduction_factor, max_concurrent=concurrent, trial_cpus=trial_cpus,
+                reuse_actors=one_node, seed=spec.seed + hz.h,
                 points_to_evaluate=spec.points_to_evaluate, progress_actor=actor_name, key=str(hz.h),
             )
             tasks[run_search.options(scheduling_strategy=here).remote(settings, [refs[hz.h]], resume)] = hz
         verb = "resuming" if resume else "searching"
-        log(f"{verb} {len(horizons)} horizon(s) x {spec.trials_per_horizon} trials on {cpus} CPU(s), "
-            f"{concurrent} concurrent trial(s) per horizon at {trial_cpus:g} CPU each; run {state['run_id']}")
+        log(f"{verb} {len(horizons)} horizon(s) x {spec.trials_per_horizon} trials on {cpus} CPU(s) and {n_nodes} "
+            f"node(s), {concurrent} concurrent trial(s) per horizon at {trial_cpus:g} CPU each; run {state['run_id']}")
 
         trials, refits, shown = {}, {}, {}
         pending = list(tasks)
@@ -172,6 +177,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
         for hz in horizons:
             tuned, default = ray.get(refits[hz.h])
             entry, details, fig = _finish_horizon(hz, spec, trials[hz.h], tuned, default, state)
+            (out / STATE_FILE).write_text(json.dumps(state, indent=2))  # a resume must not register it again
             summary["horizons"][str(hz.h)] = entry
             summary["details"][str(hz.h)] = details
             figures[hz.h] = fig
@@ -199,7 +205,10 @@ def _best(records, h: int) -> dict:
 
 
 def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state) -> tuple[dict, dict, dict]:
-    """Scores on the test block, MLflow child runs (trials + model), and the registered model version."""
+    """Scores on the test block, MLflow child runs (trials + model), and the registered model version.
+
+    The version's URI goes into ``state["registered"]``: a run resumed after this point reuses it.
+    """
     import mlflow
 
     from hpm_ray.hpo.evaluate import naive_quantiles, score_forecasts
@@ -216,25 +225,28 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state) 
     n_pruned = sum(r.pruned for r in records)
     n_failed = sum(r.error is not None for r in records)
     _log_trials(records, hz.h, state["mlflow_run_id"])
-    exp_id = mlflow.active_run().info.experiment_id
-    with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
-        mlflow.log_params({"horizon": hz.h, "rounds": best["rounds"], **best["config"]})
-        reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
-        reg_metrics.update(val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"])
-        mlflow.log_metrics(reg_metrics)
-        model = QuantileForecaster(tuned.boosters, cq, list(hz.X.columns), hz.h, spec.scale_by,
-                                   scale_rows(hz.X, hz.h, spec, b)[1])
-        mv = log_and_register(
-            model, f"{spec.model_prefix}-h{hz.h}", kind="quantile_forecaster", metrics=reg_metrics,
-            input_example=hz.X.iloc[b.test[:5]], tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
-        )
+    registered = state.setdefault("registered", {})
+    if str(hz.h) not in registered:
+        exp_id = mlflow.active_run().info.experiment_id
+        with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
+            mlflow.log_params({"horizon": hz.h, "rounds": best["rounds"], **best["config"]})
+            reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
+            reg_metrics.update(val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"])
+            mlflow.log_metrics(reg_metrics)
+            model = QuantileForecaster(tuned.boosters, cq, list(hz.X.columns), hz.h, spec.scale_by,
+                                       scale_rows(hz.X, hz.h, spec, b)[1])
+            mv = log_and_register(
+                model, f"{spec.model_prefix}-h{hz.h}", kind="quantile_forecaster", metrics=reg_metrics,
+                input_example=hz.X.iloc[b.test[:5]], tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
+            )
+        registered[str(hz.h)] = f"models:/{mv.name}/{mv.version}"
     entry = dict(
         best_params=best["config"], val_pinball=best["score"], test_pinball=m["test_pinball"],
         baselines={"naive": naive, "default_lgbm": m_def["test_pinball"]},
         coverage_90=m.get("coverage_90"), coverage_50=m.get("coverage_50"), mean_width_90=m.get("mean_width_90"),
         coverage_90_aci=m.get("coverage_90_aci"), crossing_rate_raw=m["crossing_rate_raw"],
         crossing_rate=m["crossing_rate"], n_trials=len(records), n_pruned=n_pruned,
-        model_uri=f"models:/{mv.name}/{mv.version}",
+        model_uri=registered[str(hz.h)],
     )
     nodes: dict[str, int] = {}
     for r in records:

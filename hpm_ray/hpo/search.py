@@ -15,8 +15,7 @@ from ray import tune
 
 from hpm_ray.hpo.trainable import METRIC, tune_trainable
 
-# Restarts of a trial whose node died. One is not enough: Tune may first retry on a reused actor cached on the
-# dead node (measured: two failures on the same actor). A config that crashes by itself also gets them.
+# Restarts of a trial whose worker or node died (a config that crashes by itself also gets them).
 TRIAL_RETRIES = 3
 
 
@@ -33,6 +32,11 @@ class SearchSettings:
     max_concurrent: int
     seed: int
     trial_cpus: float = 1.0
+    # Reuse trial actors (saves a worker start, 1-3 s, per trial) on a local instance only. On a cluster it defeats
+    # retries: Tune 2.60 hands a new trial an actor cached by a finished one; if that actor's node died meanwhile,
+    # the trial fails while still PENDING, and ``_process_trial_failure`` (ray/tune/execution/tune_controller.py)
+    # retries only RUNNING trials, so it ends in ERROR whatever ``FailureConfig.max_failures`` says.
+    reuse_actors: bool = True
     points_to_evaluate: list = field(default_factory=list)
     progress_actor: str | None = None
     key: str = ""  # the horizon, as shown in progress lines
@@ -156,7 +160,7 @@ def make_tuner(s: SearchSettings, data_ref, resume: bool) -> tune.Tuner:
         param_space=tune_space(),
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="min", search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
-            max_concurrent_trials=s.max_concurrent, reuse_actors=True,
+            max_concurrent_trials=s.max_concurrent, reuse_actors=s.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=s.name, storage_path=s.storage, verbose=0,

@@ -233,7 +233,8 @@ class ABRouter:
             task = asyncio.get_running_loop().create_task(self._shadow(rid, shadow, body))
             self.shadow_tasks[rid] = task  # feedback for this request waits for the shadow's answer
             task.add_done_callback(lambda _t, rid=rid: self.shadow_tasks.pop(rid, None))
-        return {"request_id": rid, "variant": variant, "model": snap["model"], "model_version": version, "predictions": out.to_dict(orient="records")}
+        # A ready JSONResponse: FastAPI would otherwise walk every cell through jsonable_encoder first.
+        return JSONResponse({"request_id": rid, "variant": variant, "model": snap["model"], "model_version": version, "predictions": out.to_dict(orient="records")})
 
     @api.post("/feedback")
     async def feedback(self, request: Request):

@@ -4,10 +4,14 @@ A multi-node cluster cannot live in the pytest process (it already runs the sess
 ``bench/scale.py`` start this script. It builds a head plus ``--workers`` worker nodes with ``--cpus`` CPUs each
 (``ray.cluster_utils.Cluster``: separate raylets and object stores), runs the command given after ``--`` with
 ``--address <gcs>`` appended (RAY_AUTH_MODE left unset: hpm-ray must find the token itself), and can remove a
-worker node when a line of the command's output matches ``--kill-on`` (a regex). The report names the nodes,
-the killed one, and every task attempt Ray recorded (state API), so callers can check placement and retries.
+worker node when a line of the command's output matches ``--kill-on`` (a regex) or, with ``--kill-on-start``, as
+soon as it can: the first worker node that runs a process whose title matches ``--busy`` (e.g.
+``ray::run_config``) then dies with it. A command whose first word is a ``.py`` file runs that script (with
+``--address``) instead of the CLI. The report names the nodes and the killed one; evidence of placement and
+retries comes from the runs' own outputs, not from Ray's state API (which needs the dashboard, forgets the task
+events of a dead node, and without an address can pick up another Ray instance on the machine).
 
-usage: cluster_run.py [--workers N] [--cpus C] [--kill-on REGEX] -- hpm-ray-args... [-- hpm-ray-args...]
+usage: cluster_run.py [--workers N] [--cpus C] [--kill-on REGEX | --kill-on-start] [--busy REGEX] -- args... [-- ...]
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--kill-on", default=None)
+    ap.add_argument("--kill-on-start", action="store_true", help="look for a busy worker node from the start")
+    ap.add_argument("--busy", default=r"^ray::(run_config|ImplicitFunc\.train)\b",
+                    help="process titles of the work to kill (default: a distillation fit or a Tune trial)")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args()
@@ -48,7 +55,6 @@ def main() -> int:
 
     os.environ.pop("RAY_ADDRESS", None)
     os.environ.pop("RAY_AUTH_MODE", None)
-    import ray
     from ray._private.authentication.authentication_token_setup import (
         enable_token_auth_by_default,
         ensure_token_if_auth_enabled,
@@ -59,16 +65,12 @@ def main() -> int:
     enable_token_auth_by_default()
     ensure_token_if_auth_enabled(None, create_token_if_missing=True)
     t0 = time.time()
-    cluster = Cluster(initialize_head=False)
+    cluster, workers = _start_cluster(Cluster, args.cpus, args.workers)
     proc = None
     lock = threading.Lock()
     pattern = re.compile(args.kill_on) if args.kill_on else None
     try:
-        cluster.add_node(num_cpus=args.cpus, include_dashboard=True)  # the head; the dashboard serves the state API
-        workers = [cluster.add_node(num_cpus=args.cpus) for _ in range(args.workers)]
-        cluster.wait_for_nodes()
         startup = time.time() - t0
-        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         report: dict = {"startup_s": round(startup, 1), "address": cluster.address,
                         "head": cluster.head_node.node_id, "workers": [w.node_id for w in workers], "killed": None}
         env = dict(os.environ)
@@ -80,16 +82,19 @@ def main() -> int:
             def kill_worker() -> None:
                 with lock:
                     if report["killed"] is None:
-                        victim, running = _busy_worker(workers)
+                        victim, running = _busy_worker(workers, re.compile(args.busy), args.timeout / 2)
                         report.update(killed=victim.node_id, killed_at_s=round(time.time() - t1, 1),
                                       running_on_killed=running)
                         cluster.remove_node(victim, allow_graceful=False)
 
-            proc = subprocess.Popen([sys.executable, "-m", "hpm_ray", *cmd, "--address", cluster.address], env=env,
+            entry = [cmd[0]] if cmd[0].endswith(".py") else ["-m", "hpm_ray", cmd[0]]
+            proc = subprocess.Popen([sys.executable, *entry, *cmd[1:], "--address", cluster.address], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
             out, err = [], []
             pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, pattern, kill_worker), daemon=True),
                      threading.Thread(target=_pump, args=(proc.stderr, err, pattern, kill_worker), daemon=True)]
+            if args.kill_on_start:
+                pumps.append(threading.Thread(target=kill_worker, daemon=True))
             for p in pumps:
                 p.start()
             rc = proc.wait(timeout=args.timeout)
@@ -97,25 +102,38 @@ def main() -> int:
                 p.join(timeout=5)
             report["runs"].append(dict(command=cmd[0], returncode=rc, run_s=round(time.time() - t1, 1),
                                        stdout="".join(out)[-3000:], stderr="".join(err)[-3000:]))
-        report["tasks"] = _task_attempts()
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        ray.shutdown()
         cluster.shutdown()
     print("CLUSTER-REPORT " + json.dumps(report))
     return 0
 
 
-def _busy_worker(workers, wait_s: float = 30.0):
-    """A worker node that is executing a distillation fit or a Tune trial right now, and what it runs.
+def _start_cluster(cluster_cls, cpus: int, n_workers: int, tries: int = 2):
+    """Head plus workers; tried twice because Ray gives a new raylet a fixed 30 s to register, which a machine
+    busy with other work can miss."""
+    for attempt in range(tries):
+        cluster = cluster_cls(initialize_head=False)
+        try:
+            cluster.add_node(num_cpus=cpus, include_dashboard=False)  # the head (port 8265 may be taken)
+            workers = [cluster.add_node(num_cpus=cpus) for _ in range(n_workers)]
+            cluster.wait_for_nodes()
+            return cluster, workers
+        except Exception:
+            cluster.shutdown()
+            if attempt == tries - 1:
+                raise
+
+
+def _busy_worker(workers, busy: re.Pattern, wait_s: float):
+    """The first worker node running a process whose title matches ``busy``, and what it runs.
 
     Ray titles a worker process ``ray::<task or actor method>`` while it executes and ``ray::IDLE`` otherwise;
     reading the titles under each node's raylet is exact, where the state API lags by about a second.
     """
     import psutil
 
-    busy = re.compile(r"^ray::(run_config|_fold_task|ImplicitFunc|\S*-h\d+(\.train)?$)")  # fits, Tune trials
     deadline = time.time() + wait_s
     while time.time() < deadline:
         for node in workers:
@@ -132,15 +150,6 @@ def _busy_worker(workers, wait_s: float = 30.0):
                 return node, sorted(set(names))
         time.sleep(0.05)
     return workers[-1], []
-
-
-def _task_attempts() -> list[dict]:
-    """Every task attempt the cluster recorded: name, node, attempt number, state (Ray's state API)."""
-    from ray.util.state import list_tasks
-
-    rows = list_tasks(limit=10_000, detail=True, raise_on_missing_output=False)
-    return [{"name": t.name, "node_id": t.node_id, "attempt": t.attempt_number, "state": t.state,
-             "task_id": t.task_id} for t in rows]
 
 
 if __name__ == "__main__":

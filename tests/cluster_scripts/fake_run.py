@@ -51,7 +51,9 @@ def main() -> int:
     config, cmd = Path(sys.argv[1]), [a for a in sys.argv[2:] if a != "--"]
     os.environ["RAY_AUTH_MODE"] = "token"  # before Ray is imported: it reads the mode once
     import ray
-    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+    from ray._private.authentication.authentication_token_setup import (
+        ensure_token_if_auth_enabled,
+    )
 
     ensure_token_if_auth_enabled(None, create_token_if_missing=True)  # the head and this client share it
 
