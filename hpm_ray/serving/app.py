@@ -112,7 +112,7 @@ class ABRouter:
         self.buffer: list[tuple] = []
         self.served = ServedLog(s.served_dir, s.served_fraction, s.served_file_rows, s.served_max_files) if s.served_log and s.served_dir else None
         self.shadow_tasks: dict[str, asyncio.Task] = {}
-        self._loop_task = None
+        self._loop_task = self._persist_task = None
         tags = ("variant",)
         self.m_requests = metrics.Counter("hpm_ab_requests", "requests per variant", tag_keys=tags)
         self.m_errors = metrics.Counter("hpm_ab_errors", "failed model calls per variant", tag_keys=tags)
@@ -126,18 +126,29 @@ class ABRouter:
     # -- background: follow the state, flush records ------------------------------------------------------
     def _ensure_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
-            self._loop_task = asyncio.get_running_loop().create_task(self._follow())
+            loop = asyncio.get_running_loop()
+            self._loop_task = loop.create_task(self._follow())
+            if self.served is not None:
+                self._persist_task = loop.create_task(self._persist())
 
     async def _follow(self) -> None:
+        """Every 0.2 s: hand buffered records to the state actor and pick up its latest snapshot."""
         while True:
             await asyncio.sleep(0.2)
             try:
                 self._flush()
-                if self.served is not None:
-                    await asyncio.to_thread(self._write_served)  # off the event loop: requests never wait on disk
                 await self._refresh()
             except Exception as exc:  # keep serving on the last good snapshot
                 log.warning("A/B state refresh failed: %s", exc)
+
+    async def _persist(self) -> None:
+        """Write served rows for drift checks in their own loop: a slow disk never delays a weight change."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await asyncio.to_thread(self._write_served)  # off the event loop: requests never wait on disk
+            except Exception as exc:  # keep serving; the rows stay buffered for the next attempt
+                log.warning("served rows not written: %s", exc)
 
     async def _refresh(self) -> None:
         snap = await self.state.snapshot.remote()
