@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from hpm_ray.config import RuntimeSpec, Spec
 from hpm_ray.distill.evaluate import better
+from hpm_ray.distill.spec import check_alphas, check_students, check_temperatures
 from hpm_ray.metrics import roc_auc
 
 TECHNIQUES = ("soft", "augment", "chain")
@@ -55,30 +56,25 @@ class InterpretableSpec(Spec):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
 
-    @field_validator("presets", "assistant")
+    @field_validator("presets")
     @classmethod
-    def _known(cls, v):
-        from hpm_ray.distill.students import STUDENTS
+    def _known(cls, v: list[str]) -> list[str]:
+        return check_students(v)
 
-        names = v if isinstance(v, list) else [v]
-        bad = [s for s in names if s not in STUDENTS]
-        if bad or not names:
-            raise ValueError(f"unknown student {bad[0] if bad else '(none)'!r}; known: {', '.join(sorted(STUDENTS))}")
-        return v
+    @field_validator("assistant")
+    @classmethod
+    def _known_assistant(cls, v: str) -> str:
+        return check_students([v])[0]
 
     @field_validator("temperatures")
     @classmethod
     def _positive_t(cls, v: list[float]) -> list[float]:
-        if not v or any(not t > 0 for t in v):
-            raise ValueError(f"temperatures must be a non-empty list of values > 0, got {v}")
-        return v
+        return check_temperatures(v)
 
     @field_validator("alphas")
     @classmethod
     def _alpha(cls, v: list[float]) -> list[float]:
-        if not v or any(not 0.0 < a <= 1.0 for a in v):
-            raise ValueError(f"alphas must be a non-empty list of values in (0, 1], got {v}")
-        return v
+        return check_alphas(v, allow_zero=False)
 
     @field_validator("techniques", "seeds")
     @classmethod

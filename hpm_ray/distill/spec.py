@@ -12,6 +12,35 @@ Method = Literal["auto", "legacy", "hpm", "hybrid"]
 SelectionMetric = Literal["auto", "ks", "log_loss", "auc", "accuracy", "f1"]
 
 
+def check_students(names: list[str]) -> list[str]:
+    """Every name is a registered student type (and there is at least one)."""
+    from hpm_ray.distill.students import STUDENTS
+
+    unknown = [n for n in names if n not in STUDENTS]
+    if unknown or not names:
+        raise ValueError(f"unknown student {unknown[0] if unknown else '(none)'!r}; known: {', '.join(sorted(STUDENTS))}")
+    return names
+
+
+def check_temperatures(v: list[float]) -> list[float]:
+    if not v:
+        raise ValueError("at least one temperature is needed")
+    bad = [t for t in v if not t > 0]
+    if bad:
+        raise ValueError(f"temperature must be > 0, got {bad[0]}")
+    return v
+
+
+def check_alphas(v: list[float], allow_zero: bool = True) -> list[float]:
+    """Alphas in [0, 1]; ``allow_zero=False`` where alpha = 0 would only repeat the hard-label twin."""
+    if not v:
+        raise ValueError("at least one alpha is needed")
+    bad = [a for a in v if not (0.0 <= a <= 1.0) or (a == 0.0 and not allow_zero)]
+    if bad:
+        raise ValueError(f"alpha must be in {'[' if allow_zero else '('}0, 1], got {bad[0]}")
+    return v
+
+
 class DistillSpec(Spec):
     method: Method = "auto"
     students: list[str] = Field(default_factory=lambda: ["logreg", "tree", "lgbm", "xgb"])
@@ -46,29 +75,14 @@ class DistillSpec(Spec):
     @field_validator("temperatures")
     @classmethod
     def _positive_t(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("at least one temperature is needed")
-        bad = [t for t in v if not t > 0]
-        if bad:
-            raise ValueError(f"temperature must be > 0, got {bad[0]}")
-        return v
+        return check_temperatures(v)
 
     @field_validator("alphas")
     @classmethod
     def _unit_alpha(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("at least one alpha is needed")
-        bad = [a for a in v if not 0.0 <= a <= 1.0]
-        if bad:
-            raise ValueError(f"alpha must be in [0, 1], got {bad[0]}")
-        return v
+        return check_alphas(v)
 
     @field_validator("students")
     @classmethod
     def _known_students(cls, v: list[str]) -> list[str]:
-        from hpm_ray.distill.students import STUDENTS
-
-        unknown = [s for s in v if s not in STUDENTS]
-        if unknown or not v:
-            raise ValueError(f"unknown student {unknown[0] if unknown else '(none)'!r}; known: {', '.join(sorted(STUDENTS))}")
-        return v
+        return check_students(v)
