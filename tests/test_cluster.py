@@ -102,6 +102,7 @@ def test_hpo_and_distillation_spread_over_nodes(spread_run):
 
 
 @pytest.mark.slow
+@pytest.mark.chaos  # its premise (a worker node runs >= 2 tasks) is up to Ray's scheduler: see issue 6
 def test_teacher_payload_is_fetched_once_per_node(spread_run):
     """Tasks sharing the payload's ObjectRef make each node pull it once, however many of them run there."""
     rep, _ = spread_run
