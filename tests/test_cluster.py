@@ -31,6 +31,9 @@ DISTILL_CHAOS_SPEC = ("students: [lgbm]\ntemperatures: [2.0]\nalphas: [0.5, 0.9]
                      "legacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n")
 N_DISTILL_CHAOS_TASKS = 2 + 1
 N_CHAOS_TRIALS = 4
+# No pruning in the HPO node-loss test (grace period = every report): a trial ASHA stops just as its node dies
+# would end cleanly, and the test would not see a trial interrupted and restarted elsewhere.
+HPO_CHAOS_SPEC = "max_rounds: 200\nreport_every: 40\ngrace_period: 5\nmodel_prefix: cluster\n"
 
 
 def run_cluster(tmp_path: Path, *commands: list[str], kill: list[str] = ()) -> dict:
@@ -102,7 +105,6 @@ def test_hpo_and_distillation_spread_over_nodes(spread_run):
 
 
 @pytest.mark.slow
-@pytest.mark.chaos  # its premise (a worker node runs >= 2 tasks) is up to Ray's scheduler: see issue 6
 def test_teacher_payload_is_fetched_once_per_node(spread_run):
     """Tasks sharing the payload's ObjectRef make each node pull it once, however many of them run there."""
     rep, _ = spread_run
@@ -121,7 +123,6 @@ def test_teacher_payload_is_fetched_once_per_node(spread_run):
 
 
 @pytest.mark.slow
-@pytest.mark.chaos
 def test_distillation_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "distill"
     # the first worker node seen running a config fit dies with it (the fit has seconds of work left)
@@ -131,21 +132,21 @@ def test_distillation_survives_a_lost_worker_node(tmp_path):
     assert dead and rep["running_on_killed"] == ["run_config"]
     df = check_distill(out, N_DISTILL_CHAOS_TASKS)  # the requested configs, each reported exactly once, all ok
     # the fit that died with its node was re-run elsewhere: its record says so (attempt counts Ray's retries)
-    assert (df.attempt > 0).any() and dead not in set(df.node_id)
+    retried = df[df.attempt > 0]
+    assert len(retried) and dead not in set(retried.node_id)
     assert df.node_id.nunique() >= 2
 
 
 @pytest.mark.slow
-@pytest.mark.chaos
 def test_hpo_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "hpo"
     # once the search starts, the first worker node seen training a trial dies with it
     rep = run_cluster(tmp_path, [*HPO_ARGS, "--trials-per-horizon", str(N_CHAOS_TRIALS), "--spec",
-                                 spec_file(tmp_path, "h.yaml", HPO_SPEC), "--out", str(out)],
+                                 spec_file(tmp_path, "h.yaml", HPO_CHAOS_SPEC), "--out", str(out)],
                       kill=["--kill-on", r"^searching ", "--busy", r"^ray::ImplicitFunc\.train\b"])
     dead = rep["killed"]
     assert dead and rep["running_on_killed"] == ["ImplicitFunc.train"]
-    assert dead not in check_hpo(out, N_CHAOS_TRIALS)["trials_per_node"]  # the requested trial count, none failed
+    check_hpo(out, N_CHAOS_TRIALS)  # the requested trial count, none failed (a trial may have finished on `dead`)
     from mlflow.tracking import MlflowClient
 
     from hpm_ray.runtime import tracking_uri, tune_storage
@@ -153,7 +154,7 @@ def test_hpo_survives_a_lost_worker_node(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     # Tune recorded the interrupted trial's failure and restarted it elsewhere (FailureConfig.max_failures)
     failed_dirs = [f.parent for f in Path(tune_storage(), f"{s['run_id']}-h6").glob("*/error.txt")]
-    assert failed_dirs
+    assert failed_dirs, f"no trial was interrupted: {rep['killed_at_s']} s into the run, stderr {rep['runs'][0]['stderr'][-1500:]}"
     for d in failed_dirs:
         assert "unavailable" in (d / "error.txt").read_text() or "died" in (d / "error.txt").read_text().lower()
         reports = [json.loads(ln) for ln in (d / "result.json").read_text().splitlines()]

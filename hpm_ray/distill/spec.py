@@ -54,7 +54,7 @@ class DistillSpec(Spec):
     # legacy: the full grid, each config tuned with legacy_trials Optuna trials
     legacy_trials: int = Field(10, ge=1)
     # hpm
-    hpm_trials: int = Field(3, ge=1)
+    hpm_trials: int = Field(2, ge=1)
     max_configs: int = Field(16, ge=1)
     adaptive_selection: bool = True  # screen every config cheaply, carry the best max_configs to full budget
     screen_fraction: float = Field(0.3, gt=0.0, le=1.0)  # share of the training rows and boosting rounds a screening fit gets
