@@ -53,6 +53,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def loopback_port() -> int:
+    return free_port()
+
+
 @pytest.fixture(scope="module")
 def serve_port(ray_session) -> int:
     """Ray Serve's HTTP proxy on a free loopback port for one test module, shut down after it."""

@@ -5,7 +5,12 @@ Models: LightGBM on 2,000 credit-default rows, registered in the sandbox MLflow:
 """
 
 import json
+import os
 import random
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -332,3 +337,53 @@ def test_serve_cli_refuses_unknown_model(tmp_path, ray_session, capsys):
     cfg.write_text("applications:\n  - args:\n      model: m\n      placement: sideways\n")
     assert main(["serve", "--config", str(cfg)]) == 2
     assert "placement" in capsys.readouterr().err
+
+
+def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, loopback_port):
+    """``hpm-ray serve --direct-ingress`` (its own local Ray, in a subprocess): the router replica's own port
+    answers like the proxy's, shares its A/B state and checks the admin token too."""
+    port = loopback_port
+    # Serve keeps a stopping direct-ingress replica draining for >= 30 s (for load balancers); 1 s here
+    env = {**os.environ, "HPM_RAY_SERVE_TOKEN": TOKEN, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "hpm_ray", "serve", "--model", NAME, "--champion", models["strong"], "--challenger",
+           models["weak"], "--port", str(port), "--num-cpus", "1", "--direct-ingress"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        lines = []
+        for line in iter(proc.stdout.readline, ""):  # ends if the process dies before it prints the ports
+            lines.append(line)
+            if line.startswith("direct ingress"):
+                break
+        found = re.search(r"(http://127\.0\.0\.1:(\d+))\S*$", lines[-1].strip()) if lines else None
+        assert found, f"no direct-ingress URL printed: {lines} {proc.stderr.read() if proc.poll() is not None else ''}"
+        direct, proxy = found.group(1), f"http://127.0.0.1:{port}"
+        assert int(found.group(2)) != port
+        answers = {}
+        for base in (proxy, direct):
+            r = requests.post(base + "/predict", json=rows(models, 3, 5), headers={"X-Request-Key": "user-42"}, timeout=30)
+            assert r.status_code == 200, r.text
+            answers[base] = r.json()
+        a, b = answers[proxy], answers[direct]
+        assert (a["variant"], a["model_version"], a["predictions"]) == (b["variant"], b["model_version"], b["predictions"])
+        assert requests.post(direct + "/ab/expand", json={}, timeout=10).status_code == 401
+        assert requests.post(direct + "/ab/expand", json={}, headers=AUTH, timeout=30).status_code == 200
+        assert status(proxy)["weights"]["challenger"] == 25  # one state behind both doors
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+def test_direct_ingress_on_a_ray_without_it_is_refused(models, serve_port, capsys, monkeypatch):
+    """The session's Ray started without the flag: asking for direct ingress stops the app and says why."""
+    from ray import serve
+
+    from hpm_ray.cli import main
+    from hpm_ray.serving import ingress
+
+    monkeypatch.setenv(ingress.ENV, "0")  # restored at teardown: the CLI sets it for Ray instances it starts
+    assert main(["serve", "--model", NAME, "--champion", models["strong"], "--port", str(serve_port),
+                 "--direct-ingress"]) == 2
+    assert "direct ingress is off on this Ray cluster" in capsys.readouterr().err
+    assert "hpm-ab" not in serve.status().applications

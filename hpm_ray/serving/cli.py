@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--challenger", help="challenger version or alias (default: the config's, else none)")
     s.add_argument("--placement", choices=("fast_path", "deployments"), help="variants inside the router or one deployment each")
     s.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV}; generated and printed if unset)")
+    s.add_argument("--direct-ingress", action="store_true",
+                   help="also answer on each router replica's own port, skipping the proxy hop (ports printed at start)")
     add_runtime_args(s)
     s.set_defaults(func=_serve)
 
@@ -90,6 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     from hpm_ray.runtime import init_ray
+    from hpm_ray.serving import ingress
     from hpm_ray.serving.app import build_app, new_token, stop
 
     app_args, http = _serve_args(args.config)
@@ -103,13 +106,23 @@ def _serve(args: argparse.Namespace) -> int:
     app_args["token"] = token or new_token()
     host = args.host or http.get("host", "127.0.0.1")
     port = int(args.port or http.get("port", 8000))
+    if args.direct_ingress:
+        ingress.enable()
     init_ray(args.address, args.num_cpus, args.verbose)
     application = build_app(app_args)  # resolves versions first: an unknown model or alias fails here, exit 2
     serve.start(http_options={"host": host, "port": port})
     name = app_args.get("app_name", "hpm-ab")
     prefix = app_args.get("route_prefix", "/")
     serve.run(application, name=name, route_prefix=prefix)
+    if args.direct_ingress:
+        urls = ingress.replica_urls(name, host)
+        if not urls:
+            stop(name)
+            raise HPMError(f"direct ingress is off on this Ray cluster: start it with {ingress.ENV}=1 in the "
+                           "environment of 'ray start' (a Ray instance hpm-ray starts itself gets it from --direct-ingress)")
     print(f"serving {app_args['model']} at http://{host}:{port}{prefix.rstrip('/')} (POST /predict, GET /ab/status); Ctrl-C stops")
+    if args.direct_ingress:
+        print("direct ingress, no proxy hop: " + ", ".join(urls))
     if generated:
         print(f"admin token (generated; set ${TOKEN_ENV} to choose one): {app_args['token']}")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
