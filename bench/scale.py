@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,8 @@ def run(n_nodes: int, args, work: Path, local: bool = False) -> dict:
         cmd = [sys.executable, "-m", "hpm_ray", *job, "--num-cpus", str(n_nodes * args.cpus_per_node)]
     else:
         cmd = [sys.executable, str(DRIVER), "--workers", str(n_nodes - 1), "--cpus", str(args.cpus_per_node), "--", *job]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=900)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}  # never join another Ray
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=900, env=env)
     if proc.returncode != 0 or not (out / "summary.json").is_file():
         raise SystemExit(f"{'local' if local else f'{n_nodes}-node'} run failed: {proc.stderr[-1500:]}")
     summary = json.loads((out / "summary.json").read_text())

@@ -339,25 +339,39 @@ def test_serve_cli_refuses_unknown_model(tmp_path, ray_session, capsys):
     assert "placement" in capsys.readouterr().err
 
 
+def _lines_until(proc, prefix: str, timeout: float) -> list[str]:
+    """stdout lines of ``proc`` up to the first starting with ``prefix`` (all of them if it exits or times out)."""
+    lines: list[str] = []
+
+    def read():
+        for line in iter(proc.stdout.readline, ""):
+            lines.append(line)
+            if line.startswith(prefix):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return lines
+
+
 def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, loopback_port):
     """``hpm-ray serve --direct-ingress`` (its own local Ray, in a subprocess): the router replica's own port
     answers like the proxy's, shares its A/B state and checks the admin token too."""
     port = loopback_port
+    (tmp_path / "ab.yaml").write_text("app_name: ab-direct\nresume: false\n")
     # Serve keeps a stopping direct-ingress replica draining for >= 30 s (for load balancers); 1 s here
     env = {**os.environ, "HPM_RAY_SERVE_TOKEN": TOKEN, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "hpm_ray", "serve", "--model", NAME, "--champion", models["strong"], "--challenger",
-           models["weak"], "--port", str(port), "--num-cpus", "1", "--direct-ingress"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [sys.executable, "-m", "hpm_ray", "serve", "--config", "ab.yaml", "--model", NAME, "--champion",
+           models["strong"], "--challenger", models["weak"], "--port", str(port), "--num-cpus", "1", "--direct-ingress"]
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
     try:
-        lines = []
-        for line in iter(proc.stdout.readline, ""):  # ends if the process dies before it prints the ports
-            lines.append(line)
-            if line.startswith("direct ingress"):
-                break
+        lines = _lines_until(proc, "direct ingress", timeout=180)
         found = re.search(r"(http://127\.0\.0\.1:(\d+))\S*$", lines[-1].strip()) if lines else None
-        assert found, f"no direct-ingress URL printed: {lines} {proc.stderr.read() if proc.poll() is not None else ''}"
+        assert found, f"no direct-ingress URL printed: {lines} {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
         direct, proxy = found.group(1), f"http://127.0.0.1:{port}"
         assert int(found.group(2)) != port
         answers = {}
@@ -372,18 +386,25 @@ def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, 
         assert status(proxy)["weights"]["challenger"] == 25  # one state behind both doors
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        try:
+            code = proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # never leave a server and its Ray behind
+            code = None
+    assert code == 0
 
 
-def test_direct_ingress_on_a_ray_without_it_is_refused(models, serve_port, capsys, monkeypatch):
+def test_direct_ingress_on_a_ray_without_it_is_refused(models, serve_port, tmp_path, capsys, monkeypatch):
     """The session's Ray started without the flag: asking for direct ingress stops the app and says why."""
     from ray import serve
 
     from hpm_ray.cli import main
     from hpm_ray.serving import ingress
 
+    cfg = tmp_path / "ab.yaml"
+    cfg.write_text("app_name: ab-refused\nresume: false\n")
     monkeypatch.setenv(ingress.ENV, "0")  # restored at teardown: the CLI sets it for Ray instances it starts
-    assert main(["serve", "--model", NAME, "--champion", models["strong"], "--port", str(serve_port),
-                 "--direct-ingress"]) == 2
-    assert "direct ingress is off on this Ray cluster" in capsys.readouterr().err
-    assert "hpm-ab" not in serve.status().applications
+    assert main(["serve", "--config", str(cfg), "--model", NAME, "--champion", models["strong"], "--port",
+                 str(serve_port), "--direct-ingress"]) == 2
+    assert "direct ingress looks off on this Ray cluster" in capsys.readouterr().err
+    assert "ab-refused" not in serve.status().applications

@@ -113,25 +113,29 @@ def _serve(args: argparse.Namespace) -> int:
     serve.start(http_options={"host": host, "port": port})
     name = app_args.get("app_name", "hpm-ab")
     prefix = app_args.get("route_prefix", "/")
-    serve.run(application, name=name, route_prefix=prefix)
-    if args.direct_ingress:
-        urls = ingress.replica_urls(name, host)
-        if not urls:
-            stop(name)
-            raise HPMError(f"direct ingress is off on this Ray cluster: start it with {ingress.ENV}=1 in the "
-                           "environment of 'ray start' (a Ray instance hpm-ray starts itself gets it from --direct-ingress)")
-    print(f"serving {app_args['model']} at http://{host}:{port}{prefix.rstrip('/')} (POST /predict, GET /ab/status); Ctrl-C stops")
-    if args.direct_ingress:
-        print("direct ingress, no proxy hop: " + ", ".join(urls))
-    if generated:
-        print(f"admin token (generated; set ${TOKEN_ENV} to choose one): {app_args['token']}")
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
     try:
+        serve.run(application, name=name, route_prefix=prefix)
+        urls = ingress.replica_urls(name, host, timeout=10.0) if args.direct_ingress else []
+        if args.direct_ingress and not urls:
+            raise HPMError(f"no router replica got a port of its own within 10 s: direct ingress looks off on this "
+                           f"Ray cluster (start Ray with {ingress.ENV}=1; a Ray instance hpm-ray starts itself gets "
+                           "it from --direct-ingress)")
+        # flushed: a supervisor reading a pipe needs these lines while the app runs
+        print(f"serving {app_args['model']} at http://{host}:{port}{prefix.rstrip('/')} (POST /predict, GET /ab/status); "
+              "Ctrl-C stops", flush=True)
+        if urls:
+            print("direct ingress, no proxy hop: " + ", ".join(urls), flush=True)
+        if generated:
+            print(f"admin token (generated; set ${TOKEN_ENV} to choose one): {app_args['token']}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        stop(name)
-        print("stopped")
+        pass
+    finally:
+        stop(name)  # also when the start failed half-way: no app left running behind an error
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    print("stopped")
     return 0
 
 

@@ -4,7 +4,7 @@ Through Serve's HTTP proxy every request costs a second process's CPU (about 4 m
 cores, more than a whole plain uvicorn server spends). Serve's direct-ingress mode keeps the proxy on the
 configured host and port and gives each ingress replica (the A/B router) a port of its own in
 30000-31000 (``RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT`` / ``..._MAX_HTTP_PORT``), bound to the same host.
-The same app answers on both, token checks included.
+The same app answers on both, token checks included. With it on, Serve runs its proxy on the head node only.
 
 Serve reads the flag when its controller and replicas start: it must be in the environment before Ray starts
 (a local instance started by hpm-ray inherits it from :func:`enable`; a cluster needs it on ``ray start``).
@@ -34,10 +34,15 @@ def replica_urls(app_name: str, host: str, timeout: float = 5.0) -> list[str]:
     from ray.serve.context import _get_global_client
 
     controller = _get_global_client()._controller
+    here = ray.util.get_node_ip_address()
+
+    def address(ip: str) -> str:  # a replica binds the configured host on its own node
+        return host if ip == here and host != "0.0.0.0" else ip
+
     deadline = time.monotonic() + timeout
     while True:
         groups = ray.get(controller.get_target_groups.remote(app_name))
-        urls = [f"http://{host if host != '0.0.0.0' else t.ip}:{t.port}{g.route_prefix.rstrip('/')}"
+        urls = [f"http://{address(t.ip)}:{t.port}{g.route_prefix.rstrip('/')}"
                 for g in groups if g.protocol == "HTTP" for t in g.targets if t.name.startswith(_REPLICA)]
         if urls or time.monotonic() >= deadline:
             return sorted(urls)

@@ -54,7 +54,7 @@ def main() -> None:
     nodes = [n for n in ray.nodes() if n["Alive"]]
     X, y = load_credit_default()
     X, y = X.iloc[:ROWS].astype(float), y.to_numpy()[:ROWS]
-    half = ROWS - 500  # a small validation part keeps each task's returned predictions inline (not in the store)
+    n_train = ROWS - 500  # a small validation part keeps each task's returned predictions inline (not in the store)
     rng = np.random.default_rng(0)
     p = np.clip(0.2 + 0.6 * y + rng.normal(0, 0.1, ROWS), 0.01, 0.99)  # a teacher that knows the labels well
     teacher = np.column_stack([1 - p, p])
@@ -62,7 +62,7 @@ def main() -> None:
                         fixed_params={"C": 1.0}) for i in range(N_TASKS)]
 
     s0 = created_bytes(nodes)
-    ref = put_payload(X.iloc[:half], y[:half], X.iloc[half:], y[half:], teacher[:half], teacher[half:])
+    ref = put_payload(X.iloc[:n_train], y[:n_train], X.iloc[n_train:], y[n_train:], teacher[:n_train], teacher[n_train:])
     s1 = created_bytes(nodes)
     shared = run_tasks(ref, tasks)
     s2 = created_bytes(nodes)
