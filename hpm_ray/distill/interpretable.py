@@ -26,15 +26,19 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from hpm_ray.config import RuntimeSpec, Spec
 from hpm_ray.distill.evaluate import better
-from hpm_ray.distill.spec import check_alphas, check_students, check_temperatures
+from hpm_ray.distill.spec import (
+    SplitTeacherSpec,
+    check_alphas,
+    check_students,
+    check_temperatures,
+)
 from hpm_ray.metrics import roc_auc
 
 TECHNIQUES = ("soft", "augment", "chain")
 
 
-class InterpretableSpec(Spec):
+class InterpretableSpec(SplitTeacherSpec):
     presets: list[str] = Field(default_factory=lambda: ["scorecard", "tree4", "gbm20"])
     techniques: list[Literal["soft", "augment", "chain"]] = Field(default_factory=lambda: list(TECHNIQUES))
     temperatures: list[float] = Field(default_factory=lambda: [1.0, 2.0])
@@ -48,13 +52,7 @@ class InterpretableSpec(Spec):
     assistant_alpha: float = Field(1.0, ge=0.0, le=1.0)
     augment_fraction: float = Field(1.0, gt=0.0, le=5.0)  # synthetic rows as a share of training rows
     augment_seconds: float = Field(30.0, gt=0.0)
-    teacher_trees: int = Field(300, ge=10)
-    teacher_folds: int = Field(5, ge=2)
-    validation_size: float = Field(0.2, gt=0.0, lt=0.5)
-    test_size: float = Field(0.2, gt=0.0, lt=0.5)
-    max_rows: int | None = Field(None, ge=200)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
 
     @field_validator("presets")
     @classmethod

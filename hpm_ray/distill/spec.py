@@ -41,15 +41,24 @@ def check_alphas(v: list[float], allow_zero: bool = True) -> list[float]:
     return v
 
 
-class DistillSpec(Spec):
+class SplitTeacherSpec(Spec):
+    """What every distillation experiment shares: how the data is split and how the default teacher is trained."""
+
+    validation_size: float = Field(0.2, gt=0.0, lt=0.5)
+    test_size: float = Field(0.2, gt=0.0, lt=0.5)
+    max_rows: int | None = Field(None, ge=200)  # stratified subsample before splitting (benchmarks on 2 cores)
+    # default teacher ensemble
+    teacher_trees: int = Field(300, ge=10)
+    teacher_folds: int = Field(5, ge=2)
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+
+class DistillSpec(SplitTeacherSpec):
     method: Method = "auto"
     students: list[str] = Field(default_factory=lambda: ["logreg", "tree", "lgbm", "xgb"])
     temperatures: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0])
     alphas: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
     selection_metric: SelectionMetric = "auto"  # auto: validation KS (binary), validation log loss (multiclass)
-    validation_size: float = Field(0.2, gt=0.0, lt=0.5)
-    test_size: float = Field(0.2, gt=0.0, lt=0.5)
-    max_rows: int | None = Field(None, ge=200)  # stratified subsample before splitting (benchmarks on 2 cores)
     seed: int = 0
     # legacy: the full grid, each config tuned with legacy_trials Optuna trials
     legacy_trials: int = Field(10, ge=1)
@@ -67,10 +76,6 @@ class DistillSpec(Spec):
     augment: bool = False
     augment_fraction: float = Field(0.5, gt=0.0, le=5.0)  # synthetic rows as a share of training rows
     augment_seconds: float = Field(30.0, gt=0.0)
-    # default teacher ensemble
-    teacher_trees: int = Field(300, ge=10)
-    teacher_folds: int = Field(5, ge=2)
-    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
 
     @field_validator("temperatures")
     @classmethod
