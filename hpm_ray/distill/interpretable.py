@@ -31,7 +31,6 @@ from hpm_ray.distill.spec import (
     SplitTeacherSpec,
     check_alphas,
     check_students,
-    check_temperatures,
 )
 from hpm_ray.metrics import roc_auc
 
@@ -63,11 +62,6 @@ class InterpretableSpec(SplitTeacherSpec):
     @classmethod
     def _known_assistant(cls, v: str) -> str:
         return check_students([v])[0]
-
-    @field_validator("temperatures")
-    @classmethod
-    def _positive_t(cls, v: list[float]) -> list[float]:
-        return check_temperatures(v)
 
     @field_validator("alphas")
     @classmethod

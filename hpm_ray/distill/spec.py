@@ -42,8 +42,9 @@ def check_alphas(v: list[float], allow_zero: bool = True) -> list[float]:
 
 
 class SplitTeacherSpec(Spec):
-    """What every distillation experiment shares: how the data is split and how the default teacher is trained."""
+    """What every distillation experiment shares: temperatures, how the data is split, the default teacher."""
 
+    temperatures: list[float]  # each experiment sets its own default
     validation_size: float = Field(0.2, gt=0.0, lt=0.5)
     test_size: float = Field(0.2, gt=0.0, lt=0.5)
     max_rows: int | None = Field(None, ge=200)  # stratified subsample before splitting (benchmarks on 2 cores)
@@ -51,6 +52,11 @@ class SplitTeacherSpec(Spec):
     teacher_trees: int = Field(300, ge=10)
     teacher_folds: int = Field(5, ge=2)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive_t(cls, v: list[float]) -> list[float]:
+        return check_temperatures(v)
 
 
 class DistillSpec(SplitTeacherSpec):
@@ -76,11 +82,6 @@ class DistillSpec(SplitTeacherSpec):
     augment: bool = False
     augment_fraction: float = Field(0.5, gt=0.0, le=5.0)  # synthetic rows as a share of training rows
     augment_seconds: float = Field(30.0, gt=0.0)
-
-    @field_validator("temperatures")
-    @classmethod
-    def _positive_t(cls, v: list[float]) -> list[float]:
-        return check_temperatures(v)
 
     @field_validator("alphas")
     @classmethod
