@@ -82,7 +82,7 @@ def main() -> None:
             grace_period=spec.grace_period, reduction_factor=spec.reduction_factor, max_concurrent=slots, seed=a.seed,
         )
         t0 = time.perf_counter()
-        grid = make_tuner(settings, ref, resume=False).fit()
+        grid = make_tuner(settings, ref).fit()
         tune_wall = time.perf_counter() - t0
         recs = records(grid, spec.max_reports)
     busy = sum(float(r.metrics.get("time_total_s", 0.0)) for r in grid)

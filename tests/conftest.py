@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,27 @@ def free_port() -> int:
 @pytest.fixture
 def loopback_port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def lines_until():
+    """``f(proc, stop, timeout)``: stdout lines of ``proc`` up to the first where ``stop(line)`` is true (all of
+    them if it exits or the time runs out). Reads in a thread, so a silent subprocess cannot hang the test."""
+    def read_until(proc, stop, timeout: float) -> list[str]:
+        lines: list[str] = []
+
+        def read():
+            for line in iter(proc.stdout.readline, ""):
+                lines.append(line)
+                if stop(line):
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return lines
+
+    return read_until
 
 
 @pytest.fixture(scope="module")

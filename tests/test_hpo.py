@@ -20,6 +20,7 @@ def small_csv(btc_small, tmp_path):
     (["--horizons", "6,x"], "--horizons: expected comma-separated int"),
     (["--horizons", "300"], "horizon 300 bars is longer than the calibration block"),
     (["--trials-per-horizon", "0"], "trials_per_horizon"),
+    (["--quantiles", "0.001,0.5,0.999"], "too few for the 0.001 quantile pair (needs 499)"),
 ])
 def test_bad_input_is_one_line_exit_2(small_csv, tmp_path, capsys, flags, message):
     code = main(["hpo", "--data", str(small_csv), "--out", str(tmp_path / "out"), *flags])
@@ -58,3 +59,13 @@ def test_target_scale_by_hand():
 
     # value x sqrt(4); NaN and non-positive volatility fall back to the fill value
     np.testing.assert_allclose(target_scale(np.array([0.01, np.nan, -1.0]), 4, 0.02), [0.02, 0.04, 0.04])
+
+
+def test_summary_table_shows_a_dash_for_levels_the_quantiles_lack():
+    from hpm_ray.hpo.cli import summary_table
+
+    entry = {"n_trials": 3, "n_pruned": 1, "test_pinball": 0.0123456, "baselines": {"naive": 0.0125},
+             "coverage_90": None, "coverage_90_aci": None, "coverage_50": None, "crossing_rate": 0.0}
+    header, row = summary_table({"horizons": {"6": entry}}).splitlines()  # quantiles 0.1/0.5/0.9: only an 80 % pair
+    assert row.split() == ["6", "3", "1", "0.012346", "0.012500", "-", "-", "-", "0.000"]
+    assert len(row) == len(header)

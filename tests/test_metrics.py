@@ -12,6 +12,9 @@ def test_pinball_loss_by_hand():
     # tau=0.9: errors -1, 0, +1 -> 0.1*1, 0, 0.9*1 -> mean 1/3
     assert m.pinball_loss(y, q, 0.9) == pytest.approx((0.1 + 0 + 0.9) / 3)
     assert m.pinball_loss(y, q, 0.5) == pytest.approx((0.5 + 0 + 0.5) / 3)
+    # one-sided misses tell tau from 1 - tau: under-prediction costs tau per unit, over-prediction 1 - tau
+    assert m.pinball_loss([1.0], [1.5], 0.9) == pytest.approx(0.05)
+    assert m.pinball_loss([1.0], [0.5], 0.9) == pytest.approx(0.45)
     qs = np.column_stack([q, q])
     assert m.mean_pinball(y, qs, [0.9, 0.5]) == pytest.approx(((1.0 / 3) + (1.0 / 3)) / 2)
 

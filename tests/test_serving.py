@@ -339,23 +339,7 @@ def test_serve_cli_refuses_unknown_model(tmp_path, ray_session, capsys):
     assert "placement" in capsys.readouterr().err
 
 
-def _lines_until(proc, prefix: str, timeout: float) -> list[str]:
-    """stdout lines of ``proc`` up to the first starting with ``prefix`` (all of them if it exits or times out)."""
-    lines: list[str] = []
-
-    def read():
-        for line in iter(proc.stdout.readline, ""):
-            lines.append(line)
-            if line.startswith(prefix):
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return lines
-
-
-def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, loopback_port):
+def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, loopback_port, lines_until):
     """``hpm-ray serve --direct-ingress`` (its own local Ray, in a subprocess): the router replica's own port
     answers like the proxy's, shares its A/B state and checks the admin token too."""
     port = loopback_port
@@ -369,7 +353,7 @@ def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, 
         proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True,
                                 start_new_session=True)
     try:
-        lines = _lines_until(proc, "direct ingress", timeout=180)
+        lines = lines_until(proc, lambda line: line.startswith("direct ingress"), timeout=180)
         found = re.search(r"(http://127\.0\.0\.1:(\d+))\S*$", lines[-1].strip()) if lines else None
         assert found, f"no direct-ingress URL printed: {lines} {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
         direct, proxy = found.group(1), f"http://127.0.0.1:{port}"

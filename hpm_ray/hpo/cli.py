@@ -44,9 +44,20 @@ def hpo_cmd(args: argparse.Namespace) -> int:
     })
     out = Path(args.out) if args.out else runs_dir() / "hpo"
     summary = run_hpo(spec, out, resume=args.resume)
-    print(f"{'horizon':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'cov90':>6} {'cov90 ACI':>9} {'cov50':>6} {'crossing':>8}")
-    for h, e in summary["horizons"].items():
-        print(f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']:>9.6f} "
-              f"{e['coverage_90']:>6.3f} {e['coverage_90_aci']:>9.3f} {e['coverage_50']:>6.3f} {e['crossing_rate']:>8.3f}")
+    print(summary_table(summary))
     print(f"wall time {summary['wall_time_s']} s; wrote {out / 'summary.json'} and {out / 'report.html'}")
     return 0
+
+
+def summary_table(summary: dict) -> str:
+    """The per-horizon results as a text table ("-" where a level has no quantile pair, e.g. 0.1/0.5/0.9)."""
+    def cell(v, width: int, fmt: str) -> str:
+        return f"{'-' if v is None else format(v, fmt):>{width}}"
+
+    lines = [f"{'horizon':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'cov90':>6} {'cov90 ACI':>9} "
+             f"{'cov50':>6} {'crossing':>8}"]
+    for h, e in summary["horizons"].items():
+        lines.append(f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']:>9.6f} "
+                     f"{cell(e['coverage_90'], 6, '.3f')} {cell(e['coverage_90_aci'], 9, '.3f')} "
+                     f"{cell(e['coverage_50'], 6, '.3f')} {e['crossing_rate']:>8.3f}")
+    return "\n".join(lines)

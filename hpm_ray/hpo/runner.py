@@ -7,6 +7,7 @@ so a run on a remote cluster differs only in the address.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import uuid
@@ -21,6 +22,7 @@ from hpm_ray.data.features import make_supervised
 from hpm_ray.data.io import Series
 from hpm_ray.data.splitters import Blocks, PurgedWalkForward
 from hpm_ray.errors import DataError, HPMError, SpecError
+from hpm_ray.hpo.conformal import finite_sample_level, quantile_pairs
 from hpm_ray.hpo.spec import HPOSpec
 from hpm_ray.hpo.trainable import METRIC, SearchData, target_scale
 
@@ -56,6 +58,11 @@ def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
     for name, size in blocks.sizes().items():
         if size <= h:
             raise DataError(f"horizon {h} bars is longer than the {name} block ({size} rows); use a shorter horizon or more data")
+    n_cal = len(blocks.calibration)
+    for i, _, alpha in quantile_pairs(spec.quantiles):
+        if finite_sample_level(n_cal, alpha) > 1:  # CQR would need an infinite interval
+            raise DataError(f"the calibration block has {n_cal} rows, too few for the {spec.quantiles[i]:g} quantile "
+                            f"pair (needs {math.ceil((1 - alpha) / alpha - 1e-9)}); use more data or less extreme quantiles")
     folds = splitter.folds(len(X), spec.n_folds)
     data = SearchData(
         X=X.to_numpy(dtype=np.float32), y=y.to_numpy(dtype=float), scale=scale_rows(X, h, spec, blocks)[0],
@@ -66,15 +73,19 @@ def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
 
 
 def scale_rows(X: pd.DataFrame, h: int, spec: HPOSpec, blocks: Blocks) -> tuple[np.ndarray, float]:
-    """The target scale of every row and the fill value for undefined ones (median over the search block)."""
+    """The target scale of every row and the fill value for undefined ones (median over the train block)."""
     if spec.scale_by is None:
         return np.ones(len(X)), 1.0
     if spec.scale_by not in X.columns:
         raise SpecError(f"scale_by: no feature named {spec.scale_by!r}; features are {', '.join(X.columns[:8])}, ...")
     v = X[spec.scale_by].to_numpy(dtype=float)
-    ok = v[blocks.search]
+    ok = v[blocks.train]  # not the validation block: folds validate on it
     fill = float(np.median(ok[np.isfinite(ok) & (ok > 0)]))
     return target_scale(v, h, fill), fill
+
+
+def _save_state(out: Path, state: dict) -> None:
+    (out / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
 def _start_state(spec: HPOSpec, out: Path, resume: bool) -> tuple[HPOSpec, dict]:
@@ -133,7 +144,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
         if not state["mlflow_run_id"]:
             state["mlflow_run_id"] = parent.info.run_id
             mlflow.log_params({k: str(v)[:500] for k, v in state["spec"].items()})
-        (out / STATE_FILE).write_text(json.dumps(state, indent=2))
+        _save_state(out, state)
 
         actor_name = f"{state['run_id']}-progress"
         # Tuners write their state to `storage` on this machine's disk (what --resume reads) and the driver
@@ -151,7 +162,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
                 reuse_actors=one_node, seed=spec.seed + hz.h,
                 points_to_evaluate=spec.points_to_evaluate, progress_actor=actor_name, key=str(hz.h),
             )
-            tasks[run_search.options(scheduling_strategy=here).remote(settings, [refs[hz.h]], resume)] = hz
+            tasks[run_search.options(scheduling_strategy=here).remote(settings, [refs[hz.h]])] = hz
         verb = "resuming" if resume else "searching"
         log(f"{verb} {len(horizons)} horizon(s) x {spec.trials_per_horizon} trials on {cpus} CPU(s) and {n_nodes} "
             f"node(s), {concurrent} concurrent trial(s) per horizon at {trial_cpus:g} CPU each; run {state['run_id']}")
@@ -176,8 +187,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
         figures = {}
         for hz in horizons:
             tuned, default = ray.get(refits[hz.h])
-            entry, details, fig = _finish_horizon(hz, spec, trials[hz.h], tuned, default, state)
-            (out / STATE_FILE).write_text(json.dumps(state, indent=2))  # a resume must not register it again
+            entry, details, fig = _finish_horizon(hz, spec, trials[hz.h], tuned, default, state, out)
             summary["horizons"][str(hz.h)] = entry
             summary["details"][str(hz.h)] = details
             figures[hz.h] = fig
@@ -204,10 +214,10 @@ def _best(records, h: int) -> dict:
     return {"config": rec.config, "rounds": rounds, "score": score, "trial_id": rec.trial_id}
 
 
-def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state) -> tuple[dict, dict, dict]:
+def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, out: Path) -> tuple[dict, dict, dict]:
     """Scores on the test block, MLflow child runs (trials + model), and the registered model version.
 
-    The version's URI goes into ``state["registered"]``: a run resumed after this point reuses it.
+    The version's URI goes into ``state["registered"]``, saved at once: a run resumed after this point reuses it.
     """
     import mlflow
 
@@ -240,6 +250,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state) 
                 input_example=hz.X.iloc[b.test[:5]], tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
             )
         registered[str(hz.h)] = f"models:/{mv.name}/{mv.version}"
+        _save_state(out, state)
     entry = dict(
         best_params=best["config"], val_pinball=best["score"], test_pinball=m["test_pinball"],
         baselines={"naive": naive, "default_lgbm": m_def["test_pinball"]},

@@ -8,6 +8,7 @@ named actor the driver polls, because worker stdout is not forwarded when Ray ru
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import ray
@@ -133,8 +134,11 @@ def build_trainable(data_ref, name: str):
     return tune.with_parameters(trial, data=data_ref)
 
 
-def make_tuner(s: SearchSettings, data_ref, resume: bool) -> tune.Tuner:
-    """A new Tuner, or the interrupted one with its searcher and scheduler state when ``resume`` finds it.
+def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
+    """A new Tuner, or the interrupted one with its searcher and scheduler state when its folder has one.
+
+    Experiment names carry the run id, so saved state under ``s.name`` is this run's own: ``--resume`` finds
+    it, and so does Ray's retry of a search task whose worker died (a fresh Tuner would drop finished trials).
 
     When ASHA stops a trial, Tune completes it with its last result and OptunaSearch tells the study that
     value (ray/tune/execution/tune_controller.py, ``_process_trial_result`` -> ``on_trial_complete``), so
@@ -148,7 +152,10 @@ def make_tuner(s: SearchSettings, data_ref, resume: bool) -> tune.Tuner:
 
     trainable = tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
     path = experiment_path(s)
-    if resume and tune.Tuner.can_restore(path):
+    # Tune saves the experiment state at most every 10 s by default; a kill -9 then loses (and a resume
+    # repeats) trials finished since. Saving on every controller step costs milliseconds per step.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     searcher = OptunaSearch(metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None)
     scheduler = ASHAScheduler(
@@ -189,10 +196,10 @@ def records(result_grid, max_reports: int) -> list[TrialRecord]:
 
 
 @ray.remote(num_cpus=0)
-def run_search(s: SearchSettings, data_ref_box: list, resume: bool) -> list[TrialRecord]:
+def run_search(s: SearchSettings, data_ref_box: list) -> list[TrialRecord]:
     """Run (or resume) one horizon's experiment to completion; ``data_ref_box`` keeps the ref un-resolved."""
     from hpm_ray.runtime import quiet
 
     quiet()
-    results = make_tuner(s, data_ref_box[0], resume).fit()
+    results = make_tuner(s, data_ref_box[0]).fit()
     return records(results, s.max_reports)
