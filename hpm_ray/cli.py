@@ -27,7 +27,26 @@ class _Parser(argparse.ArgumentParser):
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by every subcommand that runs work on Ray."""
     p.add_argument("--address", help="join this Ray cluster ('auto', 'ray://host:10001'; default $RAY_ADDRESS, else local)")
-    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray instance (default: all cores)")
+    p.add_argument("--num-cpus", type=positive_int, help="CPUs for a local Ray instance (default: all cores)")
+
+
+def port_number(text: str) -> int:
+    """argparse type for a TCP port, checked before any Ray or Serve work starts."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts: a clear one-line error for 0, negatives and non-numbers."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,17 +73,45 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except HPMError as exc:
-        print(f"hpm-ray: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("hpm-ray: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # an internal failure: one line unless --verbose asks for the traceback
-        if args.verbose:
+    except Exception as exc:
+        cause = _root_cause(exc)
+        if isinstance(cause, HPMError) or _is_registry_refusal(cause):
+            print(f"hpm-ray: error: {_last_line(cause)}", file=sys.stderr)
+            return 2
+        if args.verbose:  # an internal failure: one line unless --verbose asks for the traceback
             raise
-        print(f"hpm-ray: internal error: {type(exc).__name__}: {exc} (rerun with --verbose for details)", file=sys.stderr)
+        print(f"hpm-ray: internal error: {type(cause).__name__}: {_last_line(cause)} (rerun with --verbose for details)",
+              file=sys.stderr)
         return 1
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The user's exception behind Ray's wrapper (a RayTaskError's text carries the worker's whole traceback)."""
+    if "ray" not in sys.modules:  # no Ray, no wrapper (and no Ray import on a plain bad-input exit)
+        return exc
+    from ray.exceptions import RayTaskError
+
+    while isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause
+    return exc
+
+
+def _is_registry_refusal(exc: BaseException) -> bool:
+    """MLflow refusing a request for what it asks (a reserved alias name, an unknown model): bad input, exit 2."""
+    if "mlflow" not in sys.modules:
+        return False
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in (
+        "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS")
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpm_ray.errors import SpecError
 
@@ -27,19 +27,24 @@ class RuntimeSpec(Spec):
     """Where work runs: ``address`` None starts a local Ray instance with ``num_cpus`` (None: all cores)."""
 
     address: str | None = None
-    num_cpus: int | None = None
+    num_cpus: int | None = Field(None, ge=1)
     verbose: bool = False
 
 
 def _one_line(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "spec"
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    others = [".".join(str(p) for p in e["loc"]) or "spec" for e in err.errors()[1:]]
+    more = f" (also: {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else ""
     return f"{where}: {first['msg']}{more}"
 
 
 def load_spec(cls: type[S], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> S:
-    """Build ``cls`` from a YAML file (optional) with ``overrides`` on top; ``None`` overrides are ignored."""
+    """Build ``cls`` from a YAML file (optional) with ``overrides`` on top; ``None`` overrides are ignored.
+
+    A mapping override (``runtime``) is merged key by key into the file's mapping, so a flag changes one setting
+    without dropping the rest of that section (or hiding its typos from validation).
+    """
     data: dict[str, Any] = {}
     source = "spec"
     if path is not None:
@@ -56,7 +61,11 @@ def load_spec(cls: type[S], path: str | Path | None = None, overrides: dict[str,
         if loaded is not None and not isinstance(loaded, dict):
             raise SpecError(f"{p}: the top level must be a mapping of settings")
         data = loaded or {}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for k, v in (overrides or {}).items():
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **{kk: vv for kk, vv in v.items() if vv is not None}}
+        elif v is not None:
+            data[k] = v
     return validate_spec(cls, data, source)
 
 

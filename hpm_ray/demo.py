@@ -37,11 +37,11 @@ class DemoPlan:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hpm_ray.cli import add_runtime_args
+    from hpm_ray.cli import add_runtime_args, port_number
 
     p = sub.add_parser("demo", help="HPO + distillation on bundled data, gates, then a live 90/10 A/B over HTTP")
     p.add_argument("--out", help="output folder (default <runs dir>/demo)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port of the A/B app on 127.0.0.1 (default 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="HTTP port of the A/B app on 127.0.0.1 (default 8000)")
     p.add_argument("--keep-serving", action="store_true", help="leave the A/B app up until Ctrl-C")
     p.add_argument("--seed", type=int, default=0)
     add_runtime_args(p)
@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def demo_cmd(args: argparse.Namespace) -> int:
-    from hpm_ray.runtime import runs_dir
+    from hpm_ray.runtime import require_free_port, runs_dir
 
+    require_free_port("127.0.0.1", args.port, args.address)  # before minutes of HPO and distillation, not after
     out = Path(args.out) if args.out else runs_dir() / "demo"
     run_demo(out, DemoPlan(), port=args.port, seed=args.seed, address=args.address, num_cpus=args.num_cpus,
              keep_serving=args.keep_serving, verbose=args.verbose)

@@ -11,6 +11,8 @@ import os
 import warnings
 from pathlib import Path
 
+from hpm_ray.errors import SpecError
+
 RUNS_DIR_ENV = "HPM_RAY_RUNS_DIR"
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.serve", "ray.data", "mlflow", "optuna", "alembic", "urllib3", "filelock")
 
@@ -71,12 +73,46 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     # thing they need from the driver's environment is to be as quiet as it is.
     runtime_env = None if verbose else {"env_vars": {"PYTHONWARNINGS": "ignore", "RAY_AIR_NEW_OUTPUT": "0"}}
     if address:
+        _check_reachable(address)
         _token_auth_for(address)
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
         # "local" always starts a fresh instance; a bare ray.init() would join any cluster it finds on the machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     return ray.cluster_resources()
+
+
+def require_free_port(host: str, port: int, address: str | None) -> None:
+    """Refuse a busy HTTP port up front when hpm-ray will start Ray (and Serve) itself.
+
+    Joining a cluster (``address`` or $RAY_ADDRESS) is different: its Serve may already own the port.
+    """
+    import socket
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closed port in TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise SpecError(f"port {port} on {host} is not available ({exc.strerror}); choose another with --port") from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A clear one-line refusal for a malformed or silent ``host:port`` address (Ray itself retries for minutes)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SpecError(f"--address: expected 'auto', 'host:port' or 'ray://host:port', got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise SpecError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); check the address or "
+                        "start one with 'ray start --head'") from None
 
 
 def _token_auth_for(address: str) -> None:

@@ -25,6 +25,7 @@ def test_yaml_then_overrides(tmp_path):
     ("trails: 3\n", r"trails: Extra inputs are not permitted"),
     ("- 1\n- 2\n", "top level must be a mapping"),
     ("trials: [1\n", "not valid YAML at line"),
+    ("trials: 0\nhorizns: [6]\n", r"trials: Input should be .* \(also: horizns\)"),
 ])
 def test_bad_specs_are_one_line(tmp_path, text, match):
     p = tmp_path / "s.yaml"

@@ -76,10 +76,18 @@ def test_prepare_tabular_categoricals_and_missing_features():
     (pd.DataFrame({"x": [1, 2]}), "missing target column 'y'"),
     (pd.DataFrame({"x": [1, 2, 3], "y": [0, np.nan, 1]}), "target 'y' has 1 missing value"),
     (pd.DataFrame({"x": [1, 2], "y": [1, 1]}), "constant"),
+    (pd.DataFrame({"x": [1.0, np.inf, 3.0], "z": [1, 2, 3], "y": [0, 1, 0]}), "feature 'x' has 1 infinite value"),
 ])
 def test_prepare_tabular_bad_targets(frame, match):
     with pytest.raises(DataError, match=match):
         prepare_tabular(frame, "y")
+
+
+def test_prepare_tabular_refuses_to_drop_a_column_it_does_not_have():
+    df = pd.DataFrame({"id": [1, 2, 3], "x": [0.1, 0.2, 0.3], "y": [0, 1, 0]})
+    assert list(prepare_tabular(df, "y", drop=["id"]).X.columns) == ["x"]
+    with pytest.raises(DataError, match="cannot drop 'ids': no such column"):
+        prepare_tabular(df, "y", drop=["ids"])
 
 
 @pytest.mark.parametrize("mutate,match", [
@@ -87,6 +95,8 @@ def test_prepare_tabular_bad_targets(frame, match):
     (lambda d: d.drop(columns=["close"]), "missing price column 'close'"),
     (lambda d: d.assign(close=d["close"].astype(object).where(d.index != 5, "n/a")), "non-numeric"),
     (lambda d: d.assign(close=d["close"].where(d.index != 7, -1.0)), "<= 0"),
+    (lambda d: d.assign(close=d["close"].where(d.index != 7, np.inf)), "1 non-numeric, missing or infinite"),
+    (lambda d: d.assign(close=100.0), "constant"),
     (lambda d: pd.concat([d.iloc[:10], d.iloc[9:]]), "duplicate timestamp"),
     (lambda d: d.iloc[::-1], "not sorted ascending"),
     (lambda d: d.assign(timestamp=d["timestamp"].where(d.index != 3, "yesterday")), "not timestamps"),

@@ -7,7 +7,7 @@ import pytest
 from hpm_ray.distill.memory import OptimizationMemory, fingerprint
 from hpm_ray.distill.selection import config_grid, promote, trials_to_reach
 from hpm_ray.distill.soft_targets import soft_targets
-from hpm_ray.distill.splits import make_splits
+from hpm_ray.distill.splits import encode_target, make_splits
 from hpm_ray.distill.students import STUDENTS, make_student
 from hpm_ray.errors import DataError, SpecError
 from hpm_ray.metrics import kl_divergence
@@ -189,3 +189,19 @@ def test_auto_method_follows_the_seed_heuristic():
     assert choose_method(5_000, 80) == "hpm"
     assert choose_method(800, 10) == "legacy"
     assert choose_method(5_000, 10) == "hpm"  # between the seed's two rules: the cheaper method
+
+
+@pytest.mark.parametrize("y, match", [
+    (np.ones(10, dtype=np.int64), r"constant \(every value is 1\)"),
+    (np.linspace(0.0, 1.0, 50), "50 distinct non-integer values: it looks continuous"),
+    (np.arange(500), "500 classes \\(at most 100\\)"),
+])
+def test_a_target_that_is_not_class_labels_is_refused_in_one_short_line(y, match):
+    with pytest.raises(DataError, match=match) as err:
+        encode_target(y)
+    assert len(str(err.value)) < 200
+
+
+def test_float_coded_class_labels_are_accepted():
+    codes, classes = encode_target(np.array([0.0, 1.0, 1.0, 0.0]))
+    assert list(codes) == [0, 1, 1, 0] and list(classes) == [0.0, 1.0]

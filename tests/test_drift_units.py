@@ -118,6 +118,10 @@ def test_watch_reports_refused_checks_and_keeps_going(tmp_path, monkeypatch):
     assert [r["action"] for r in out] == ["error"] * 3 and all("only 3 served" in s for s in said)
     with pytest.raises(DataError):  # --once: the refusal is the command's answer (exit 2)
         watch(WatchSpec(interval="2s", iterations=1), said.append, sleeps.append)
+    # a missing gates file is refused before the first check (a watcher would otherwise skip it forever)
+    with pytest.raises(SpecError, match="gates file not found"):
+        watch(WatchSpec(interval="2s", iterations=3, gates=str(tmp_path / "nope.yaml")), said.append, sleeps.append)
+    assert len(calls) == 4
 
 
 def _drifted_outcome(tmp_path):
@@ -182,3 +186,10 @@ def test_watch_does_not_retrain_while_an_ab_runs(mlflow_uri, tmp_path, monkeypat
     monkeypatch.setattr(monitor, "_retrain", lambda *a: pytest.fail("retrained during a running A/B"))
     monkeypatch.setattr(serving_cli, "call", app)
     assert monitor.watch_once(WatchSpec(), lambda msg: None)["action"] == "skipped" and app.posts == []
+
+
+def test_a_folder_of_unreadable_or_foreign_jsonl_is_a_data_error(tmp_path):
+    (tmp_path / "a.jsonl").write_text("{not json\n")
+    (tmp_path / "b.jsonl").write_text('{"x": 1}\n')  # JSON lines, but no served-row metadata
+    with pytest.raises(DataError, match="no readable served rows"):
+        read_window(tmp_path, 10)

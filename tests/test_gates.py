@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hpm_ray.errors import SpecError
-from hpm_ray.registry.gates import Bound, classifier_metrics, evaluate_gates
+from hpm_ray.registry.gates import Bound, classifier_metrics, evaluate_gates, load_gate_file
 
 GOOD_CLF = {"accuracy": 0.80, "f1": 0.70, "precision_0": 0.85, "precision_1": 0.61, "recall_0": 0.9, "recall_1": 0.60, "mean_confidence": 0.75}
 GOOD_Q = {"coverage_90": 0.90, "coverage_50": 0.50, "crossing_rate": 0.0}
@@ -51,6 +51,21 @@ def test_overrides_replace_one_bound_and_unknown_kind_is_an_error():
         evaluate_gates("ranker", metrics)
     with pytest.raises(SpecError, match="unknown settings"):
         evaluate_gates("classifier", metrics, {"f1": {"minimum": 0.1}})
+
+
+@pytest.mark.parametrize("text, match", [
+    ("classifier: {f1: {low: [oops}", "not valid YAML"),
+    ("nosuchkind: {f1: {low: 0.1}}", "no quality gates for model kind 'nosuchkind'"),
+    ("classifier: {f1: {low: abc}}", "gate 'f1': low must be a number"),
+    ("quantile_forecaster: {coverage_90: {low: 0.95, high: 0.9}}", "low 0.95 is above high 0.9"),
+    ("classifier: {f1: 0.7}", "gate 'f1': expected {low: .., high: ..}"),
+])
+def test_a_bad_gates_file_is_refused_when_read(tmp_path, text, match):
+    path = tmp_path / "gates.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(SpecError, match=match) as err:
+        load_gate_file(path)
+    assert str(path) in str(err.value) and len(str(err.value).splitlines()) == 1
 
 
 def test_bound_describe():

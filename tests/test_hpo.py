@@ -38,6 +38,57 @@ def test_series_too_short_for_the_folds(btc_small, tmp_path, capsys):
     assert "too few" in err or "too small" in err, err
 
 
+@pytest.mark.parametrize("content", ["{not json", '{"spec": {}}', "[1, 2]"])
+def test_resume_of_a_damaged_run_file_is_an_error(small_csv, tmp_path, capsys, content):
+    (tmp_path / "run.json").write_text(content)
+    assert main(["hpo", "--data", str(small_csv), "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is damaged" in err and len(err.splitlines()) == 1
+
+
+def test_resume_refuses_a_setting_that_differs_from_the_saved_run(small_csv, tmp_path, capsys):
+    import json
+
+    from hpm_ray.hpo.spec import HPOSpec
+
+    saved = HPOSpec(data=str(small_csv), horizons=[6]).model_dump(mode="json", exclude={"runtime"})
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "hpo-x", "mlflow_run_id": None, "spec": saved}))
+    assert main(["hpo", "--data", str(small_csv), "--horizons", "12", "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resume continues run hpo-x as it was saved: horizons [12] differs from its [6]" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_out_that_is_a_file_and_bad_runtime_settings_are_errors(small_csv, tmp_path, capsys):
+    assert main(["hpo", "--data", str(small_csv), "--out", str(small_csv)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    # a flag overriding one runtime setting keeps the spec file's runtime section, typos included
+    spec = tmp_path / "s.yaml"
+    spec.write_text("runtime: {cpus: 2}\n")
+    assert main(["hpo", "--data", str(small_csv), "--spec", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "runtime.cpus" in capsys.readouterr().err
+    spec.write_text("runtime: {num_cpus: -3}\n")
+    assert main(["hpo", "--data", str(small_csv), "--spec", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "runtime.num_cpus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["hpo", "--data", str(small_csv), "--num-cpus", "0"])
+    assert exited.value.code == 2 and "--num-cpus: must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--port", "99999"])
+    assert exited.value.code == 2 and "a port is at most 65535" in capsys.readouterr().err
+
+
+def test_an_error_raised_inside_a_ray_task_is_reported_by_its_cause():
+    from ray.exceptions import RayTaskError
+
+    from hpm_ray.cli import _last_line, _root_cause
+    from hpm_ray.errors import DataError
+
+    wrapped = RayTaskError("fit", "Traceback (most recent call last):\n  ...\n", DataError("bad column"))
+    assert isinstance(_root_cause(wrapped), DataError) and str(_root_cause(wrapped)) == "bad column"
+    assert _last_line(ValueError("line one\n  detail\nthe reason\n")) == "the reason"
+
+
 def test_resume_without_a_run_is_an_error(small_csv, tmp_path, capsys):
     assert main(["hpo", "--data", str(small_csv), "--out", str(tmp_path / "empty"), "--resume"]) == 2
     assert "no interrupted run" in capsys.readouterr().err

@@ -101,6 +101,10 @@ def test_cli(versions, capsys):
     assert resolve_version(NAME, "shadow") == good2
     assert main(["registry", "alias", NAME, "shadow", "--delete"]) == 0
     assert main(["registry", "alias", NAME, "shadow"]) == 2  # neither a version nor --delete
+    capsys.readouterr()
+    assert main(["registry", "alias", NAME, "v3", good2]) == 2  # MLflow reserves v<N> alias names
+    err = capsys.readouterr().err
+    assert err.startswith("hpm-ray: error:") and "reserved" in err and err.count("\n") == 1
 
 
 def test_loaded_pyfunc_serves_on_one_thread_with_the_same_answers(versions):

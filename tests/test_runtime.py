@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hpm_ray import runtime
 
 
@@ -47,3 +49,31 @@ def test_quiet_sets_old_output_engine(monkeypatch):
     assert "RAY_AIR_NEW_OUTPUT" not in os.environ
     runtime.quiet()
     assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+
+
+def test_a_busy_port_is_refused_before_ray_starts_unless_joining_a_cluster(monkeypatch):
+    import socket
+
+    from hpm_ray.errors import SpecError
+    from hpm_ray.runtime import require_free_port
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(SpecError, match=f"port {port} on 127.0.0.1 is not available"):
+            require_free_port("127.0.0.1", port, None)
+        require_free_port("127.0.0.1", port, "auto")  # a cluster's Serve may own the port already
+    require_free_port("127.0.0.1", port, None)  # free again once the listener is gone
+
+
+@pytest.mark.parametrize("address, match", [
+    ("not an address", "expected 'auto', 'host:port' or 'ray://host:port'"),
+    ("127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1"),
+])
+def test_a_bad_or_silent_cluster_address_is_refused_in_one_line(address, match):
+    from hpm_ray.errors import SpecError
+
+    with pytest.raises(SpecError, match=match):
+        runtime._check_reachable(address, timeout=2.0)

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpm_ray.errors import HPMError
+from hpm_ray.serving.cli import call
 from hpm_ray.serving.models import confidence, labels
 from hpm_ray.serving.routing import choose, key_point, normalized, pick
 from hpm_ray.serving.schemas import PayloadError, parse_payload
@@ -135,3 +137,31 @@ def test_serve_config_is_valid_for_serve_run_and_for_the_app():
     assert app.import_path == "hpm_ray.serving.app:build_app"
     spec = ServeSpec.model_validate(app.args)
     assert spec.max_ongoing_requests > 5 and data["http_options"]["host"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://[::1"])
+def test_ab_client_refuses_a_malformed_url_in_one_line(url):
+    with pytest.raises(HPMError, match="--url: not an http"):
+        call(url, "GET", "/ab/status")
+
+
+def test_ab_client_names_a_server_that_is_not_the_ab_app():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Html(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>some other server</html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(HPMError, match="not with the A/B app's JSON"):
+            call(f"http://127.0.0.1:{server.server_port}", "GET", "/ab/status", timeout=5)
+    finally:
+        server.shutdown()

@@ -37,7 +37,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"data file is empty: {p}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0].split(". You might want to try")[0]  # pandas appends a list of hints if str(exc) else type(exc).__name__
         raise DataError(f"cannot read {p.name}: {reason}") from None
     if df.shape[1] == 0 or len(df) == 0:
         raise DataError(f"data file has no rows: {p}")
@@ -72,11 +72,19 @@ def prepare_tabular(df: pd.DataFrame, target: str, drop: list[str] | None = None
     if n_nan:
         raise DataError(f"target {target!r} has {n_nan} missing value(s); drop or fill those rows first")
     if y.nunique() < 2:
-        raise DataError(f"target {target!r} is constant ({y.iloc[0]!r}): nothing to learn")
-    drop_cols = [c for c in (drop or []) if c in df.columns and c != target]
+        raise DataError(f"target {target!r} is constant (every value is {y.iloc[0]}): nothing to learn")
+    unknown = [c for c in (drop or []) if c not in df.columns]
+    if unknown:  # a mistyped id column would otherwise stay in as a feature
+        raise DataError(f"cannot drop {unknown[0]!r}: no such column (columns: {', '.join(map(str, df.columns[:8]))}{', ...' if len(df.columns) > 8 else ''})")
+    drop_cols = [c for c in (drop or []) if c != target]
     X = df.drop(columns=[target, *drop_cols])
     if X.shape[1] == 0:
         raise DataError(f"no feature columns left besides target {target!r}")
+    numeric = X.select_dtypes("number")
+    n_inf = np.isinf(numeric.to_numpy(dtype=float)).sum(axis=0)
+    if n_inf.any():
+        col = numeric.columns[int(np.argmax(n_inf > 0))]
+        raise DataError(f"feature {col!r} has {int(n_inf.max())} infinite value(s); replace them (e.g. with NaN) first")
     categorical = []
     for col in X.columns:
         if not pd.api.types.is_numeric_dtype(X[col]) and not pd.api.types.is_bool_dtype(X[col]):
@@ -117,11 +125,13 @@ def prepare_series(df: pd.DataFrame, time_col: str = "timestamp", price_col: str
         bad = int(np.argmax((times.diff() < pd.Timedelta(0)).to_numpy()))
         raise DataError(f"time column {time_col!r} is not sorted ascending (row {bad}: {times.iloc[bad]})")
     price = pd.to_numeric(df[price_col], errors="coerce")
-    n_bad = int(price.isna().sum())
+    n_bad = int((~np.isfinite(price.to_numpy(dtype=float))).sum())
     if n_bad:
-        raise DataError(f"price column {price_col!r} has {n_bad} non-numeric or missing value(s)")
+        raise DataError(f"price column {price_col!r} has {n_bad} non-numeric, missing or infinite value(s)")
     if (price <= 0).any():
         raise DataError(f"price column {price_col!r} has {int((price <= 0).sum())} value(s) <= 0; log returns need positive prices")
+    if price.nunique() < 2:
+        raise DataError(f"price column {price_col!r} is constant: a flat series has no returns to forecast")
     frame = df.drop(columns=[time_col]).copy()
     frame[price_col] = price.to_numpy()
     frame.index = pd.DatetimeIndex(times, name=time_col)

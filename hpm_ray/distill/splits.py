@@ -30,6 +30,9 @@ class Splits:
         return len(self.classes)
 
 
+# More labels than this is almost always a continuous or id column given as --target by mistake.
+MAX_CLASSES = 100
+
 def encode_target(y) -> tuple[np.ndarray, np.ndarray]:
     """Labels -> codes 0..k-1; refuses a missing, empty or constant target."""
     s = pd.Series(np.asarray(y)) if not isinstance(y, pd.Series) else y.reset_index(drop=True)
@@ -39,7 +42,12 @@ def encode_target(y) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"the target has {int(s.isna().sum())} missing value(s)")
     classes, codes = np.unique(s.to_numpy(), return_inverse=True)
     if len(classes) < 2:
-        raise DataError(f"the target is constant ({classes[0]!r}): nothing to distil")
+        raise DataError(f"the target is constant (every value is {classes[0]}): nothing to distil")
+    if pd.api.types.is_float_dtype(s) and not np.all(np.mod(classes, 1) == 0):
+        raise DataError(f"the target has {len(classes)} distinct non-integer values: it looks continuous, and "
+                        "distillation needs class labels")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"the target has {len(classes)} classes (at most {MAX_CLASSES}): is it an id or a continuous column?")
     return codes.astype(int), classes
 
 
@@ -64,6 +72,6 @@ def make_splits(X: pd.DataFrame, y, validation_size: float, test_size: float, se
     for name, rows in parts.items():
         present = np.unique(codes[rows])
         if len(present) < 2:
-            raise DataError(f"the {name} split has one class only ({classes[present[0]]!r}); give more rows per class")
+            raise DataError(f"the {name} split has one class only ({classes[present[0]]}); give more rows per class")
     return Splits(X.iloc[train].reset_index(drop=True), codes[train], X.iloc[val].reset_index(drop=True), codes[val],
                   X.iloc[test].reset_index(drop=True), codes[test], classes)

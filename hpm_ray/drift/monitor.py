@@ -243,6 +243,10 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
 def watch(spec: WatchSpec, say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> list[dict]:
     """Run :func:`watch_once` every ``interval``; a check refused for bad input is reported and retried next time."""
     interval = parse_interval(spec.interval)
+    if spec.gates:  # a bad gates file fails now, not after a drift check and a retrain
+        from hpm_ray.registry.gates import load_gate_file
+
+        load_gate_file(spec.gates)
     results: list[dict] = []
     n = 0
     while True:

@@ -97,10 +97,14 @@ def read_window(directory: str | Path, n: int) -> ServedWindow:
             part = pd.read_json(f, lines=True, dtype=False)
         except ValueError:  # a file being pruned or half-written by another replica: skip it
             continue
+        if "_time" not in part.columns:  # not a served-rows log (or an empty file): not ours to read
+            continue
         parts.append(part)
         total += len(part)
         if total >= n:
             break
+    if not parts:
+        raise DataError(f"no readable served rows in {d}: its .jsonl files are unreadable or lack the '_time' column")
     # oldest file first, so rows of one request split across a rotation keep their order under the stable sort
     df = pd.concat(parts[::-1], ignore_index=True).sort_values("_time", kind="stable").tail(n).reset_index(drop=True)
     out_cols = [c for c in df.columns if c.startswith(OUT_PREFIX)]

@@ -35,15 +35,15 @@ def hpo_cmd(args: argparse.Namespace) -> int:
 
     spec_path = args.spec or (DEFAULT_SPEC if DEFAULT_SPEC.is_file() else None)
     runtime = {"address": args.address, "num_cpus": args.num_cpus, "verbose": bool(getattr(args, "verbose", False))}
-    spec = load_spec(HPOSpec, spec_path, {
+    settings = {
         "data": args.data, "time_col": args.time_col, "price_col": args.price_col,
         "horizons": parse_list(args.horizons, int, "--horizons"),
         "quantiles": parse_list(args.quantiles, float, "--quantiles"),
         "trials_per_horizon": args.trials_per_horizon, "seed": args.seed, "max_rows": args.max_rows,
-        "runtime": {k: v for k, v in runtime.items() if v is not None},
-    })
+    }
+    spec = load_spec(HPOSpec, spec_path, {**settings, "runtime": {k: v for k, v in runtime.items() if v is not None}})
     out = Path(args.out) if args.out else runs_dir() / "hpo"
-    summary = run_hpo(spec, out, resume=args.resume)
+    summary = run_hpo(spec, out, resume=args.resume, given=frozenset(k for k, v in settings.items() if v is not None))
     print(summary_table(summary))
     print(f"wall time {summary['wall_time_s']} s; wrote {out / 'summary.json'} and {out / 'report.html'}")
     return 0

@@ -88,14 +88,30 @@ def _save_state(out: Path, state: dict) -> None:
     (out / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
-def _start_state(spec: HPOSpec, out: Path, resume: bool) -> tuple[HPOSpec, dict]:
-    """A new run id, or on ``resume`` the interrupted run's id and spec (its trial budget and search space)."""
+def _start_state(spec: HPOSpec, out: Path, resume: bool, given: frozenset = frozenset()) -> tuple[HPOSpec, dict]:
+    """A new run id, or on ``resume`` the interrupted run's id and spec (its trial budget and search space).
+
+    ``given``: settings the user set explicitly; on resume they must match the saved run (they cannot change it).
+    """
     path = out / STATE_FILE
     if resume:
         if not path.is_file():
             raise SpecError(f"--resume: no interrupted run in {out} (missing {STATE_FILE})")
-        state = json.loads(path.read_text())
-        saved = load_spec(HPOSpec, None, state["spec"])
+        try:
+            state = json.loads(path.read_text())
+            saved = load_spec(HPOSpec, None, state["spec"])
+            missing = {"run_id", "mlflow_run_id"} - set(state)
+        except HPMError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            missing = {type(exc).__name__}
+        if missing:
+            raise SpecError(f"--resume: {path} is damaged ({', '.join(sorted(missing))}); start a new run with another --out")
+        changed = sorted(k for k in given if getattr(spec, k) != getattr(saved, k))
+        if changed:
+            k = changed[0]
+            raise SpecError(f"--resume continues run {state['run_id']} as it was saved: {k} {getattr(spec, k)!r} differs from "
+                            f"its {getattr(saved, k)!r} (drop the setting, or start a new run with another --out)")
         return saved.model_copy(update={"runtime": spec.runtime}), state
     state = {"run_id": f"hpo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", "mlflow_run_id": None,
              "spec": spec.model_dump(mode="json", exclude={"runtime"})}
@@ -112,8 +128,11 @@ def _say(line: str) -> None:
     print(line, flush=True)  # progress must show when stdout is a file or a pipe, too
 
 
-def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> dict:
-    """Run the whole job; returns the summary written to ``out/summary.json``."""
+def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, given: frozenset = frozenset()) -> dict:
+    """Run the whole job; returns the summary written to ``out/summary.json``.
+
+    ``given`` names the settings the user chose explicitly (a resumed run refuses to silently ignore a change).
+    """
     import mlflow
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -124,7 +143,9 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say) -> d
 
     t0 = time.time()
     out = Path(out)
-    spec, state = _start_state(spec, out, resume)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out} is a file; give a folder for summary.json and report.html")
+    spec, state = _start_state(spec, out, resume, given)
     series = load_series(spec)
     horizons = [prepare_horizon(series, h, spec) for h in spec.horizons]  # bad input fails before Ray starts
     out.mkdir(parents=True, exist_ok=True)

@@ -75,10 +75,18 @@ def gates_for(kind: str | None, overrides: dict[str, dict] | None = None) -> tup
         raise SpecError(f"no quality gates for model kind {kind!r}; expected one of {sorted(DEFAULT_GATES)}")
     bounds = {b.metric: b for b in DEFAULT_GATES[kind]}
     for metric, spec in (overrides or {}).items():
+        if not isinstance(spec, dict):
+            raise SpecError(f"gate {metric!r}: expected {{low: .., high: ..}}, got {spec!r}")
         unknown = set(spec) - {"low", "high", "strict_high"}
         if unknown:
             raise SpecError(f"gate {metric!r}: unknown settings {sorted(unknown)}")
-        bounds[metric] = Bound(metric, spec.get("low"), spec.get("high"), bool(spec.get("strict_high", False)))
+        low, high = spec.get("low"), spec.get("high")
+        for side, v in (("low", low), ("high", high)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise SpecError(f"gate {metric!r}: {side} must be a number, got {v!r}")
+        if low is not None and high is not None and low > high:
+            raise SpecError(f"gate {metric!r}: low {low:g} is above high {high:g}; no value could pass")
+        bounds[metric] = Bound(metric, low, high, bool(spec.get("strict_high", False)))
     return tuple(bounds.values())
 
 
@@ -132,7 +140,15 @@ def load_gate_file(path: str | Path) -> dict[str, dict[str, dict]]:
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"gates file not found: {p}")
-    data = yaml.safe_load(p.read_text())
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError:
+        raise SpecError(f"{p}: not valid YAML") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise SpecError(f"{p}: expected {{kind: {{metric: {{low: .., high: ..}}}}}}")
+    for kind, overrides in data.items():  # a typo in a kind or a bound must not leave the defaults silently in force
+        try:
+            gates_for(kind, overrides)
+        except SpecError as exc:
+            raise SpecError(f"{p}: {exc}") from None
     return data

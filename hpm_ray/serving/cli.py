@@ -18,12 +18,12 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hpm_ray.cli import add_runtime_args
+    from hpm_ray.cli import add_runtime_args, port_number
 
     s = sub.add_parser("serve", help="serve a registered model with weighted A/B routing on Ray Serve")
     s.add_argument("--config", default=None, help="Serve config YAML (default: serve/ab.yaml if present)")
     s.add_argument("--host", help="bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, help="port (default 8000)")
+    s.add_argument("--port", type=port_number, help="port (default 8000)")
     s.add_argument("--model", help="registered model name (overrides the config)")
     s.add_argument("--champion", help="champion version or alias (default: the config's, else 'champion')")
     s.add_argument("--challenger", help="challenger version or alias (default: the config's, else none)")
@@ -91,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ray import serve
 
-    from hpm_ray.runtime import init_ray
+    from hpm_ray.runtime import init_ray, require_free_port
     from hpm_ray.serving import ingress
     from hpm_ray.serving.app import build_app, new_token, stop
 
@@ -106,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
     app_args["token"] = token or new_token()
     host = args.host or http.get("host", "127.0.0.1")
     port = int(args.port or http.get("port", 8000))
+    require_free_port(host, port, args.address)
     if args.direct_ingress:
         ingress.enable()
     init_ray(args.address, args.num_cpus, args.verbose)
@@ -145,12 +146,19 @@ def call(url: str, method: str, path: str, body: dict | None = None, token: str 
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    except ValueError as exc:
+        raise HPMError(f"--url: not an http(s) URL: {url!r} ({exc})") from None
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+            raw = resp.read()
+        answer = json.loads(raw)
+        if not isinstance(answer, dict):
+            raise ValueError("not a JSON object")
+        return answer
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read()).get("error", "")
@@ -159,6 +167,8 @@ def call(url: str, method: str, path: str, body: dict | None = None, token: str 
         raise HPMError(f"{path}: HTTP {exc.code} {message or exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise HPMError(f"no A/B app at {url} ({getattr(exc, 'reason', exc)}); start one with 'hpm-ray serve'") from None
+    except ValueError:  # something answered, but not the A/B app's JSON
+        raise HPMError(f"{url}{path} answered, but not with the A/B app's JSON: is --url the hpm-ray serve address?") from None
 
 
 def format_status(s: dict) -> str:
