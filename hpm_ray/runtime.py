@@ -85,11 +85,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
 def require_free_port(host: str, port: int, address: str | None) -> None:
     """Refuse a busy HTTP port up front when hpm-ray will start Ray (and Serve) itself.
 
-    Joining a cluster (``address`` or $RAY_ADDRESS) is different: its Serve may already own the port.
+    Joining a cluster (``address``, $RAY_ADDRESS, or the Ray this process already runs) is different: its Serve
+    may already own the port.
     """
     import socket
+    import sys
 
-    if address or os.environ.get("RAY_ADDRESS"):
+    if address or os.environ.get("RAY_ADDRESS") or ("ray" in sys.modules and sys.modules["ray"].is_initialized()):
         return
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closed port in TIME_WAIT is free

@@ -54,10 +54,13 @@ def test_quiet_sets_old_output_engine(monkeypatch):
 def test_a_busy_port_is_refused_before_ray_starts_unless_joining_a_cluster(monkeypatch):
     import socket
 
+    import ray
+
     from hpm_ray.errors import SpecError
     from hpm_ray.runtime import require_free_port
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh CLI process (tests share one Ray)
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -65,6 +68,9 @@ def test_a_busy_port_is_refused_before_ray_starts_unless_joining_a_cluster(monke
         with pytest.raises(SpecError, match=f"port {port} on 127.0.0.1 is not available"):
             require_free_port("127.0.0.1", port, None)
         require_free_port("127.0.0.1", port, "auto")  # a cluster's Serve may own the port already
+        monkeypatch.setattr(ray, "is_initialized", lambda: True)
+        require_free_port("127.0.0.1", port, None)  # so may the Serve of the Ray this process runs
+        monkeypatch.setattr(ray, "is_initialized", lambda: False)
     require_free_port("127.0.0.1", port, None)  # free again once the listener is gone
 
 
