@@ -102,8 +102,9 @@ def test_prepare_tabular_refuses_to_drop_a_column_it_does_not_have():
     (lambda d: d.assign(timestamp=d["timestamp"].where(d.index != 3, "yesterday")), "not timestamps"),
 ])
 def test_prepare_series_bad_inputs(mutate, match):
-    with pytest.raises(DataError, match=match):
+    with pytest.raises(DataError, match=match) as err:
         prepare_series(mutate(_ohlcv(50)).reset_index(drop=True), "timestamp", "close")
+    assert len(str(err.value).splitlines()) == 1 and "You might want" not in str(err.value)
 
 
 def test_features_use_only_the_past():

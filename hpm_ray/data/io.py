@@ -37,7 +37,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"data file is empty: {p}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0].split(". You might want to try")[0]  # pandas appends a list of hints if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"cannot read {p.name}: {reason}") from None
     if df.shape[1] == 0 or len(df) == 0:
         raise DataError(f"data file has no rows: {p}")
@@ -113,7 +113,7 @@ def prepare_series(df: pd.DataFrame, time_col: str = "timestamp", price_col: str
     try:
         times = pd.to_datetime(df[time_col], utc=True)
     except (ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0]
+        reason = str(exc).splitlines()[0].split(". You might want to try")[0]  # pandas appends a list of hints
         raise DataError(f"time column {time_col!r} has values that are not timestamps: {reason}") from None
     if times.isna().any():
         raise DataError(f"time column {time_col!r} has {int(times.isna().sum())} missing value(s)")

@@ -52,7 +52,7 @@ def run_distill(args: argparse.Namespace) -> int:
     spec = load_spec(DistillSpec, args.spec, overrides)
     spec.runtime = spec.runtime.model_copy(update={k: v for k, v in
                                                    {"address": args.address, "num_cpus": args.num_cpus,
-                                                    "verbose": getattr(args, "verbose", False)}.items() if v is not None})
+                                                    "verbose": getattr(args, "verbose", False) or None}.items() if v is not None})
     if args.data is None:
         path, target, drop = bundled_path("credit"), args.target or CREDIT_TARGET, ["ID"]
     else:

@@ -34,7 +34,7 @@ def hpo_cmd(args: argparse.Namespace) -> int:
     from hpm_ray.runtime import runs_dir
 
     spec_path = args.spec or (DEFAULT_SPEC if DEFAULT_SPEC.is_file() else None)
-    runtime = {"address": args.address, "num_cpus": args.num_cpus, "verbose": bool(getattr(args, "verbose", False))}
+    runtime = {"address": args.address, "num_cpus": args.num_cpus, "verbose": getattr(args, "verbose", False) or None}
     settings = {
         "data": args.data, "time_col": args.time_col, "price_col": args.price_col,
         "horizons": parse_list(args.horizons, int, "--horizons"),
