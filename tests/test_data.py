@@ -100,6 +100,7 @@ def test_prepare_tabular_refuses_to_drop_a_column_it_does_not_have():
     (lambda d: pd.concat([d.iloc[:10], d.iloc[9:]]), "duplicate timestamp"),
     (lambda d: d.iloc[::-1], "not sorted ascending"),
     (lambda d: d.assign(timestamp=d["timestamp"].where(d.index != 3, "yesterday")), "not timestamps"),
+    (lambda d: d.assign(timestamp=range(len(d))), "holds numbers, not timestamps"),
 ])
 def test_prepare_series_bad_inputs(mutate, match):
     with pytest.raises(DataError, match=match) as err:

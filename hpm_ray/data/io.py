@@ -110,6 +110,9 @@ def prepare_series(df: pd.DataFrame, time_col: str = "timestamp", price_col: str
     """
     require_columns(df, [time_col], what="time column")
     require_columns(df, [price_col], what="price column")
+    if pd.api.types.is_numeric_dtype(df[time_col]):  # pandas would read 0, 1, 2 ... as nanoseconds since 1970
+        raise DataError(f"time column {time_col!r} holds numbers, not timestamps; convert it first "
+                        "(e.g. pd.to_datetime(col, unit='s') for Unix seconds)")
     try:
         times = pd.to_datetime(df[time_col], utc=True)
     except (ValueError, TypeError) as exc:
