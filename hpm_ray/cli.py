@@ -30,6 +30,12 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=positive_int, help="CPUs for a local Ray instance (default: all cores)")
 
 
+def runtime_flags(args: argparse.Namespace) -> dict:
+    """The runtime flags the user gave, as a ``runtime`` override for ``load_spec`` (merged into the spec file's)."""
+    given = {"address": args.address, "num_cpus": args.num_cpus, "verbose": getattr(args, "verbose", False) or None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def port_number(text: str) -> int:
     """argparse type for a TCP port, checked before any Ray or Serve work starts."""
     value = positive_int(text)

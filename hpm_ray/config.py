@@ -45,28 +45,30 @@ def load_spec(cls: type[S], path: str | Path | None = None, overrides: dict[str,
     A mapping override (``runtime``) is merged key by key into the file's mapping, so a flag changes one setting
     without dropping the rest of that section (or hiding its typos from validation).
     """
-    data: dict[str, Any] = {}
-    source = "spec"
-    if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise SpecError(f"spec file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise SpecError(f"{p}: not valid YAML{at}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SpecError(f"{p}: the top level must be a mapping of settings")
-        data = loaded or {}
+    data = read_yaml_mapping(path, "spec file") if path is not None else {}
+    source = "spec" if path is None else str(Path(path))
     for k, v in (overrides or {}).items():
         if isinstance(v, dict) and isinstance(data.get(k), dict):
             data[k] = {**data[k], **{kk: vv for kk, vv in v.items() if vv is not None}}
         elif v is not None:
             data[k] = v
     return validate_spec(cls, data, source)
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: ``{}``); every failure is a one-line SpecError."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{what} not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{p}: not valid YAML{at}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise SpecError(f"{p}: the top level must be a mapping of settings")
+    return loaded or {}
 
 
 def validate_spec(cls: type[S], data: dict[str, Any], source: str = "spec") -> S:

@@ -30,6 +30,7 @@ def run_distill(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from hpm_ray.cli import runtime_flags
     from hpm_ray.config import load_spec, parse_list
     from hpm_ray.data.io import prepare_tabular, read_table
     from hpm_ray.datasets import CREDIT_TARGET, bundled_path
@@ -48,11 +49,8 @@ def run_distill(args: argparse.Namespace) -> int:
             what = f"unknown student {unknown[0]!r}" if unknown else "no student given"
             raise SpecError(f"--students: {what}; known: {', '.join(sorted(STUDENTS))}")
     overrides = {"method": args.method, "max_configs": args.max_configs, "seed": args.seed, "max_rows": args.max_rows,
-                 "students": students}
+                 "students": students, "runtime": runtime_flags(args)}
     spec = load_spec(DistillSpec, args.spec, overrides)
-    spec.runtime = spec.runtime.model_copy(update={k: v for k, v in
-                                                   {"address": args.address, "num_cpus": args.num_cpus,
-                                                    "verbose": getattr(args, "verbose", False) or None}.items() if v is not None})
     if args.data is None:
         path, target, drop = bundled_path("credit"), args.target or CREDIT_TARGET, ["ID"]
     else:

@@ -27,11 +27,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from hpm_ray.distill.evaluate import better
-from hpm_ray.distill.spec import (
-    SplitTeacherSpec,
-    check_alphas,
-    check_students,
-)
+from hpm_ray.distill.spec import SplitTeacherSpec, check_alphas, check_students
 from hpm_ray.metrics import roc_auc
 
 TECHNIQUES = ("soft", "augment", "chain")

@@ -28,20 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def hpo_cmd(args: argparse.Namespace) -> int:
+    from hpm_ray.cli import runtime_flags
     from hpm_ray.config import load_spec, parse_list
     from hpm_ray.hpo.runner import run_hpo
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.runtime import runs_dir
 
     spec_path = args.spec or (DEFAULT_SPEC if DEFAULT_SPEC.is_file() else None)
-    runtime = {"address": args.address, "num_cpus": args.num_cpus, "verbose": getattr(args, "verbose", False) or None}
     settings = {
         "data": args.data, "time_col": args.time_col, "price_col": args.price_col,
         "horizons": parse_list(args.horizons, int, "--horizons"),
         "quantiles": parse_list(args.quantiles, float, "--quantiles"),
         "trials_per_horizon": args.trials_per_horizon, "seed": args.seed, "max_rows": args.max_rows,
     }
-    spec = load_spec(HPOSpec, spec_path, {**settings, "runtime": {k: v for k, v in runtime.items() if v is not None}})
+    spec = load_spec(HPOSpec, spec_path, {**settings, "runtime": runtime_flags(args)})
     out = Path(args.out) if args.out else runs_dir() / "hpo"
     summary = run_hpo(spec, out, resume=args.resume, given=frozenset(k for k, v in settings.items() if v is not None))
     print(summary_table(summary))

@@ -135,16 +135,11 @@ def classifier_metrics(y_true, proba, classes) -> dict[str, float]:
 
 def load_gate_file(path: str | Path) -> dict[str, dict[str, dict]]:
     """Read a gates YAML file: ``{kind: {metric: {low: .., high: ..}}}`` over the default gates."""
-    import yaml
+    from hpm_ray.config import read_yaml_mapping
 
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"gates file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError:
-        raise SpecError(f"{p}: not valid YAML") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+    data = read_yaml_mapping(p, "gates file")
+    if not data or not all(isinstance(v, dict) for v in data.values()):
         raise SpecError(f"{p}: expected {{kind: {{metric: {{low: .., high: ..}}}}}}")
     for kind, overrides in data.items():  # a typo in a kind or a bound must not leave the defaults silently in force
         try:

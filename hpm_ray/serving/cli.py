@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _serve_args(path: str | None) -> tuple[dict, dict]:
     """(application args, http options) from a Serve config file (``applications[0].args``) or a flat args file."""
-    import yaml
+    from hpm_ray.config import read_yaml_mapping
 
     if path is None:
         default = Path("serve/ab.yaml")
@@ -63,14 +63,7 @@ def _serve_args(path: str | None) -> tuple[dict, dict]:
             return {}, {}
         path = str(default)
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"serve config not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError:
-        raise SpecError(f"{p}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{p}: the top level must be a mapping")
+    data = read_yaml_mapping(p, "serve config")
     if "applications" not in data:
         return data, {}
     apps = data["applications"]
