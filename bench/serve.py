@@ -46,7 +46,7 @@ def plain_server(port: int, uri: str, tracking: str) -> None:
     @app.post("/predict")
     async def predict(request: Request):
         try:
-            frame = parse_payload(await request.body(), list(spec.features), integer_columns=spec.integer)
+            frame = parse_payload(await request.body(), spec).frame
         except PayloadError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         return JSONResponse({"predictions": run(frame).to_dict(orient="records")})
@@ -128,7 +128,7 @@ def main() -> int:
     versions = []
     for _ in range(2):  # two versions of the same model: the A/B split costs the same on both sides
         with mlflow.start_run(experiment_id=exp):
-            versions.append(str(log_and_register(ClassifierPyfunc(model, list(X.columns)), name, "classifier", metrics, input_example=X.iloc[:3]).version))
+            versions.append(str(log_and_register(ClassifierPyfunc(model, X), name, "classifier", metrics, input_example=X.iloc[:3]).version))
     bodies = {n: json.dumps({"dataframe_split": {"columns": list(X.columns), "data": X.iloc[6000:6000 + n].to_numpy().tolist()}}).encode() for n in (1, 100)}
 
     ingress.enable()
@@ -212,7 +212,7 @@ def single_app(name: str, version: str, tracking: str):
         @api.post("/predict")
         async def predict(self, request: Request):
             try:
-                frame = parse_payload(await request.body(), list(self.spec.features), integer_columns=self.spec.integer)
+                frame = parse_payload(await request.body(), self.spec).frame
             except PayloadError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
             out = await self.pool.predict(version, frame)

@@ -109,8 +109,8 @@ def _register_twin(d) -> str:
     with mlflow.start_run(experiment_id=mlflow_experiment("hpm-ray-demo"), run_name="hard-label-baseline"):
         mlflow.log_params({"student": best["student"], "labels": "hard"})
         mlflow.log_metrics(metrics)
-        mv = log_and_register(ClassifierPyfunc(twin, list(sp.X_train.columns), list(sp.classes)), MODEL_NAME,
-                              kind="classifier", metrics=metrics, input_example=sp.X_test.head(3),
+        mv = log_and_register(ClassifierPyfunc(twin, sp.X_train, list(sp.classes)), MODEL_NAME,
+                              kind="classifier", metrics=metrics, input_example=sp.X_train,
                               tags={"hpm_ray.student": best["student"], "hpm_ray.labels": "hard"})
     return str(mv.version)
 

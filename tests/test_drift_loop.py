@@ -45,10 +45,10 @@ def served(mlflow_uri, serve_port):
     metrics = {**classifier_metrics(y[2000:], proba, m.classes_), "auc": roc_auc(y[2000:], proba[:, 1])}
     exp = mlflow_experiment("drift-tests")
     with mlflow.start_run(experiment_id=exp):
-        v = str(log_and_register(ClassifierPyfunc(m, list(X.columns)), NAME, "classifier", metrics,
+        v = str(log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics,
                                  input_example=X.iloc[:3], reference=X.iloc[:2000]).version)
     with mlflow.start_run(experiment_id=exp):  # the same model without a reference (bad-input test)
-        bare = str(log_and_register(ClassifierPyfunc(m, list(X.columns)), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
+        bare = str(log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
     promote(NAME, v, GATES)
     url = start_ab(NAME, "champion", port=serve_port, token=TOKEN, app_name=APP, resume=False, rollout={"auto": False}, gates=GATES)
     yield {"url": url, "X": X.iloc[2000:].reset_index(drop=True), "champion": v, "bare": bare, "model": m, "reference": X.iloc[:2000]}

@@ -38,7 +38,7 @@ def versions(mlflow_uri):
         m = lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X[:800], 1 - y[:800] if flip else y[:800])
         metrics = classifier_metrics(y[800:], m.predict_proba(X[800:]), m.classes_)
         with mlflow.start_run(experiment_id=exp):
-            mv = log_and_register(ClassifierPyfunc(m, list(X.columns)), NAME, "classifier", metrics, input_example=X[:3])
+            mv = log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X[:3])
         out.append(str(mv.version))
     return out
 
@@ -118,7 +118,7 @@ def test_loaded_pyfunc_serves_on_one_thread_with_the_same_answers(versions):
     X, _ = make_classification(n_samples=50, n_features=6, n_informative=4, random_state=1)
     spec = input_spec(model.metadata, model)
     body = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)]).to_json(orient="split", index=False)
-    frame = parse_payload(('{"dataframe_split": ' + body + "}").encode(), list(spec.features), integer_columns=spec.integer)
+    frame = parse_payload(('{"dataframe_split": ' + body + "}").encode(), spec).frame
     fast = validated_predict(model)(frame)
     pd.testing.assert_frame_equal(fast, model.predict(frame))
     assert list(fast.columns) == ["prediction", "proba_0", "proba_1"] and len(fast) == 50

@@ -44,12 +44,12 @@ def models(ray_session, mlflow_uri):
         m = lgb.LGBMClassifier(n_estimators=30, verbose=-1).fit(X.iloc[:2000], target)
         metrics = classifier_metrics(y[2000:], m.predict_proba(X.iloc[2000:]), m.classes_)
         with mlflow.start_run(experiment_id=exp):
-            out[label] = str(log_and_register(ClassifierPyfunc(m, list(X.columns)), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
+            out[label] = str(log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
         out[f"{label}_accuracy"] = metrics["accuracy"]
     # A broken version: its booster was fitted on 22 of the 23 columns it declares, so every prediction raises.
     broken = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X.iloc[:500, :22], y[:500])
     with mlflow.start_run(experiment_id=exp):
-        out["broken"] = str(log_and_register(ClassifierPyfunc(broken, list(X.columns)), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
+        out["broken"] = str(log_and_register(ClassifierPyfunc(broken, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
     return out
 
 

@@ -9,16 +9,16 @@ import pytest
 
 from hpm_ray.errors import HPMError
 from hpm_ray.serving.cli import call
-from hpm_ray.serving.models import confidence, labels
+from hpm_ray.serving.models import InputSpec, confidence, labels
 from hpm_ray.serving.routing import choose, key_point, normalized, pick
 from hpm_ray.serving.schemas import PayloadError, parse_payload
 
 FEATURES = ["a", "b", "c"]
 
 
-def parse(obj, **kw):
+def parse(obj, integer_columns=(), spec=None, **kw):
     body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    return parse_payload(body, FEATURES, **kw)
+    return parse_payload(body, spec or InputSpec(tuple(FEATURES), integer_columns), **kw).frame
 
 
 def test_three_formats_give_the_same_frame():
@@ -52,7 +52,6 @@ def test_integer_columns_cast_and_refuse_fractions():
         ({"instances": []}, 422, "empty batch"),
         ({"instances": [[1, 2]]}, 422, "row 0 has 2 values; the model takes 3"),
         ({"dataframe_records": [{"a": 1, "b": 2}]}, 422, "missing columns ['c']"),
-        ({"dataframe_records": [{"a": 1, "b": 2, "c": 3, "d": 4}]}, 422, "unknown columns ['d']"),
         ({"dataframe_records": [{"a": 1, "b": 2, "c": "x"}]}, 422, "column 'c': expected a number, got str"),
         ({"dataframe_records": [{"a": 1, "b": True, "c": 3}]}, 422, "got bool"),
         ({"dataframe_records": [{"a": 1, "b": None, "c": 3}]}, 422, "does not take missing values"),
@@ -72,6 +71,49 @@ def test_malformed_payloads(body, status, message):
         parse(body)
     assert err.value.status == status
     assert message in err.value.message
+
+
+MIXED = InputSpec(("city", "age", "income"), strings=("city",), optional=("income", "city"),
+                  categories={"city": frozenset({"Oslo", "Lima"})})
+FLAGS = InputSpec(("mobile", "age"), integer=("age",), booleans=("mobile",), nullable=True)
+
+
+def test_true_false_columns_pass_booleans_and_integers_stay_whole():
+    p = parse_payload(json.dumps({"instances": [{"mobile": True, "age": 3}, {"mobile": None, "age": None}]}).encode(), FLAGS)
+    assert p.frame["mobile"].tolist()[0] is True and pd.isna(p.frame["mobile"].tolist()[1])
+    assert p.frame["age"].dtype == float and np.isnan(p.frame.loc[1, "age"])  # a gap keeps the column float
+    whole = parse_payload(json.dumps({"instances": [{"mobile": False, "age": 3.0}]}).encode(), FLAGS)
+    assert whole.frame["age"].dtype == np.int64
+    with pytest.raises(PayloadError, match="column 'mobile': expected true or false, got int"):
+        parse_payload(json.dumps({"instances": [{"mobile": 1, "age": 3}]}).encode(), FLAGS)
+
+
+def test_string_columns_optional_gaps_extra_columns_and_unseen_categories():
+    body = {"dataframe_records": [{"age": 30, "city": "Oslo", "income": None, "id": 7},
+                                  {"age": 41, "city": "Quito", "income": 2.5, "id": 8},
+                                  {"age": 52, "city": None, "income": 1.0, "id": 9}]}
+    p = parse_payload(json.dumps(body).encode(), MIXED)
+    assert list(p.frame.columns) == ["city", "age", "income"] and p.ignored == ("id",)
+    assert p.frame["city"].tolist()[:2] == ["Oslo", "Quito"] and p.frame["city"].isna().tolist() == [False, False, True]
+    assert p.unseen == {"city": 1}
+    assert p.frame["age"].tolist() == [30.0, 41.0, 52.0] and np.isnan(p.frame.loc[0, "income"])
+    left_out = parse_payload(json.dumps({"dataframe_split": {"columns": ["age", "city"], "data": [[1, "Lima"]]}}).encode(), MIXED)
+    assert np.isnan(left_out.frame.loc[0, "income"]) and left_out.unseen == {}  # an optional column may be absent
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([{"age": 30, "city": 5, "income": 1.0}], "row 0, column 'city': expected a string, got int"),
+        ([{"age": None, "city": "Oslo", "income": 1.0}], "row 0, column 'age': null, and this model does not take"),
+        ([{"age": "x", "city": "Oslo", "income": 1.0}], "column 'age': expected a number, got str"),
+        ([{"city": "Oslo", "income": 1.0}], "missing columns ['age']"),
+    ],
+)
+def test_typed_columns_refuse_wrong_cells(records, message):
+    with pytest.raises(PayloadError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")) as err:
+        parse_payload(json.dumps({"dataframe_records": records}).encode(), MIXED)
+    assert err.value.status == 422
 
 
 def test_nan_allowed_when_the_model_takes_it():

@@ -1,41 +1,53 @@
-"""The registered model of one horizon: quantile forecasts and conformal intervals for new feature rows."""
+"""The registered model of one horizon: quantile forecasts and conformal intervals for new feature rows.
+
+Input: the feature rows :func:`hpm_ray.data.features.ohlcv_features` builds from OHLCV bars (one row per
+bar, with the same windows as training; columns in any order, extra columns dropped), e.g. the forecast
+from the latest bar::
+
+    X = ohlcv_features(prepare_series(pd.read_csv("bars.csv")))
+    mlflow.pyfunc.load_model("models:/hpm-btc-h48/1").predict(X.tail(1))
+"""
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.types.schema import ColSpec, DataType, Schema
 
+from hpm_ray.data.schema import FrameSchema
 from hpm_ray.hpo.conformal import ConformalQuantiles, rearrange
 from hpm_ray.hpo.trainable import target_scale
+from hpm_ray.registry.pyfunc import SchemaPyfunc
 
 
-class QuantileForecaster(mlflow.pyfunc.PythonModel):
+class QuantileForecaster(SchemaPyfunc):
     """Holds the per-quantile LightGBM boosters, the fitted CQR margins and the target-scale feature.
 
-    Output, one row per input row: ``q_<quantile>`` (rearranged model quantiles) and ``lo_<level>`` /
-    ``hi_<level>`` (CQR-calibrated intervals, e.g. ``lo_90``/``hi_90``) of the forward log return.
+    Output, one row per input row: ``q_<quantile>`` (rearranged model quantiles, e.g. ``q_0.05``) and
+    ``lo_<level>`` / ``hi_<level>`` (CQR-calibrated central intervals at that nominal coverage in percent, e.g.
+    ``lo_90``/``hi_90`` from the 0.05/0.95 pair) of the forward log return over ``horizon`` bars.
     """
 
-    def __init__(self, boosters: list, conformal: ConformalQuantiles, feature_names: list[str], horizon: int,
+    def __init__(self, boosters: list, conformal: ConformalQuantiles, train: pd.DataFrame, horizon: int,
                  scale_by: str | None = None, scale_fill: float = 1.0):
         self.boosters = boosters
         self.conformal = conformal
-        self.feature_names = list(feature_names)
+        self.schema = FrameSchema.from_frame(train)
         self.horizon = int(horizon)
         self.scale_by, self.scale_fill = scale_by, float(scale_fill)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        missing = [c for c in self.feature_names if c not in model_input.columns]
-        if missing:
-            raise ValueError(f"model input lacks feature column(s): {', '.join(missing[:5])}")
-        X = model_input[self.feature_names].to_numpy(dtype=np.float32)
+        frame = self.conform(model_input)
+        X = frame.to_numpy(dtype=np.float32)
         raw = np.column_stack([b.predict(X) for b in self.boosters])
         if self.scale_by is not None:  # the boosters forecast volatility-standardized returns
-            raw = raw * target_scale(model_input[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
-        out = pd.DataFrame(rearrange(raw), columns=[f"q_{q:g}" for q in self.conformal.quantiles], index=model_input.index)
-        calibrated = self.conformal.transform(raw)
-        for level, (lo, hi) in self.conformal.intervals(calibrated).items():
-            out[f"lo_{round(level * 100):d}"] = lo
-            out[f"hi_{round(level * 100):d}"] = hi
-        return out
+            raw = raw * target_scale(frame[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
+        bounds = [b for lo_hi in self.conformal.intervals(self.conformal.transform(raw)).values() for b in lo_hi]
+        return pd.DataFrame(np.column_stack([rearrange(raw), *bounds]), columns=self.output_names(), index=model_input.index)
+
+    def output_names(self) -> list[str]:
+        levels = [round(100 * (1 - a)) for _, _, a in self.conformal.pairs]
+        return [f"q_{q:g}" for q in self.conformal.quantiles] + [f"{side}_{lv:d}" for lv in levels for side in ("lo", "hi")]
+
+    def output_schema(self) -> Schema:
+        return Schema([ColSpec(DataType.double, n) for n in self.output_names()])

@@ -264,7 +264,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
             reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
             reg_metrics.update(val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"])
             mlflow.log_metrics(reg_metrics)
-            model = QuantileForecaster(tuned.boosters, cq, list(hz.X.columns), hz.h, spec.scale_by,
+            model = QuantileForecaster(tuned.boosters, cq, hz.X, hz.h, spec.scale_by,
                                        scale_rows(hz.X, hz.h, spec, b)[1])
             mv = log_and_register(
                 model, f"{spec.model_prefix}-h{hz.h}", kind="quantile_forecaster", metrics=reg_metrics,

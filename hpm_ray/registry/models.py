@@ -14,6 +14,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from hpm_ray.data.schema import METADATA_KEY
+from hpm_ray.registry import signature
+
 KIND_TAG = "hpm_ray.kind"  # "classifier" | "quantile_forecaster": selects the quality gates
 METRIC_TAG_PREFIX = "metric."
 _RUNTIME_PACKAGES = ("numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "mlflow")
@@ -29,13 +32,17 @@ def log_and_register(
     registered_name: str,
     kind: str,
     metrics: dict[str, float],
-    input_example=None,
+    input_example,
     artifacts: dict[str, str] | None = None,
     tags: dict[str, str] | None = None,
     reference=None,
 ) -> ModelVersion:
     """Log ``python_model`` under the active run, register it, and tag the new version with kind and metrics.
 
+    ``python_model`` carries its :class:`~hpm_ray.data.schema.FrameSchema` as ``.schema`` and says what it
+    returns with ``output_schema()`` (an MLflow ``Schema``); ``input_example``
+    (training-form rows) becomes the raw input example, and the version gets the signature rendered from the
+    schema (:mod:`hpm_ray.registry.signature`), so every MLflow consumer can validate and serve it.
     ``reference`` (training feature rows): a bounded sample and the model's outputs on it are stored with the
     run, the baseline ``hpm-ray drift check`` compares served traffic with.
     """
@@ -45,11 +52,14 @@ def log_and_register(
         from hpm_ray.drift.reference import log_reference
 
         log_reference(python_model, reference)
+    example = signature.input_example(python_model.schema, input_example)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=python_model,
         artifacts=artifacts,
-        input_example=input_example,
+        signature=signature.model_signature(python_model),
+        input_example=example,
+        metadata={METADATA_KEY: python_model.schema.to_dict()},
         pip_requirements=pip_requirements(),
     )
     all_tags = {KIND_TAG: kind, **(tags or {})}

@@ -1,22 +1,63 @@
-"""A pyfunc wrapper for any fitted classifier with ``predict_proba``.
+"""A pyfunc wrapper for any fitted classifier with ``predict_proba``, its preprocessing inside.
 
-Served output is one row per input row: ``prediction`` (the class label) and ``proba_<label>`` columns, so
-HTTP clients, A/B metrics (confidence = max probability) and feedback accuracy all read the same frame.
+Input: a raw frame as ``pd.read_csv`` reads the kind of file the model was trained on; the model's
+:class:`~hpm_ray.data.schema.FrameSchema` puts columns in training order, string columns on the training
+categories (unseen values become missing, counted in a warning) and drops extra columns.
+Output, one row per input row: ``prediction`` (the class label) and ``proba_<label>`` columns (probabilities
+summing to 1), so HTTP clients, A/B metrics (confidence = max probability) and feedback accuracy all read the
+same frame, in-process, in the A/B app and in ``mlflow models serve`` alike.
 """
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import ColSpec, DataType, Schema
+
+from hpm_ray.data.schema import FrameSchema, SchemaError
+
+_log = logging.getLogger(__name__)
 
 
-class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
-    """Holds the fitted estimator itself (pickled with the model) and its expected feature columns."""
+class SchemaPyfunc(mlflow.pyfunc.PythonModel):
+    """Base of the pyfuncs hpm-ray registers: holds the training frame's schema and conforms inputs to it."""
 
-    def __init__(self, estimator, feature_names: list[str], classes: list | None = None):
+    schema: FrameSchema
+
+    def conform(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        """``model_input`` in training form; unseen categories are logged, not errors.
+
+        A frame that does not fit is an ``MlflowException`` (invalid parameter): MLflow's scoring server answers
+        it with HTTP 400 and this message, as it does its own schema errors.
+        """
+        try:
+            X, report = self.schema.transform(model_input)
+        except SchemaError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        if report.unseen:
+            _log.warning("unseen categories mapped to missing: %s", ", ".join(f"{k}={v}" for k, v in report.unseen.items()))
+        return X
+
+    def __setstate__(self, state: dict) -> None:
+        if "schema" not in state:  # a version registered before schemas: it was fed numeric columns by name
+            state["schema"] = FrameSchema.numeric(state.pop("feature_names"))
+        self.__dict__.update(state)
+
+
+class ClassifierPyfunc(SchemaPyfunc):
+    """Holds the fitted estimator itself (pickled with the model) and the schema of its training frame.
+
+    ``train`` is the training frame (or its :class:`FrameSchema`): only its columns and types are kept.
+    """
+
+    def __init__(self, estimator, train: pd.DataFrame | FrameSchema, classes: list | None = None):
         self.estimator = estimator
-        self.feature_names = list(feature_names)
+        self.schema = train if isinstance(train, FrameSchema) else FrameSchema.from_frame(train)
         self.classes = list(classes if classes is not None else getattr(estimator, "classes_", [0, 1]))
 
     def load_context(self, context) -> None:
@@ -30,8 +71,13 @@ class ClassifierPyfunc(mlflow.pyfunc.PythonModel):
             self.estimator.set_params(n_jobs=1)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        X = model_input[self.feature_names]
+        X = self.conform(model_input)
         proba = np.asarray(self.estimator.predict_proba(X), dtype=float)
         out = pd.DataFrame(proba, columns=[f"proba_{c}" for c in self.classes], index=model_input.index)
         out.insert(0, "prediction", np.asarray(self.classes)[proba.argmax(axis=1)])
         return out
+
+    def output_schema(self) -> Schema:
+        label = np.asarray(self.classes).dtype
+        kind = "boolean" if label.kind == "b" else "long" if label.kind in "iu" else "double" if label.kind == "f" else "string"
+        return Schema([ColSpec(kind, "prediction"), *(ColSpec(DataType.double, f"proba_{c}") for c in self.classes)])

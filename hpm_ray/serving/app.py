@@ -48,7 +48,7 @@ class ServeSpec(Spec):
     resume: bool = True  # restore the A/B state saved for this app (same model) instead of starting fresh
     max_request_bytes: int = Field(1_000_000, gt=0)
     max_rows: int = Field(10_000, gt=0)
-    allow_nan: bool = False
+    allow_nan: bool = False  # nulls in any column; models registered with an hpm-ray schema take them anyway
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.002, ge=0)
     router_replicas: int = Field(1, ge=1)
@@ -194,12 +194,12 @@ class ABRouter:
     def _parse(self, body: bytes, version: str):
         inputs = self.features[version]
         s = self.spec
-        return parse_payload(body, list(inputs.features), s.max_request_bytes, s.max_rows, s.allow_nan, inputs.integer)
+        return parse_payload(body, inputs, s.max_request_bytes, s.max_rows, s.allow_nan)
 
     async def _shadow(self, rid: str, version: str, body: bytes) -> None:
         started = time.perf_counter()
         try:
-            out = await self._infer("shadow", version, self._parse(body, version))
+            out = await self._infer("shadow", version, self._parse(body, version).frame)
             self._record(rid, "shadow", True, started, out)
         except Exception:
             self._record(rid, "shadow", False, started)
@@ -217,9 +217,10 @@ class ABRouter:
         version = snap["variants"][variant]
         body = await request.body()
         try:
-            frame = self._parse(body, version)
+            parsed = self._parse(body, version)
         except PayloadError as exc:
             return _error(exc.status, exc.message)
+        frame = parsed.frame
         rid = uuid.uuid4().hex
         try:
             out = await self._infer(variant, version, frame)
@@ -229,7 +230,8 @@ class ABRouter:
                 return _error(503, f"model v{version} failed: {type(exc).__name__}")
             variant, version = "champion", snap["variants"]["champion"]  # the user still gets an answer
             try:
-                frame = self._parse(body, version)  # versions may declare different column types
+                parsed = self._parse(body, version)  # versions may declare different column types
+                frame = parsed.frame
                 out = await self._infer(variant, version, frame)
             except PayloadError as exc2:
                 return _error(exc2.status, exc2.message)
@@ -245,7 +247,13 @@ class ABRouter:
             self.shadow_tasks[rid] = task  # feedback for this request waits for the shadow's answer
             task.add_done_callback(lambda _t, rid=rid: self.shadow_tasks.pop(rid, None))
         # A ready JSONResponse: FastAPI would otherwise walk every cell through jsonable_encoder first.
-        return JSONResponse({"request_id": rid, "variant": variant, "model": snap["model"], "model_version": version, "predictions": out.to_dict(orient="records")})
+        answer = {"request_id": rid, "variant": variant, "model": snap["model"], "model_version": version,
+                  "predictions": out.to_dict(orient="records")}
+        if parsed.ignored:  # MLflow's scoring server drops them silently; say so
+            answer["ignored_columns"] = list(parsed.ignored)
+        if parsed.unseen:  # answered with the category as missing, as the model was trained to
+            answer["unseen_categories"] = parsed.unseen
+        return JSONResponse(answer)
 
     @api.post("/feedback")
     async def feedback(self, request: Request):

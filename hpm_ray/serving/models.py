@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from hpm_ray.data.schema import METADATA_KEY, FrameSchema
 
 
 def model_uri(name: str, version: str) -> str:
@@ -33,10 +35,17 @@ def labels(out: pd.DataFrame) -> list | None:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a version takes: its columns in order, and which of them the signature declares integer."""
+    """What a version takes: its columns in order; which are integer (int64 when whole), string, true/false, or optional
+    (may be null or left out); the known categories of string columns, to count unseen values; ``nullable``:
+    nulls are fine in every column (an hpm-ray model's preprocessing and learners take missing values)."""
 
     features: tuple[str, ...]
-    integer: tuple[str, ...]
+    integer: tuple[str, ...] = ()
+    strings: tuple[str, ...] = ()
+    booleans: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    categories: dict[str, frozenset] = field(default_factory=dict)
+    nullable: bool = False
 
 
 class ModelPool:
@@ -109,12 +118,23 @@ def validated_predict(model):
 
 
 def input_spec(info, model) -> InputSpec:
-    """Input columns from the model signature, else from the wrapped model's ``feature_names``."""
+    """Input columns from the hpm-ray schema in the model's metadata, else its MLflow signature, else the
+    wrapped model's ``feature_names`` (versions registered before signatures)."""
+    stored = (info.metadata or {}).get(METADATA_KEY)
+    if stored:
+        cols = FrameSchema.from_dict(stored).columns
+        strings = tuple(c.name for c in cols if c.kind == "category")
+        integer = tuple(c.name for c in cols if c.kind == "integer")
+        booleans = tuple(c.name for c in cols if c.kind == "boolean")
+        return InputSpec(tuple(c.name for c in cols), integer, strings, booleans, tuple(c.name for c in cols if c.optional),
+                         {c.name: frozenset(c.categories) for c in cols if c.kind == "category"}, nullable=True)
     signature = info.signature
     if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
         inputs = signature.inputs
         integer = tuple(c.name for c in inputs.inputs if str(getattr(c.type, "name", c.type)) in ("long", "integer"))
-        return InputSpec(tuple(inputs.input_names()), integer)
+        strings = tuple(c.name for c in inputs.inputs if str(getattr(c.type, "name", c.type)) == "string")
+        booleans = tuple(c.name for c in inputs.inputs if str(getattr(c.type, "name", c.type)) == "boolean")
+        return InputSpec(tuple(inputs.input_names()), integer, strings, booleans, tuple(inputs.optional_input_names()))
     names = getattr(model.unwrap_python_model(), "feature_names", None) if model is not None else None
     if not names:
         raise ValueError("model has neither an input signature nor feature_names")

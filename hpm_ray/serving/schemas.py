@@ -2,17 +2,21 @@
 
 Accepted bodies (as ``mlflow models serve``): ``{"dataframe_split": {"columns": [...], "data": [[...]]}}``,
 ``{"dataframe_records": [{col: value}, ...]}`` and ``{"instances": [...]}`` (records, or rows in the
-model's column order). Every cell must be a number; ``null``/NaN only when the model takes missing values.
+model's column order). Cells are numbers, or strings in the model's string columns; ``null``/NaN only where
+the model takes missing values.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from numbers import Real
 
 import numpy as np
 import pandas as pd
+
+from hpm_ray.serving.models import InputSpec
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances")
 
@@ -73,19 +77,32 @@ def _rows(payload, features: list[str]) -> tuple[list[str], list]:
     return columns, [[row[c] for c in columns] for row in value]
 
 
+@dataclass(frozen=True)
+class Payload:
+    """A parsed request: the model's columns in order, the columns it ignored, unseen categories per column."""
+
+    frame: pd.DataFrame
+    ignored: tuple[str, ...] = ()
+    unseen: dict[str, int] = field(default_factory=dict)
+
+
 def parse_payload(
     body: bytes,
-    features: list[str],
+    inputs: InputSpec,
     max_bytes: int = 1_000_000,
     max_rows: int = 10_000,
     allow_nan: bool = False,
-    integer_columns: tuple[str, ...] = (),
-) -> pd.DataFrame:
-    """The request body as a frame with exactly ``features`` in order; :class:`PayloadError` otherwise.
+) -> Payload:
+    """The request body as a frame with exactly ``inputs.features`` in order; :class:`PayloadError` otherwise.
 
-    Columns are float, except ``integer_columns`` (the model signature says integer), which must hold
-    whole numbers and come back as int64.
+    Numeric columns come back as float, except ``inputs.integer`` (an older signature that says integer),
+    which must hold whole numbers and come back as int64; string columns hold strings or null. Nulls are
+    accepted in the optional columns (training had gaps), or everywhere with ``allow_nan`` or a model that
+    says it takes them (``inputs.nullable``); an optional column may be left out. Columns the model does not take are dropped and named in :attr:`Payload.ignored`
+    (MLflow's scoring server drops them too).
     """
+    features = list(inputs.features)
+    allow_nan = allow_nan or inputs.nullable
     columns, data = _rows(_loads(body, max_bytes), features)
     if not data:
         raise PayloadError(422, "empty batch: send at least one row")
@@ -93,28 +110,67 @@ def parse_payload(
         raise PayloadError(413, f"{len(data)} rows; the limit is {max_rows} per request")
     if len(set(columns)) != len(columns):
         raise PayloadError(422, "duplicate column names")
-    missing = [f for f in features if f not in columns]
-    unknown = [c for c in columns if c not in set(features)]
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"missing columns {missing[:10]}")
-        if unknown:
-            parts.append(f"unknown columns {unknown[:10]}")
-        raise PayloadError(422, "; ".join(parts))
-    values = _fast_values(data, allow_nan)
+    optional, strings, booleans = set(inputs.optional), set(inputs.strings), set(inputs.booleans)
+    missing = [f for f in features if f not in columns and f not in optional]
+    if missing:
+        raise PayloadError(422, f"missing columns {missing[:10]}")
+    taken = set(features)
+    ignored = tuple(c for c in columns if c not in taken)
+    numeric = [j for j, c in enumerate(columns) if c in taken and c not in strings and c not in booleans]
+    rows = data if len(numeric) == len(columns) else [[row[j] for j in numeric] for row in data]
+    names = [columns[j] for j in numeric]
+    nullable = allow_nan or bool(optional & set(names))
+    values = _fast_values(rows, nullable)
     if values is None:
-        _explain_cells(data, columns, allow_nan)  # raises with the first bad cell
-        values = np.array(data, dtype=float)
-    values = values[:, [columns.index(f) for f in features]]
-    ints = set(integer_columns)
-    if ints:
-        idx = [j for j, f in enumerate(features) if f in ints]
-        sub = values[:, idx]
-        bad = (np.isnan(sub) | (sub != np.round(sub)) | (np.abs(sub) >= 2**63)).any(axis=0)
-        if bad.any():
-            raise PayloadError(422, f"column {features[idx[int(np.argmax(bad))]]!r}: the model takes whole numbers")
-    return pd.DataFrame({f: values[:, j].astype(np.int64) if f in ints else values[:, j] for j, f in enumerate(features)})
+        _explain_cells(rows, names, nullable)  # raises with the first bad cell
+        values = np.array(rows, dtype=float)
+    if nullable and not allow_nan:
+        gaps = np.isnan(values).any(axis=0) & np.array([c not in optional for c in names], dtype=bool)
+        if gaps.any():
+            c = names[int(np.argmax(gaps))]
+            raise PayloadError(422, f"row {int(np.argmax(np.isnan(values[:, names.index(c)])))}, column {c!r}: null, "
+                                    "and this model does not take missing values")
+    out: dict[str, object] = {}
+    unseen: dict[str, int] = {}
+    where = {c: k for k, c in enumerate(names)}
+    for f in features:
+        if f in where:
+            out[f] = _integers(values[:, where[f]], f) if f in inputs.integer else values[:, where[f]]
+        elif f not in columns:  # an optional column left out: all missing
+            out[f] = [None] * len(data) if f in strings or f in booleans else np.full(len(data), np.nan)
+        else:
+            out[f] = _cells(data, columns.index(f), f, allow_nan or f in optional, bool if f in booleans else str)
+            known = inputs.categories.get(f)
+            if known is not None:
+                n = sum(v is not None and v not in known for v in out[f])
+                if n:
+                    unseen[f] = n
+    return Payload(pd.DataFrame(out), ignored, unseen)
+
+
+def _integers(column: np.ndarray, name: str) -> np.ndarray:
+    """Whole numbers as int64; with a null (where the model takes them) the column stays float."""
+    finite = column[~np.isnan(column)]
+    if ((finite != np.round(finite)) | (np.abs(finite) >= 2**63)).any():
+        raise PayloadError(422, f"column {name!r}: the model takes whole numbers")
+    return column if len(finite) < len(column) else column.astype(np.int64)
+
+
+def _cells(data: list, j: int, name: str, nullable: bool, kind: type) -> list:
+    """Column ``j`` of string (or true/false) cells; JSON null, or NaN as a NaN-writing client sends a gap, is missing."""
+    out = []
+    for i, row in enumerate(data):
+        v = row[j]
+        if v is None or (type(v) is float and math.isnan(v)):
+            if not nullable:
+                raise PayloadError(422, f"row {i}, column {name!r}: null, and this model does not take missing values")
+            out.append(None)
+        elif type(v) is kind:
+            out.append(v)
+        else:
+            raise PayloadError(422, f"row {i}, column {name!r}: expected {'a string' if kind is str else 'true or false'}, "
+                                    f"got {type(v).__name__}")
+    return out
 
 
 def _fast_values(data: list, allow_nan: bool) -> np.ndarray | None:
