@@ -67,7 +67,7 @@ def describe(
         out["horizons"] = {}
         for h in horizons:
             X, _ = make_supervised(series, h)
-            out["horizons"][str(h)] = {"usable_rows": int(len(X)), **PurgedWalkForward(h).split(len(X)).sizes()}
+            out["horizons"][str(h)] = {"usable_rows": int(len(X)), **PurgedWalkForward(h).blocks(len(X)).sizes()}
     return out
 
 
