@@ -7,7 +7,8 @@ an upgrade that renames one fails there, by name, instead of silently taking the
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def enable_ray_token_auth_if_available() -> bool:

@@ -8,8 +8,8 @@ tested against hand-computed values, and against scikit-learn's ``mean_pinball_l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import stats

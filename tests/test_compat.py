@@ -24,7 +24,6 @@ def test_ray_token_auth_helper_is_where_compat_imports_it():
 def test_task_attempt_number_counts_ray_retries(ray_session, tmp_path):
     """0 outside a task and in a first run; 1 after Ray re-ran a task whose worker died."""
     import ray
-
     from ray._private.worker import global_worker
 
     assert _compat.task_attempt_number() == 0  # the driver is not a task

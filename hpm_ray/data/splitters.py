@@ -47,7 +47,7 @@ class Blocks:
         return np.concatenate([self.train, self.validation])
 
     def sizes(self) -> dict[str, int]:
-        return {k: int(len(getattr(self, k))) for k in ("train", "validation", "calibration", "test")}
+        return {k: len(getattr(self, k)) for k in ("train", "validation", "calibration", "test")}
 
 
 @dataclass(frozen=True)
