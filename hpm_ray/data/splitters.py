@@ -18,9 +18,14 @@ from math import comb
 
 import numpy as np
 from sklearn.model_selection import BaseCrossValidator
-from sklearn.utils.validation import _num_samples
 
 from hpm_ray.errors import DataError
+
+
+def _n_rows(X) -> int:
+    """Rows of an array, frame, sparse matrix or list (``len`` is ambiguous for sparse matrices)."""
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape is not None else len(X)
 
 
 def _check(horizon: int, embargo: int | None) -> tuple[int, int]:
@@ -139,7 +144,7 @@ class PurgedWalkForward(BaseCrossValidator):
 
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """scikit-learn's CV protocol: :meth:`folds` over ``len(X)`` rows (``y`` and ``groups`` unused)."""
-        yield from self.folds(_num_samples(X))
+        yield from self.folds(_n_rows(X))
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
         return self.n_folds
@@ -188,7 +193,7 @@ class CombinatorialPurgedCV(BaseCrossValidator):
 
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """scikit-learn's CV protocol: :meth:`pairs` over ``len(X)`` rows (``y`` and ``groups`` unused)."""
-        yield from self.pairs(_num_samples(X))
+        yield from self.pairs(_n_rows(X))
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
         return comb(self.n_groups, self.n_test_groups)
