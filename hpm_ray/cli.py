@@ -16,7 +16,6 @@ import warnings
 from hpm_ray import __version__
 from hpm_ray.errors import HPMError
 
-# Modules with a ``register(subparsers)``; imported lazily so ``hpm-ray --help`` stays fast.
 # The process-wide settings of the ``hpm-ray`` process, made here and nowhere else in the package: a library
 # call (``AutoDistiller(...).run()`` in a notebook) leaves its caller's warnings and environment alone.
 _QUIET_ENV = {
@@ -31,6 +30,7 @@ _QUIET_ENV = {
 }
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.serve", "ray.data", "mlflow", "optuna", "alembic", "urllib3", "filelock")
 
+# Modules with a ``register(subparsers)``; imported lazily so ``hpm-ray --help`` stays fast.
 COMMAND_MODULES = ("hpm_ray.data.cli", "hpm_ray.demo", "hpm_ray.hpo.cli", "hpm_ray.distill.cli", "hpm_ray.registry.cli", "hpm_ray.serving.cli", "hpm_ray.drift.cli")
 
 
