@@ -12,6 +12,7 @@ per-trial overhead: (wall x parallel trial slots - sum of in-trial training time
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -33,16 +34,18 @@ def main() -> None:
     import optuna
     import ray
 
+    from hpm_ray.cli import quiet
     from hpm_ray.data.io import Series
     from hpm_ray.datasets import load_btc_hourly
     from hpm_ray.hpo.runner import prepare_horizon
-    from hpm_ray.hpo.search import SearchSettings, make_tuner, records
+    from hpm_ray.hpo.search import TUNE_ENV, SearchSettings, make_tuner, records
     from hpm_ray.hpo.space import suggest
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.hpo.trainable import fit_steps
-    from hpm_ray.runtime import init_ray, quiet
+    from hpm_ray.runtime import init_ray
 
     quiet()
+    os.environ.update(TUNE_ENV)  # the Tuner runs in this process here, not in hpm-ray's search task
     s = load_btc_hourly()
     if a.rows:
         s = Series(s.frame.iloc[-a.rows:].copy(), s.time_col, s.price_col)

@@ -66,7 +66,7 @@ def main() -> None:
     for r in rows:
         rate = r["trials"] / r["run_s"]
         print(f"{r['setup']:<36} {r['cpus']:>4} {r['trials']:>6} {r['run_s']:>7.1f} {60 * rate:>10.1f} {rate / base:>8.2f}x"
-              f"  {str(r['trials_per_node']):<16} {r['test_pinball']:.6f}")
+              f"  {r['trials_per_node']!s:<16} {r['test_pinball']:.6f}")
     fresh = (rows[0]["run_s"] - rows[2]["run_s"]) / rows[0]["trials"]
     print(f"a fresh trial actor per trial (any run given an address) costs ~{fresh:.2f} s per trial against reused actors")
     print("(one machine: the simulated nodes share its cores, so >1x is not expected here; cluster startup excluded)")

@@ -131,7 +131,7 @@ def main() -> int:
             versions.append(str(log_and_register(ClassifierPyfunc(model, X), name, "classifier", metrics, input_example=X.iloc[:3]).version))
     bodies = {n: json.dumps({"dataframe_split": {"columns": list(X.columns), "data": X.iloc[6000:6000 + n].to_numpy().tolist()}}).encode() for n in (1, 100)}
 
-    ingress.enable()
+    os.environ[ingress.ENV] = "1"  # before Ray starts: Serve reads it from the instance's environment
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")  # quick shutdown at the end
     init_ray(num_cpus=2)
     port = free_port()

@@ -8,10 +8,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
+import warnings
 
 from hpm_ray import __version__
 from hpm_ray.errors import HPMError
+
+# The process-wide settings of the ``hpm-ray`` process, made here and nowhere else in the package: a library
+# call (``AutoDistiller(...).run()`` in a notebook) leaves its caller's warnings and environment alone.
+_QUIET_ENV = {
+    # The old Tune output engine with verbose=0 prints nothing; the new one ignores reporters and prints ~12 lines.
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_TRAIN_V2_ENABLED": "0",  # only Ray Train's migration warnings
+    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+    "MLFLOW_LOGGING_LEVEL": "ERROR",  # read when mlflow is imported
+    "PYTHONWARNINGS": "ignore",  # for the subprocesses Ray starts with this environment
+    "TQDM_DISABLE": "1",
+}
+_QUIET_LOGGERS = ("ray", "ray.tune", "ray.serve", "ray.data", "mlflow", "optuna", "alembic", "urllib3", "filelock")
 
 # Modules with a ``register(subparsers)``; imported lazily so ``hpm-ray --help`` stays fast.
 COMMAND_MODULES = ("hpm_ray.data.cli", "hpm_ray.demo", "hpm_ray.hpo.cli", "hpm_ray.distill.cli", "hpm_ray.registry.cli", "hpm_ray.serving.cli", "hpm_ray.drift.cli")
@@ -20,7 +37,7 @@ COMMAND_MODULES = ("hpm_ray.data.cli", "hpm_ray.demo", "hpm_ray.hpo.cli", "hpm_r
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (exit 2) instead of the usage block."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):  # argparse API
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -68,12 +85,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet(verbose: bool = False) -> None:
+    """Silence Ray/MLflow/Optuna chatter in this process unless ``verbose``; before Ray or MLflow is used.
+
+    Changes the whole process (environment, warning filters, log levels): for entry points only.
+    """
+    # MLflow draws a download progress bar on stderr; a one-line CLI has no room for it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if verbose:
+        return
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from hpm_ray.runtime import quiet
-
     quiet(args.verbose)
+    if getattr(args, "direct_ingress", False):
+        from hpm_ray.serving.ingress import ENV  # read by Serve from the Ray instance's environment
+
+        os.environ[ENV] = "1"
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,11 +1,19 @@
-"""Pure metric functions (NumPy only): quantile forecasts, classifiers, and distribution shift.
+"""Metrics: one scorer registry for classifier probabilities, plus the few scores written here by hand.
 
-No Ray, MLflow or pandas state here, so every function is tested directly against hand-computed values.
+The registry (:data:`SCORERS`, :func:`get_scorer`) maps a name to its function and direction, all on
+scikit-learn or SciPy, and is the one definition of "auc", "f1", "ks", ... that distillation selection, gates,
+MLflow logging and drift read. Pinball loss, PSI, ECE, coverage and the like stay hand-written (pure NumPy,
+tested against hand-computed values, and against scikit-learn's ``mean_pinball_loss`` where it has one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
 
 _EPS = 1e-12
 
@@ -47,18 +55,13 @@ def crossing_rate(q_preds: np.ndarray) -> float:
 def ks_statistic(y_true: np.ndarray, score: np.ndarray) -> float:
     """Kolmogorov-Smirnov distance between the score distributions of positives and negatives.
 
-    The credit-scoring KS: max over thresholds of |F_pos(t) - F_neg(t)|, ties handled by evaluating the
-    empirical CDFs only at distinct score values.
+    The credit-scoring KS: max over thresholds of |F_pos(t) - F_neg(t)| (``scipy.stats.ks_2samp``'s statistic).
     """
     y = np.asarray(y_true).astype(int)
     s = np.asarray(score, dtype=float)
-    pos, neg = np.sort(s[y == 1]), np.sort(s[y == 0])
-    if len(pos) == 0 or len(neg) == 0:
+    if not (y == 1).any() or not (y == 0).any():
         raise ValueError("KS needs both classes in y_true")
-    grid = np.unique(s)
-    cdf_pos = np.searchsorted(pos, grid, side="right") / len(pos)
-    cdf_neg = np.searchsorted(neg, grid, side="right") / len(neg)
-    return float(np.max(np.abs(cdf_pos - cdf_neg)))
+    return float(stats.ks_2samp(s[y == 1], s[y == 0], method="asymp").statistic)  # (no exact p-value: faster)
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> float:
@@ -128,64 +131,117 @@ def psi_counts(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
 
 
 # --- classifier scores (binary: ``proba`` is (n,) for class 1 or (n, 2); multiclass: (n, k)) -----------
+# ``y_true`` holds class codes 0..k-1, the columns of ``proba``.
 
 def _as_matrix(proba: np.ndarray) -> np.ndarray:
     p = np.asarray(proba, dtype=float)
     return np.column_stack([1 - p, p]) if p.ndim == 1 else p
 
 
+def _codes(y_true: np.ndarray) -> np.ndarray:
+    return np.asarray(y_true).astype(int)
+
+
 def log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
-    """Mean negative log-probability of the true class (probabilities clipped away from 0)."""
-    p = np.clip(_as_matrix(proba), _EPS, 1.0)
-    y = np.asarray(y_true).astype(int)
-    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    """Mean negative log-probability of the true class (scikit-learn's ``log_loss`` over all k classes)."""
+    p = _as_matrix(proba)
+    return float(skm.log_loss(_codes(y_true), p, labels=np.arange(p.shape[1])))
 
 
 def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:
-    """Mean squared distance to the one-hot label; binary uses the usual (p1 - y)^2 form."""
+    """Mean squared distance to the one-hot label; binary uses the usual (p1 - y)^2 form (halved sum)."""
     p = _as_matrix(proba)
-    y = np.asarray(y_true).astype(int)
-    onehot = np.eye(p.shape[1])[y]
-    sq = np.sum((p - onehot) ** 2, axis=1)
-    return float(np.mean(sq / 2.0 if p.shape[1] == 2 else sq))
+    return float(skm.brier_score_loss(_codes(y_true), p, labels=np.arange(p.shape[1]), scale_by_half="auto"))
 
 
 def accuracy(y_true: np.ndarray, proba: np.ndarray) -> float:
-    return float(np.mean(_as_matrix(proba).argmax(axis=1) == np.asarray(y_true).astype(int)))
+    return float(skm.accuracy_score(_codes(y_true), _as_matrix(proba).argmax(axis=1)))
 
 
-def f1_score(y_true: np.ndarray, proba: np.ndarray) -> float:
-    """F1 of class 1 for binary tasks, macro-averaged F1 over classes otherwise."""
+def f1_score(y_true: np.ndarray, proba: np.ndarray, average: str) -> float:
+    """F1 of the arg-max class: ``average="macro"`` (each class counts equally) or ``"binary"`` (class 1)."""
+    return _prf(skm.f1_score, y_true, proba, average)
+
+
+def precision(y_true: np.ndarray, proba: np.ndarray, average: str) -> float:
+    return _prf(skm.precision_score, y_true, proba, average)
+
+
+def recall(y_true: np.ndarray, proba: np.ndarray, average: str) -> float:
+    return _prf(skm.recall_score, y_true, proba, average)
+
+
+def per_class(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """``precision_<c>`` and ``recall_<c>`` of every class code c (0 where a class is never predicted/present)."""
     p = _as_matrix(proba)
-    y = np.asarray(y_true).astype(int)
-    pred = p.argmax(axis=1)
-    classes = [1] if p.shape[1] == 2 else range(p.shape[1])
-    scores = []
-    for c in classes:
-        tp = np.sum((pred == c) & (y == c))
-        denom = np.sum(pred == c) + np.sum(y == c)
-        scores.append(2.0 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
+    labels = np.arange(p.shape[1])
+    prec, rec, _, _ = skm.precision_recall_fscore_support(_codes(y_true), p.argmax(axis=1), labels=labels,
+                                                          zero_division=0.0)
+    return {**{f"precision_{c}": float(v) for c, v in zip(labels, prec)},
+            **{f"recall_{c}": float(v) for c, v in zip(labels, rec)}}
+
+
+def _prf(fn, y_true, proba, average: str) -> float:
+    p = _as_matrix(proba)
+    kw = {"pos_label": 1} if average == "binary" else {"labels": np.arange(p.shape[1])}
+    return float(fn(_codes(y_true), p.argmax(axis=1), average=average, zero_division=0.0, **kw))
 
 
 def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
-    """ROC AUC via the rank-sum (Mann-Whitney) form, ties averaged; multiclass is macro one-vs-rest."""
+    """ROC AUC (scikit-learn's ``roc_auc_score``); multiclass is macro one-vs-rest."""
     p = _as_matrix(proba)
-    y = np.asarray(y_true).astype(int)
-    classes = [1] if p.shape[1] == 2 else range(p.shape[1])
-    aucs = []
-    for c in classes:
-        pos = y == c
-        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-        if n_pos == 0 or n_neg == 0:
-            raise ValueError(f"ROC AUC needs both class {c} and other classes in y_true")
-        s = p[:, c]
-        order = np.argsort(s, kind="mergesort")
-        ranks = np.empty(len(s), dtype=float)
-        sorted_s = s[order]
-        # average rank of each run of equal scores
-        _, start, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-        avg = start + (counts + 1) / 2.0
-        ranks[order] = np.repeat(avg, counts)
-        aucs.append((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-    return float(np.mean(aucs))
+    y = _codes(y_true)
+    if p.shape[1] == 2:
+        return float(skm.roc_auc_score(y, p[:, 1]))
+    return float(skm.roc_auc_score(y, p, multi_class="ovr", average="macro", labels=np.arange(p.shape[1])))
+
+
+# --- the registry ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scorer:
+    """A named score of class probabilities: ``func(y_codes, proba)`` and which way is better."""
+
+    name: str
+    func: Callable[[np.ndarray, np.ndarray], float]
+    greater_is_better: bool
+
+    def __call__(self, y_true: np.ndarray, proba: np.ndarray) -> float:
+        return self.func(y_true, proba)
+
+    def better(self, a: float, b: float) -> bool:
+        """Is score ``a`` strictly better than ``b``?"""
+        return a > b if self.greater_is_better else a < b
+
+    def gain(self, new: float, old: float) -> float:
+        """Improvement of ``new`` over ``old``, positive when better."""
+        return new - old if self.greater_is_better else old - new
+
+
+def _ks(y_true: np.ndarray, proba: np.ndarray) -> float:
+    p = _as_matrix(proba)
+    if p.shape[1] != 2:
+        raise ValueError("KS needs a binary target")
+    return ks_statistic(y_true, p[:, 1])
+
+
+SCORERS: dict[str, Scorer] = {s.name: s for s in (
+    Scorer("auc", roc_auc, True),
+    Scorer("log_loss", log_loss, False),
+    Scorer("brier", brier_score, False),
+    Scorer("accuracy", accuracy, True),
+    # "f1", "precision", "recall" are macro averages: the minority class counts as much as the majority one.
+    Scorer("f1", lambda y, p: f1_score(y, p, average="macro"), True),
+    Scorer("precision", lambda y, p: precision(y, p, average="macro"), True),
+    Scorer("recall", lambda y, p: recall(y, p, average="macro"), True),
+    Scorer("ks", _ks, True),
+    Scorer("ece", lambda y, p: expected_calibration_error(y, p), False),
+)}
+
+
+def get_scorer(name: str) -> Scorer:
+    """The registered scorer ``name``; a ValueError naming the known ones otherwise."""
+    try:
+        return SCORERS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(SCORERS)}") from None

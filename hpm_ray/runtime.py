@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 
 from hpm_ray.errors import SpecError
 
 RUNS_DIR_ENV = "HPM_RAY_RUNS_DIR"
-_QUIET_LOGGERS = ("ray", "ray.tune", "ray.serve", "ray.data", "mlflow", "optuna", "alembic", "urllib3", "filelock")
+# What workers of a Ray instance started here get when not verbose (passed to Ray, never put in os.environ).
+QUIET_WORKER_ENV = {"PYTHONWARNINGS": "ignore", "RAY_AIR_NEW_OUTPUT": "0", "RAY_TRAIN_V2_ENABLED": "0"}
 
 
 def runs_dir(path: str | Path | None = None) -> Path:
@@ -31,39 +31,16 @@ def tune_storage(base: str | Path | None = None) -> str:
     return str(p)
 
 
-def quiet(verbose: bool = False) -> None:
-    """Silence Ray/MLflow/Optuna chatter unless ``verbose``; must run before Ray Tune is used."""
-    if verbose:
-        return
-    # The old output engine with verbose=0 prints nothing; the new one ignores reporters and prints ~12 lines.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is imported
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    try:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    except ImportError:  # pragma: no cover - optuna is a hard dependency
-        pass
-
-
 def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> dict:
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance; idempotent.
 
     Returns the cluster's resources. ``num_cpus`` applies only when starting a local instance (default:
-    all cores). A local instance runs without the dashboard; ``verbose`` forwards worker logs.
+    all cores). A local instance runs without the dashboard; ``verbose`` forwards worker logs. Nothing here
+    changes the caller's process beyond Ray's own start (no warning filters, no environment variables): the
+    quiet settings travel to the workers in Ray's ``runtime_env``; ``hpm-ray`` itself quiets its own process.
     """
     import ray
 
-    quiet(verbose)
     if ray.is_initialized():
         return ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -71,7 +48,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     kwargs: dict = dict(logging_level=level, log_to_driver=verbose, ignore_reinit_error=True)
     # Workers do not log to MLflow (the driver does, from Tune callbacks and task results), so the only
     # thing they need from the driver's environment is to be as quiet as it is.
-    runtime_env = None if verbose else {"env_vars": {"PYTHONWARNINGS": "ignore", "RAY_AIR_NEW_OUTPUT": "0"}}
+    runtime_env = None if verbose else {"env_vars": dict(QUIET_WORKER_ENV)}
     if address:
         _check_reachable(address)
         _token_auth_for(address)
@@ -125,12 +102,10 @@ def _token_auth_for(address: str) -> None:
     ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) we apply Ray's own "auto" rule; an explicit
     ``RAY_AUTH_MODE`` (``token`` or ``disabled``) always wins.
     """
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
+    from hpm_ray._compat import enable_ray_token_auth_if_available
 
     if address != "auto":
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        enable_ray_token_auth_if_available()
 
 
 def default_tracking_uri(base: str | Path | None = None) -> str:
@@ -143,12 +118,14 @@ def tracking_uri(base: str | Path | None = None) -> str:
 
 
 def setup_mlflow(base: str | Path | None = None) -> str:
-    """Point MLflow's tracking and registry at :func:`tracking_uri`; returns the URI."""
-    import mlflow
+    """Point MLflow's tracking and registry at :func:`tracking_uri` in this process; returns the URI.
+
+    Unlike ``mlflow.set_tracking_uri``, this does not export ``MLFLOW_TRACKING_URI`` to ``os.environ``.
+    """
+    from hpm_ray._compat import set_mlflow_uris
 
     uri = tracking_uri(base)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    set_mlflow_uris(uri)
     return uri
 
 
@@ -166,7 +143,6 @@ def mlflow_experiment(name: str, base: str | Path | None = None) -> str:
     if exp is not None:
         return exp.experiment_id
     artifact_location = None
-    # (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so compare URIs rather than test the variable.)
     if uri == default_tracking_uri(base):
         artifact_location = (runs_dir(base) / "artifacts" / name).as_uri()
     try:

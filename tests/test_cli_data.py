@@ -67,7 +67,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, case):
     elif content is not None:
         content.to_csv(path, index=False)
     argv = [a.format(dir=tmp_path, path=path) for a in argv]
-    code, out, err = _run(capsys, "data", "describe", *argv)
+    code, _, err = _run(capsys, "data", "describe", *argv)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("hpm-ray: error:") and expected in err, err
     assert "Traceback" not in err

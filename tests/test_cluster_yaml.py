@@ -31,5 +31,7 @@ def test_cluster_yaml_is_valid_for_ray():
 def test_validator_rejects_a_broken_config():
     cfg = yaml.safe_load(CLUSTER_YAML.read_text())
     cfg["available_node_types"]["cpu_worker"]["max_workers"] = "many"
-    with pytest.raises(Exception):
+    from jsonschema.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="many"):
         _validate(cfg)

@@ -9,7 +9,7 @@ from hpm_ray.errors import SpecError
 
 class Demo(Spec):
     trials: int = Field(10, ge=1)
-    horizons: list[int] = [42]
+    horizons: list[int] = Field(default_factory=lambda: [42])
 
 
 def test_yaml_then_overrides(tmp_path):

@@ -110,7 +110,8 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     # pruned trials informed the searcher: every trial of the Optuna study was told a value or a failure
     run_id = summary["run_id"]
     state = glob.glob(f"{tune_storage()}/{run_id}-h6/searcher-state-*.pkl")
-    study = pickle.load(open(state[0], "rb"))["_ot_study"]
+    with open(state[0], "rb") as f:
+        study = pickle.load(f)["_ot_study"]
     states = [t.state.name for t in study.trials]
     assert len(states) == 7 and states.count("FAIL") == 1 and states.count("COMPLETE") == 6
     assert summary["horizons"]["6"]["n_pruned"] >= 1

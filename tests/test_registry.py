@@ -88,7 +88,7 @@ def test_aliases_and_listing(versions):
 
 
 def test_cli(versions, capsys):
-    good, bad, good2 = versions
+    _, bad, good2 = versions
     assert main(["registry", "list", NAME]) == 0
     out = capsys.readouterr().out
     assert f"{NAME} v{bad} [classifier]" in out and "gates=pass" in out

@@ -1,7 +1,6 @@
 """Runtime: Ray start/join and MLflow locations come from one place and never default to the home folder."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,14 +40,6 @@ def test_local_ray_is_shared_and_a_subprocess_joins_it(ray_session, sub_env):
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"cpu": 2.0, "node": ray.get_runtime_context().get_node_id()}
-
-
-def test_quiet_sets_old_output_engine(monkeypatch):
-    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
-    runtime.quiet(verbose=True)
-    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
-    runtime.quiet()
-    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
 
 
 def test_a_busy_port_is_refused_before_ray_starts_unless_joining_a_cluster(monkeypatch):

@@ -66,8 +66,9 @@ def test_classifier_metrics_by_hand():
     assert M.accuracy(y, p) == 0.75
     assert M.log_loss(y, p) == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.6])))
     assert M.brier_score(y, p) == pytest.approx(np.mean([0.01, 0.04, 0.36, 0.16]))
-    # F1 of class 1: tp=1, predicted 1 = 1, actual 1 = 2 -> 2/3
-    assert M.f1_score(y, p) == pytest.approx(2 / 3)
+    # F1 of class 1: tp=1, predicted 1 = 1, actual 1 = 2 -> 2/3; of class 0: tp=2, predicted 3, actual 2 -> 4/5
+    assert M.f1_score(y, p, average="binary") == pytest.approx(2 / 3)
+    assert M.f1_score(y, p, average="macro") == pytest.approx((2 / 3 + 4 / 5) / 2)
     # AUC: pairs (pos, neg): (.8,.1)+ (.8,.4)+ (.4,.1)+ (.4,.4) tie -> (1+1+1+0.5)/4
     assert M.roc_auc(y, p) == pytest.approx(3.5 / 4)
 
@@ -109,3 +110,17 @@ def test_divergence_temperature_recovers_the_students_sharpness():
     assert DivergenceTemperature(keep=1).choose(teacher, student, grid) == [2.0]
     assert DivergenceTemperature(keep=2).choose(teacher, student, grid) == [2.0, 3.0]
     assert FixedGrid().choose(teacher, student, grid) == grid
+
+
+def test_fusion_weights_minimise_the_registry_log_loss():
+    """fit_weights optimises its own vectorised objective; the weights it finds are optimal for metrics.log_loss."""
+    from hpm_ray.distill.fusion import combine, fit_weights
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 400)
+    a = rng.dirichlet(np.ones(3), 400) + 0.5 * np.eye(3)[y]
+    b = rng.dirichlet(np.ones(3), 400) + 0.2 * np.eye(3)[y]
+    probas = [a / a.sum(1, keepdims=True), b / b.sum(1, keepdims=True)]
+    w = fit_weights(probas, y)
+    grid = min(M.log_loss(y, combine(probas, np.array([g, 1 - g]))) for g in np.linspace(0, 1, 201))
+    assert M.log_loss(y, combine(probas, w)) <= grid + 1e-4  # L-BFGS stops near the simplex edge

@@ -32,7 +32,7 @@ def describe(
     purged walk-forward block sizes are reported (an error if a horizon leaves too few rows).
     """
     out: dict = {
-        "rows": int(len(df)),
+        "rows": len(df),
         "columns": int(df.shape[1]),
         "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
         "missing": {str(c): int(n) for c, n in df.isna().sum().items()},
@@ -67,7 +67,7 @@ def describe(
         out["horizons"] = {}
         for h in horizons:
             X, _ = make_supervised(series, h)
-            out["horizons"][str(h)] = {"usable_rows": int(len(X)), **PurgedWalkForward(h).split(len(X)).sizes()}
+            out["horizons"][str(h)] = {"usable_rows": len(X), **PurgedWalkForward(h).blocks(len(X)).sizes()}
     return out
 
 

@@ -4,16 +4,28 @@ Row i's target spans bars (i, i + horizon]. A row of an earlier block whose labe
 leaks the future into training, so every earlier block ends at least ``horizon + embargo`` rows before the
 next one starts: for an earlier row i and the later block's first row s, ``s - i > horizon + embargo``.
 The embargo (default: the horizon) adds margin for serial correlation beyond the label window.
+
+Both splitters are scikit-learn cross-validators (``split(X, y, groups)`` / ``get_n_splits``), so
+``cross_validate``, ``GridSearchCV`` and friends take them as ``cv=``; rows must be in time order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
+from math import comb
 
 import numpy as np
+from sklearn.model_selection import BaseCrossValidator
 
 from hpm_ray.errors import DataError
+
+
+def _n_rows(X) -> int:
+    """Rows of an array, frame, sparse matrix or list (``len`` is ambiguous for sparse matrices)."""
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape is not None else len(X)
 
 
 def _check(horizon: int, embargo: int | None) -> tuple[int, int]:
@@ -40,22 +52,49 @@ class Blocks:
         return np.concatenate([self.train, self.validation])
 
     def sizes(self) -> dict[str, int]:
-        return {k: int(len(getattr(self, k))) for k in ("train", "validation", "calibration", "test")}
+        return {k: len(getattr(self, k)) for k in ("train", "validation", "calibration", "test")}
 
 
 @dataclass(frozen=True)
-class PurgedWalkForward:
+class PurgedWalkForward(BaseCrossValidator):
     """Train | gap | validation | gap | calibration | gap | test, in time order.
 
-    ``fractions`` share the rows left after the gaps. ``folds(n, k)`` cuts the validation block into k
-    consecutive chunks, each validated by a model trained on every row more than ``gap`` before it
-    (expanding window), which is the purged walk-forward CV the HPO scores trials with.
+    ``fractions`` share the rows left after the gaps (:meth:`blocks`). ``folds(n)`` cuts the validation block
+    into ``n_folds`` consecutive chunks, each validated by a model trained on every row more than ``gap`` before
+    it (expanding window): the purged walk-forward CV the HPO scores trials with, and what :meth:`split` yields.
+    Calibration and test rows are in no fold, so a search run through this CV never sees them.
+
+    Parameters
+    ----------
+    horizon : int
+        Bars a row's label looks ahead.
+    embargo : int, optional
+        Extra rows dropped after each label window; default ``horizon``.
+    fractions : tuple of 4 floats
+        Relative sizes of the train, validation, calibration and test blocks.
+    min_block : int
+        Fewest rows a block may have.
+    n_folds : int
+        Folds :meth:`split` yields.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.model_selection import cross_validate
+    >>> X = np.arange(1000.0).reshape(-1, 1); y = np.sin(X[:, 0] / 50)
+    >>> cv = PurgedWalkForward(horizon=5, n_folds=3)
+    >>> cv.blocks(len(X)).sizes()
+    {'train': 534, 'validation': 194, 'calibration': 97, 'test': 145}
+    >>> len(cross_validate(Ridge(), X, y, cv=cv)["test_score"])
+    3
     """
 
     horizon: int
     embargo: int | None = None
     fractions: tuple[float, float, float, float] = (0.55, 0.2, 0.1, 0.15)
     min_block: int = 20
+    n_folds: int = 3
 
     def __post_init__(self) -> None:
         _check(self.horizon, self.embargo)
@@ -71,7 +110,8 @@ class PurgedWalkForward:
         fr = np.asarray(self.fractions, dtype=float) / sum(self.fractions)
         return int(np.ceil(self.min_block / fr.min())) + 3 * self.gap
 
-    def split(self, n: int) -> Blocks:
+    def blocks(self, n: int) -> Blocks:
+        """The four purged blocks of ``n`` time-ordered rows; a DataError if they would be too small."""
         usable = n - 3 * self.gap
         fr = np.asarray(self.fractions, dtype=float) / sum(self.fractions)
         sizes = np.floor(fr * max(usable, 0)).astype(int)
@@ -87,11 +127,12 @@ class PurgedWalkForward:
             start += size + self.gap
         return Blocks(*bounds)
 
-    def folds(self, n: int, n_folds: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    def folds(self, n: int, n_folds: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Expanding-window (train, validation) pairs over the validation block, purged by ``gap``."""
+        n_folds = self.n_folds if n_folds is None else n_folds
         if n_folds < 1:
             raise DataError(f"n_folds must be >= 1, got {n_folds}")
-        blocks = self.split(n)
+        blocks = self.blocks(n)
         chunks = np.array_split(blocks.validation, n_folds)
         if min(len(c) for c in chunks) < self.min_block // 2 or len(blocks.train) < self.min_block:
             raise DataError(f"validation block of {len(blocks.validation)} rows is too small for {n_folds} folds")
@@ -101,13 +142,21 @@ class PurgedWalkForward:
             out.append((train, chunk))
         return out
 
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """scikit-learn's CV protocol: :meth:`folds` over ``len(X)`` rows (``y`` and ``groups`` unused)."""
+        yield from self.folds(_n_rows(X))
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return self.n_folds
+
 
 @dataclass(frozen=True)
-class CombinatorialPurgedCV:
+class CombinatorialPurgedCV(BaseCrossValidator):
     """Combinatorial purged CV (López de Prado): every choice of ``n_test_groups`` out of ``n_groups``.
 
     Training rows within ``horizon + embargo`` of any test row, on either side, are removed: before a test
-    group their labels overlap it; after it, serial correlation would let the model peek.
+    group their labels overlap it; after it, serial correlation would let the model peek. A scikit-learn
+    cross-validator: ``cross_validate(model, X, y, cv=CombinatorialPurgedCV(horizon=5))``.
     """
 
     horizon: int
@@ -125,7 +174,8 @@ class CombinatorialPurgedCV:
         h, e = _check(self.horizon, self.embargo)
         return h + e
 
-    def split(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def pairs(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(train, test) index pairs over ``n`` time-ordered rows, one per combination of test groups."""
         if n < self.n_groups * (2 * self.gap + 2):
             raise DataError(
                 f"{n} rows are too few for {self.n_groups} purged groups with a {self.gap}-row gap"
@@ -140,3 +190,10 @@ class CombinatorialPurgedCV:
                 keep[max(0, lo - self.gap) : min(n, hi + self.gap + 1)] = False
             out.append((np.flatnonzero(keep), test))
         return out
+
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """scikit-learn's CV protocol: :meth:`pairs` over ``len(X)`` rows (``y`` and ``groups`` unused)."""
+        yield from self.pairs(_n_rows(X))
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return comb(self.n_groups, self.n_test_groups)

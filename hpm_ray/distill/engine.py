@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hpm_ray._compat import task_attempt_number
 from hpm_ray.distill.evaluate import HIGHER_IS_BETTER, better, score
 from hpm_ray.distill.soft_targets import soft_targets, soften
 from hpm_ray.distill.students import STUDENTS, SoftStudent
@@ -184,7 +185,7 @@ def _attempt() -> int:
 
     if not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
         return 0  # called in-process (unit tests), not as a Ray task
-    return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number())
+    return task_attempt_number()
 
 
 def batch_size(n_configs: int, n_cpus: int, most: int = 4) -> int:

@@ -6,7 +6,9 @@ import numpy as np
 
 from hpm_ray import metrics as M
 
-HIGHER_IS_BETTER = {"ks": True, "auc": True, "accuracy": True, "f1": True, "log_loss": False}
+# Selection metrics of distillation, from the one scorer registry (``f1`` is macro F1 there, as in the gates).
+SELECTION_METRICS = ("ks", "auc", "accuracy", "f1", "log_loss")
+HIGHER_IS_BETTER = {m: M.SCORERS[m].greater_is_better for m in SELECTION_METRICS}
 
 
 def resolve_metric(name: str, n_classes: int) -> str:
@@ -21,26 +23,25 @@ def resolve_metric(name: str, n_classes: int) -> str:
 
 
 def score(metric: str, y: np.ndarray, proba: np.ndarray) -> float:
-    if metric == "ks":
-        return M.ks_statistic(y, proba[:, 1])
-    return {"auc": M.roc_auc, "accuracy": M.accuracy, "f1": M.f1_score, "log_loss": M.log_loss}[metric](y, proba)
+    return M.get_scorer(metric)(y, proba)
 
 
 def better(metric: str, a: float, b: float) -> bool:
     """Is score ``a`` strictly better than ``b``?"""
-    return a > b if HIGHER_IS_BETTER[metric] else a < b
+    return M.get_scorer(metric).better(a, b)
 
 
 def gain(metric: str, new: float, old: float) -> float:
     """Improvement of ``new`` over ``old`` with the sign fixed so that positive means better."""
-    return new - old if HIGHER_IS_BETTER[metric] else old - new
+    return M.get_scorer(metric).gain(new, old)
 
 
 def test_metrics(y: np.ndarray, proba: np.ndarray, teacher: np.ndarray | None = None) -> dict[str, float]:
-    out = {"accuracy": M.accuracy(y, proba), "f1": M.f1_score(y, proba), "auc": M.roc_auc(y, proba),
-           "log_loss": M.log_loss(y, proba), "brier": M.brier_score(y, proba),
-           "ece": M.expected_calibration_error(y, proba)}
-    out["ks"] = M.ks_statistic(y, proba[:, 1]) if proba.shape[1] == 2 else float("nan")
+    binary = proba.shape[1] == 2
+    out = {name: M.SCORERS[name](y, proba) for name in ("accuracy", "f1", "auc", "log_loss", "brier", "ece")
+           + (("ks",) if binary else ())}
+    if not binary:
+        out["ks"] = float("nan")
     if teacher is not None:
         out["fidelity"] = M.agreement(teacher, proba)
         out["kl_to_teacher"] = M.kl_divergence(teacher, proba)

@@ -12,8 +12,6 @@ from scipy.optimize import minimize
 
 from hpm_ray import metrics as M
 
-_EPS = 1e-12
-
 
 def combine(probas: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
     """Weighted average of (n, k) probability matrices with global (t,) or per-row (n, t) weights."""
@@ -28,10 +26,15 @@ def fit_weights(probas: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     t = len(probas)
     if t == 1:
         return np.ones(1)
+    # The mixture's probability of the true class is linear in the weights: the log loss of
+    # combine(probas, w) (metrics.log_loss) from an (n, t) matrix, without re-validating labels at every step.
+    y = np.asarray(y).astype(int)
+    true_p = np.stack([np.asarray(p, dtype=float)[np.arange(len(y)), y] for p in probas], axis=1)
+    eps = np.finfo(float).eps
 
     def loss(z):
         w = np.exp(z - z.max())
-        return M.log_loss(y, combine(probas, w / w.sum()))
+        return float(-np.mean(np.log(np.clip(true_p @ (w / w.sum()), eps, 1.0))))
 
     res = minimize(loss, np.zeros(t), method="L-BFGS-B")
     w = np.exp(res.x - res.x.max())

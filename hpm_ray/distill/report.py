@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hpm_ray.metrics import get_scorer
 from hpm_ray.report import Report
 
 _COLS = ["method", "stage", "student", "temperature", "alpha", "val_score", "auc", "twin_auc", "accuracy",
@@ -32,7 +33,7 @@ def build_report(d) -> Report:
     students = df[df.stage.isin(("full", "chain")) & (df.status == "ok")].copy()
     rep.heading("Leaderboard (full-budget and chain students)")
     if not students.empty:
-        hib = d.metric != "log_loss"
+        hib = get_scorer(d.metric).greater_is_better
         students = students.sort_values("val_score", ascending=not hib)
         rep.table(students[[c for c in _COLS if c in students]].head(40),
                   flags={"auc": lambda v: v >= t["auc"] * 0.99} if "auc" in students else None)

@@ -6,7 +6,6 @@ served traffic with exactly what this version was trained on, whichever machine 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from hpm_ray.errors import DataError
 
 ARTIFACT = "drift_reference"
 MAX_ROWS = 5000
-_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass(frozen=True)
@@ -66,14 +64,7 @@ def load_reference(name: str, version: str, client=None) -> Reference:
     names = {Path(f.path).name for f in client.list_artifacts(mv.run_id, ARTIFACT)}
     if not {"features.parquet", "outputs.parquet"} <= names:
         raise DataError(f"{name} v{version} has no stored drift reference (register it with log_and_register(..., reference=X_train))")
-    previous = os.environ.get(_BAR)
-    os.environ[_BAR] = "false"  # MLflow draws a download progress bar on stderr; a one-line CLI has no room for it
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(client.download_artifacts(mv.run_id, ARTIFACT, tmp))
-            return Reference(pd.read_parquet(local / "features.parquet"), pd.read_parquet(local / "outputs.parquet"))
-    finally:
-        if previous is None:
-            os.environ.pop(_BAR, None)
-        else:
-            os.environ[_BAR] = previous
+    # (MLflow's download progress bar: hpm-ray's CLI turns it off for its own process)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(client.download_artifacts(mv.run_id, ARTIFACT, tmp))
+        return Reference(pd.read_parquet(local / "features.parquet"), pd.read_parquet(local / "outputs.parquet"))

@@ -54,8 +54,8 @@ def summary_table(summary: dict) -> str:
     def cell(v, width: int, fmt: str) -> str:
         return f"{'-' if v is None else format(v, fmt):>{width}}"
 
-    lines = [f"{'horizon':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'cov90':>6} {'cov90 ACI':>9} "
-             f"{'cov50':>6} {'crossing':>8}"]
+    lines = [(f"{'horizon':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'cov90':>6} {'cov90 ACI':>9} "
+              f"{'cov50':>6} {'crossing':>8}")]
     for h, e in summary["horizons"].items():
         lines.append(f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']:>9.6f} "
                      f"{cell(e['coverage_90'], 6, '.3f')} {cell(e['coverage_90_aci'], 9, '.3f')} "

@@ -54,7 +54,7 @@ def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
     """Features/target for horizon ``h`` and its train | validation | calibration | test blocks; checks sizes."""
     X, y = make_supervised(series, h)
     splitter = PurgedWalkForward(h, spec.embargo, tuple(spec.fractions))
-    blocks = splitter.split(len(X))
+    blocks = splitter.blocks(len(X))
     for name, size in blocks.sizes().items():
         if size <= h:
             raise DataError(f"horizon {h} bars is longer than the {name} block ({size} rows); use a shorter horizon or more data")

@@ -8,7 +8,6 @@ named actor the driver polls, because worker stdout is not forwarded when Ray ru
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import ray
@@ -18,6 +17,13 @@ from hpm_ray.hpo.trainable import METRIC, tune_trainable
 
 # Restarts of a trial whose worker or node died (a config that crashes by itself also gets them).
 TRIAL_RETRIES = 3
+# Tune's settings that exist only as environment variables, given to the search task's worker through Ray's
+# runtime_env (never the caller's os.environ). Tune saves the experiment state at most every 10 s by default; a
+# kill -9 then loses (and a resume repeats) trials finished since, while saving on every controller step costs
+# milliseconds per step. Auto loggers are off: result.json comes from the explicit JsonLoggerCallback. The old
+# output engine with verbose=0 prints nothing (the new one ignores reporters and prints ~12 lines per search).
+TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
+            "RAY_TRAIN_V2_ENABLED": "0"}
 
 
 @dataclass(frozen=True)
@@ -152,9 +158,6 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
 
     trainable = tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
     path = experiment_path(s)
-    # Tune saves the experiment state at most every 10 s by default; a kill -9 then loses (and a resume
-    # repeats) trials finished since. Saving on every controller step costs milliseconds per step.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     searcher = OptunaSearch(metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None)
@@ -195,11 +198,8 @@ def records(result_grid, max_reports: int) -> list[TrialRecord]:
     return out
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, runtime_env={"env_vars": TUNE_ENV})
 def run_search(s: SearchSettings, data_ref_box: list) -> list[TrialRecord]:
     """Run (or resume) one horizon's experiment to completion; ``data_ref_box`` keeps the ref un-resolved."""
-    from hpm_ray.runtime import quiet
-
-    quiet()
     results = make_tuner(s, data_ref_box[0]).fit()
     return records(results, s.max_reports)

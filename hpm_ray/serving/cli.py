@@ -100,8 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or http.get("host", "127.0.0.1")
     port = int(args.port or http.get("port", 8000))
     require_free_port(host, port, args.address)
-    if args.direct_ingress:
-        ingress.enable()
+    # (--direct-ingress: hpm_ray.cli.main has put the flag in this process's environment for Serve to read)
     init_ray(args.address, args.num_cpus, args.verbose)
     application = build_app(app_args)  # resolves versions first: an unknown model or alias fails here, exit 2
     serve.start(http_options={"host": host, "port": port})

@@ -7,33 +7,29 @@ configured host and port and gives each ingress replica (the A/B router) a port 
 The same app answers on both, token checks included. With it on, Serve runs its proxy on the head node only.
 
 Serve reads the flag when its controller and replicas start: it must be in the environment before Ray starts
-(a local instance started by hpm-ray inherits it from :func:`enable`; a cluster needs it on ``ray start``).
+(``hpm-ray serve --direct-ingress`` puts it in its own process's environment, which a local instance it starts
+inherits; a cluster needs it on ``ray start``).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 ENV = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
 _REPLICA = "SERVE_REPLICA::"
 
 
-def enable() -> None:
-    """Turn direct ingress on for a Ray instance this process starts from now on."""
-    os.environ[ENV] = "1"
-
-
 def replica_urls(app_name: str, host: str, timeout: float = 5.0) -> list[str]:
     """Base URLs (route prefix included) of the app's ingress replicas; empty if direct ingress is off.
 
-    Serve 2.60 publishes the replica ports only as "target groups" for load balancers, through its
-    controller (no public call yet); a replica lists its port once its HTTP server is up, hence the wait.
+    Serve 2.60 publishes the replica ports only as "target groups" for load balancers
+    (:func:`hpm_ray._compat.serve_target_groups`); a replica lists its port once its HTTP server is up, hence
+    the wait.
     """
     import ray
-    from ray.serve.context import _get_global_client
 
-    controller = _get_global_client()._controller
+    from hpm_ray._compat import serve_target_groups
+
     here = ray.util.get_node_ip_address()
 
     def address(ip: str) -> str:  # a replica binds the configured host on its own node
@@ -41,7 +37,7 @@ def replica_urls(app_name: str, host: str, timeout: float = 5.0) -> list[str]:
 
     deadline = time.monotonic() + timeout
     while True:
-        groups = ray.get(controller.get_target_groups.remote(app_name))
+        groups = serve_target_groups(app_name)
         urls = [f"http://{address(t.ip)}:{t.port}{g.route_prefix.rstrip('/')}"
                 for g in groups if g.protocol == "HTTP" for t in g.targets if t.name.startswith(_REPLICA)]
         if urls or time.monotonic() >= deadline:

@@ -69,8 +69,9 @@ class ModelPool:
             if version not in self._features:
                 import mlflow
 
-                mlflow.set_tracking_uri(self.tracking_uri)
-                mlflow.set_registry_uri(self.tracking_uri)
+                from hpm_ray._compat import set_mlflow_uris
+
+                set_mlflow_uris(self.tracking_uri)
                 if self.hold_models:
                     model = mlflow.pyfunc.load_model(model_uri(self.name, version))
                     self._models[version] = model
@@ -112,9 +113,10 @@ def validated_predict(model):
 
     The parser already yields exactly the signature's columns and types (or the model's ``feature_names``),
     so enforcing the schema again only costs time: ~2 ms of CPU per call on 2 cores, more than the trees.
-    ``_model_impl`` is MLflow's documented "stable developer API" to the flavor's own model.
     """
-    return model._model_impl.predict
+    from hpm_ray._compat import python_model_predict
+
+    return python_model_predict(model)
 
 
 def input_spec(info, model) -> InputSpec:

@@ -175,9 +175,9 @@ def _cells(data: list, j: int, name: str, nullable: bool, kind: type) -> list:
 
 def _fast_values(data: list, allow_nan: bool) -> np.ndarray | None:
     """The float matrix when every cell is a plain finite number (the common case), else ``None``."""
-    if not all(type(v) is float or type(v) is int for row in data for v in row):
-        if not allow_nan or not all(v is None or type(v) is float or type(v) is int for row in data for v in row):
-            return None
+    if not all(type(v) is float or type(v) is int for row in data for v in row) and (
+            not allow_nan or not all(v is None or type(v) is float or type(v) is int for row in data for v in row)):
+        return None
     try:
         values = np.array(data, dtype=float)
     except (OverflowError, ValueError, TypeError):

@@ -79,7 +79,7 @@ def main() -> int:
         for cmd in commands:
             t1 = time.time()
 
-            def kill_worker() -> None:
+            def kill_worker(t1: float = t1) -> None:
                 with lock:
                     if report["killed"] is None:
                         victim, running = _busy_worker(workers, re.compile(args.busy), args.timeout / 2)
