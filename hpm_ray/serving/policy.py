@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pydantic import Field, field_validator
 
 from hpm_ray.config import Spec
+from hpm_ray.serving.sequential import SequentialTest
 
 
 class RolloutPolicy(Spec):
@@ -23,6 +24,7 @@ class RolloutPolicy(Spec):
     max_error_rate: float = Field(0.05, ge=0, le=1)
     min_requests_for_errors: int = Field(20, ge=1)
     auto: bool = True
+    test: SequentialTest = Field(default_factory=SequentialTest)  # the anytime-valid test on proper scores
 
     @field_validator("steps")
     @classmethod
