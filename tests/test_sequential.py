@@ -55,13 +55,15 @@ def test_paired_interval_by_hand():
     assert ci.lower == pytest.approx(0.5 - radius) and ci.upper == pytest.approx(0.5 + radius)
 
 
-def test_unpaired_interval_uses_both_arms_variances():
+def test_unpaired_interval_uses_the_larger_arm_variance_for_both():
     champion, challenger = Moments.of([1.0, 2.0, 3.0]), Moments.of([2.0, 4.0])  # means 2, 3; variances 1, 2
     ci = unpaired_interval(champion, challenger, 0.05, 0.2)
-    se = math.sqrt(2 / 2 + 1 / 3)
+    se = math.sqrt(2 / 2 + 2 / 3)  # v = max(1, 2) = 2 for both arms
     radius = se * math.sqrt(5) * math.sqrt(2 * 2.0 / (25 * 0.2) * math.log(math.sqrt(2.0) / 0.05))  # n rho^2 + 1 = 2
     assert ci.estimate == pytest.approx(1.0) and ci.n == 5 and not ci.paired
-    assert ci.upper - ci.estimate == pytest.approx(radius)
+    assert ci.upper - ci.estimate == pytest.approx(radius) and ci.estimate - ci.lower == pytest.approx(radius)
+    # the same when the larger variance is the champion's
+    assert unpaired_interval(challenger, champion, 0.05, 0.2).upper == pytest.approx(-1.0 + radius)
 
 
 def test_classify_needs_the_margin_to_expand_and_any_worsening_to_roll_back():

@@ -111,10 +111,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
     app_args, _ = _serve_args(args.config)
     source = args.config or "serve/ab.yaml"
-    if not isinstance(app_args.get("rollout", {}), dict):
+    rollout = app_args.get("rollout") or {}
+    if not isinstance(rollout, dict):
         raise SpecError(f"{source}: rollout must be a mapping of settings")
-    policy = validate_spec(RolloutPolicy, app_args.get("rollout") or {}, f"{source} rollout")
-    share = app_args.get("challenger_traffic", policy.steps[0])
+    policy = validate_spec(RolloutPolicy, rollout, f"{source} rollout")
+    share = app_args.get("challenger_traffic")
+    share = policy.steps[0] if share is None else share
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 100:
         raise SpecError(f"{source}: challenger_traffic must be a percentage in (0, 100), got {share!r}")
     r = simulate(policy.test, args.scenario, effect=args.effect, paired=args.paired, challenger_share=share / 100.0,
@@ -126,6 +128,8 @@ def _simulate(args: argparse.Namespace) -> int:
           f"{r.max_labels:,} labels ({r.max_labels / args.label_rate / 3600:.2f} h at {args.label_rate:g}/s, delay "
           f"{args.label_delay_s:g} s); alpha {t.alpha:g}, margin {t.margin:g}, optimised for {t.optimise_for:,} labels, "
           f"min {t.min_labels} per variant")
+    if t.score != "log_loss":
+        print(f"  (the streams are log losses; the configured score is {t.score}: rates carry over only roughly)")
     for name, count in (("promote", r.promote), ("rollback", r.rollback), ("inconclusive", r.inconclusive)):
         lo, hi = r.interval(count)
         print(f"  {name:<13}{count / r.runs:7.1%}  (95% CI {lo:.1%} - {hi:.1%})")
@@ -135,7 +139,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if r.median_labels is None:
         print("  no run decided")
     else:
-        print(f"  median to a decision: {r.median_labels:,.0f} labels, {r.median_hours:.2f} h   ({r.seconds:.1f} s)")
+        print(f"  median to a decision: {r.median_labels:,.0f} labels, {r.median_hours:.2f} h   (simulated in {r.seconds:.0f} s)")
     if args.json:
         print(json.dumps(r.summary()))
     return 0

@@ -19,7 +19,8 @@ from importlib import resources
 import numpy as np
 
 from hpm_ray.errors import SpecError
-from hpm_ray.serving.sequential import EXPAND, HOLD, ROLLBACK, SequentialTest, boundary, classify, sample_variance
+from hpm_ray.serving.sequential import (EXPAND, HOLD, ROLLBACK, SequentialTest, boundary, classify, sample_variance,
+                                        unpaired_radius)
 
 SCENARIOS = {"aa": 0.0, "better": -1.0, "worse": 1.0}  # sign of the relative change in the challenger's mean loss
 _CHUNK = 2048  # records per step: runs x chunk float64 arrays stay ~30 MB at 2,000 runs
@@ -164,8 +165,7 @@ def _unpaired_chunk(rng, pools, sums, live, n, radius, test, share) -> np.ndarra
     n0 = n - n1
     with np.errstate(invalid="ignore", divide="ignore"):
         m1, m0 = s1 / n1, (s - s1) / n0
-        se = np.sqrt(sample_variance(n1, s1, q1) / n1 + sample_variance(n0, s - s1, q - q1) / n0)
-        half = se * np.sqrt(n) * radius
+        half = unpaired_radius(n0, sample_variance(n0, s - s1, q - q1), n1, sample_variance(n1, s1, q1), radius)
         codes = classify(m1 - m0 - half, m1 - m0 + half, m0, test.margin)
     codes[np.minimum(n0, n1) < test.min_labels] = HOLD
     return codes
