@@ -26,10 +26,18 @@ def pinball_loss(y: np.ndarray, q_pred: np.ndarray, quantile: float) -> float:
     return float(np.mean(np.maximum(quantile * diff, (quantile - 1.0) * diff)))
 
 
+def pinball_rows(y: np.ndarray, q_preds: np.ndarray, quantiles: list[float] | np.ndarray) -> np.ndarray:
+    """Per-row pinball loss averaged over quantiles (a proper score per forecast); ``q_preds`` is (n, k)."""
+    y = np.asarray(y, dtype=float)
+    q_preds = np.asarray(q_preds, dtype=float).reshape(len(y), -1)
+    diff = y[:, None] - q_preds
+    tau = np.asarray(quantiles, dtype=float)[None, :]
+    return np.mean(np.maximum(tau * diff, (tau - 1.0) * diff), axis=1)
+
+
 def mean_pinball(y: np.ndarray, q_preds: np.ndarray, quantiles: list[float] | np.ndarray) -> float:
     """Pinball loss averaged over quantiles; ``q_preds`` has one column per quantile."""
-    q_preds = np.asarray(q_preds, dtype=float).reshape(len(y), -1)
-    return float(np.mean([pinball_loss(y, q_preds[:, j], q) for j, q in enumerate(quantiles)]))
+    return float(np.mean(pinball_rows(y, q_preds, quantiles)))
 
 
 def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
@@ -142,10 +150,26 @@ def _codes(y_true: np.ndarray) -> np.ndarray:
     return np.asarray(y_true).astype(int)
 
 
+def log_loss_rows(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Per-row negative log-probability of the true class (probabilities clipped away from 0): the sequential
+    rollout test scores each labelled prediction; their mean is :func:`log_loss` (parity-tested)."""
+    p = np.clip(_as_matrix(proba), _EPS, 1.0)
+    y = _codes(y_true)
+    return -np.log(p[np.arange(len(y)), y])
+
+
 def log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
     """Mean negative log-probability of the true class (scikit-learn's ``log_loss`` over all k classes)."""
     p = _as_matrix(proba)
     return float(skm.log_loss(_codes(y_true), p, labels=np.arange(p.shape[1])))
+
+
+def brier_rows(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Per-row squared distance to the one-hot label; binary uses the usual (p1 - y)^2 form (halved sum)."""
+    p = _as_matrix(proba)
+    y = _codes(y_true)
+    sq = np.sum((p - np.eye(p.shape[1])[y]) ** 2, axis=1)
+    return sq / 2.0 if p.shape[1] == 2 else sq
 
 
 def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from hpm_ray.serving.policy import RolloutPolicy, VariantStats, decide
+from hpm_ray.serving.policy import RolloutPolicy, ScoreStats, VariantStats, decide
+from hpm_ray.serving.sequential import Moments
 
 P = RolloutPolicy(min_samples=100, min_duration_s=10, min_improvement=0.02)
 
@@ -48,3 +49,28 @@ def test_steps_validation():
         RolloutPolicy(steps=[10, 5, 100])
     with pytest.raises(ValueError):
         RolloutPolicy(steps=[10, 50])
+
+
+# --- with per-variant score streams: the sequential test decides --------------------------------------------
+
+def scores(champion, challenger, elapsed_s=600.0, diffs=None):
+    return ScoreStats(Moments.of(champion), Moments.of(challenger), elapsed_s, diffs)
+
+
+def test_score_streams_expand_after_min_duration_and_roll_back_at_once():
+    better = scores([0.5, 0.7] * 500, [0.2, 0.4] * 500)
+    assert decide(P, 10, 5, stats(0, 0), stats(0, 0), better).action == "hold"  # 5 s of 10 s at the step
+    d = decide(P, 10, 11, stats(0, 0), stats(0, 0), better)
+    assert (d.action, d.traffic) == ("expand", 25) and "CS" in d.reason
+    worse = scores([0.2, 0.4] * 500, [0.5, 0.7] * 500)
+    assert decide(P, 10, 0, stats(0, 0), stats(0, 0), worse).action == "rollback"
+
+
+def test_score_streams_inconclusive_at_the_time_limit_and_guardrails_first():
+    same = scores([0.2, 0.7] * 500, [0.7, 0.2] * 500, elapsed_s=P.test.max_duration_s)
+    assert decide(P, 10, 11, stats(0, 0), stats(0, 0), same).action == "inconclusive"
+    failing = VariantStats(requests=40, errors=3)
+    assert "error rate" in decide(P, 10, 11, stats(0, 0), failing, same).reason
+    assert decide(P, 100, 0, stats(0, 0), stats(0, 0), same).action == "promote"
+    # accuracy would roll back (-2.5 %), the scores alone decide when given
+    assert decide(P, 10, 11, stats(1000, 800), stats(500, 390), same).action == "inconclusive"

@@ -1,7 +1,8 @@
-"""``hpm-ray serve`` (run the A/B app) and ``hpm-ray ab start|status|expand|rollback|promote`` (talk to it).
+"""``hpm-ray serve`` (run the A/B app), ``hpm-ray ab start|status|expand|rollback|promote`` (talk to it) and
+``hpm-ray ab simulate`` (the rollout test's error rate and power on realistic label streams, offline).
 
-``ab`` commands are HTTP clients of a running app, so they work from any machine that can reach it; the
-admin token comes from ``--token`` or ``$HPM_RAY_SERVE_TOKEN``.
+``ab`` commands other than ``simulate`` are HTTP clients of a running app, so they work from any machine that
+can reach it; the admin token comes from ``--token`` or ``$HPM_RAY_SERVE_TOKEN``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hpm_ray.cli import add_runtime_args, port_number
+    from hpm_ray.cli import add_runtime_args, port_number, positive_int
 
     s = sub.add_parser("serve", help="serve a registered model with weighted A/B routing on Ray Serve")
     s.add_argument("--config", default=None, help="Serve config YAML (default: serve/ab.yaml if present)")
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runtime_args(s)
     s.set_defaults(func=_serve)
 
-    ab = sub.add_parser("ab", help="staged rollout on a running A/B app: start, status, expand, rollback, promote")
+    ab = sub.add_parser("ab", help="staged rollout on a running A/B app (start, status, expand, rollback, promote); "
+                                    "simulate its test offline")
     actions = ab.add_subparsers(dest="ab_command", metavar="ACTION", required=True, parser_class=type(ab))
     for name, help_text in (
         ("start", "put a challenger version on a share of traffic and start the staged rollout"),
@@ -51,6 +53,34 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--challenger", required=True, help="version (or alias) to roll out")
             p.add_argument("--traffic", type=float, default=10.0, help="challenger's first share in percent (default 10)")
         p.set_defaults(func=_ab)
+
+    sim = actions.add_parser("simulate", help="error rate, power and labels to a decision of the rollout's sequential "
+                                              "test, on resampled real per-row losses (no app needed)")
+    sim.add_argument("--config", default=None, help="serve config YAML whose rollout.test to use (default: serve/ab.yaml if present)")
+    sim.add_argument("--scenario", required=True, choices=("aa", "better", "worse"),
+                     help="aa: equal means (false decisions); better/worse: challenger's mean loss changed by --effect")
+    sim.add_argument("--effect", type=finite_float, default=0.02, help="relative change of the challenger's mean log loss (default 0.02)")
+    sim.add_argument("--paired", action="store_true", help="shadow design: both models score every labelled row")
+    sim.add_argument("--label-rate", type=finite_float, default=20.0, help="labelled records per second (default 20)")
+    sim.add_argument("--label-delay-s", type=finite_float, default=0.0, help="seconds from prediction to label (default 0)")
+    sim.add_argument("--hours", type=finite_float, default=None, help="horizon (default: the test's max_duration_s)")
+    sim.add_argument("--runs", type=positive_int, default=2000, help="simulated rollouts (default 2000)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
+    sim.set_defaults(func=_simulate)
+
+
+def finite_float(text: str) -> float:
+    """argparse type for a finite real number, refused in one line otherwise."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _serve_args(path: str | None) -> tuple[dict, dict]:
@@ -72,6 +102,47 @@ def _serve_args(path: str | None) -> tuple[dict, dict]:
     args = dict(apps[0].get("args") or {})
     args.setdefault("app_name", apps[0].get("name", "hpm-ab"))
     return args, dict(data.get("http_options") or {})
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from hpm_ray.config import validate_spec
+    from hpm_ray.serving.policy import RolloutPolicy
+    from hpm_ray.serving.simulate import simulate
+
+    app_args, _ = _serve_args(args.config)
+    source = args.config or "serve/ab.yaml"
+    rollout = app_args.get("rollout") or {}
+    if not isinstance(rollout, dict):
+        raise SpecError(f"{source}: rollout must be a mapping of settings")
+    policy = validate_spec(RolloutPolicy, rollout, f"{source} rollout")
+    share = app_args.get("challenger_traffic")
+    share = policy.steps[0] if share is None else share
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 100:
+        raise SpecError(f"{source}: challenger_traffic must be a percentage in (0, 100), got {share!r}")
+    r = simulate(policy.test, args.scenario, effect=args.effect, paired=args.paired, challenger_share=share / 100.0,
+                 label_rate=args.label_rate, label_delay_s=args.label_delay_s, hours=args.hours, runs=args.runs,
+                 seed=args.seed)
+    t = policy.test
+    design = "paired (shadow scores every row)" if r.paired else f"unpaired (challenger {share:g}% of labelled rows)"
+    print(f"scenario {r.scenario}, effect {r.effect:+.1%} on mean log loss, {design}; {r.runs} runs, up to "
+          f"{r.max_labels:,} labels ({r.max_labels / args.label_rate / 3600:.2f} h at {args.label_rate:g}/s, delay "
+          f"{args.label_delay_s:g} s); alpha {t.alpha:g}, margin {t.margin:g}, optimised for {t.optimise_for:,} labels, "
+          f"min {t.min_labels} per variant")
+    if t.score != "log_loss":
+        print(f"  (the streams are log losses; the configured score is {t.score}: rates carry over only roughly)")
+    for name, count in (("promote", r.promote), ("rollback", r.rollback), ("inconclusive", r.inconclusive)):
+        lo, hi = r.interval(count)
+        print(f"  {name:<13}{count / r.runs:7.1%}  (95% CI {lo:.1%} - {hi:.1%})")
+    if r.scenario == "aa":
+        lo, hi = r.interval(r.promote + r.rollback)
+        print(f"  false decisions {(r.promote + r.rollback) / r.runs:.1%} (95% CI {lo:.1%} - {hi:.1%}), alpha {t.alpha:g}")
+    if r.median_labels is None:
+        print("  no run decided")
+    else:
+        print(f"  median to a decision: {r.median_labels:,.0f} labels, {r.median_hours:.2f} h   (simulated in {r.seconds:.0f} s)")
+    if args.json:
+        print(json.dumps(r.summary()))
+    return 0
 
 
 def _interrupt(signum, frame):

@@ -1,9 +1,17 @@
-"""Staged rollout decisions: hold, expand to the next traffic step, roll back, or promote. Pure.
+"""Staged rollout decisions: hold, expand to the next traffic step, roll back, promote, or inconclusive. Pure.
 
-A step needs ``min_samples`` labelled requests on both variants, ``min_duration_s`` at the current step,
-and challenger accuracy beating the champion's by ``min_improvement`` (relative). A challenger worse by
-that margin, or erroring more than ``max_error_rate``, is rolled back. At the last step it is promoted
-(through the registry's quality gates, by the caller).
+A challenger erroring more than ``max_error_rate`` is rolled back; at the last step it is promoted (through
+the registry's quality gates, by the caller). Otherwise a step needs ``min_duration_s`` at the current step
+and evidence on quality, in one of two ways:
+
+- given per-variant score streams (:class:`ScoreStats`: moments of a proper score per labelled record), the
+  anytime-valid sequential test of :mod:`hpm_ray.serving.sequential` (``policy.test``) decides: expand when
+  it shows the challenger better, roll back when worse, ``inconclusive`` (end the experiment, the champion
+  keeps all traffic) at its time or sample limit; its false-decision rate is ``test.alpha`` however often
+  this is called;
+- without them, the older rule: ``min_samples`` labelled requests on both variants and challenger accuracy
+  beating the champion's by ``min_improvement`` (relative), rolled back when worse by that margin. Re-checked
+  on growing counts, its error rate is not controlled (see ``hpm-ray ab simulate``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 from pydantic import Field, field_validator
 
 from hpm_ray.config import Spec
+from hpm_ray.serving.sequential import Moments, SequentialTest, evaluate
 
 
 class RolloutPolicy(Spec):
@@ -23,6 +32,7 @@ class RolloutPolicy(Spec):
     max_error_rate: float = Field(0.05, ge=0, le=1)
     min_requests_for_errors: int = Field(20, ge=1)
     auto: bool = True
+    test: SequentialTest = Field(default_factory=SequentialTest)  # the anytime-valid test on proper scores
 
     @field_validator("steps")
     @classmethod
@@ -53,18 +63,40 @@ class VariantStats:
 
 
 @dataclass(frozen=True)
+class ScoreStats:
+    """Score moments (lower is better) since the experiment began, per variant; ``diffs`` when a shadow scores
+    the champion's rows too (per-row challenger - champion), which the test then uses instead."""
+
+    champion: Moments
+    challenger: Moments
+    elapsed_s: float  # since the experiment began: the test's max_duration_s counts from there
+    diffs: Moments | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
-    action: str  # "hold" | "expand" | "rollback" | "promote"
+    action: str  # "hold" | "expand" | "rollback" | "promote" | "inconclusive" (champion keeps all traffic)
     reason: str
     traffic: float | None = None  # the challenger's new share (percent) for "expand"
 
 
-def decide(policy: RolloutPolicy, traffic: float, seconds_at_step: float, champion: VariantStats, challenger: VariantStats) -> Decision:
-    """What the rollout should do now, given the challenger's current share and both variants' stats."""
+def decide(policy: RolloutPolicy, traffic: float, seconds_at_step: float, champion: VariantStats, challenger: VariantStats,
+           scores: ScoreStats | None = None) -> Decision:
+    """What the rollout should do now, given the challenger's current share and both variants' stats.
+
+    Examples
+    --------
+    >>> from hpm_ray.serving.sequential import Moments
+    >>> s = ScoreStats(Moments.of([0.5, 0.7] * 500), Moments.of([0.2, 0.4] * 500), elapsed_s=600)
+    >>> decide(RolloutPolicy(), 10, 120, VariantStats(), VariantStats(), s).action
+    'expand'
+    """
     if challenger.requests >= policy.min_requests_for_errors and challenger.error_rate > policy.max_error_rate:
         return Decision("rollback", f"challenger error rate {challenger.error_rate:.1%} > {policy.max_error_rate:.1%}")
     if traffic >= policy.steps[-1]:
         return Decision("promote", f"challenger at {traffic:g}% of traffic")
+    if scores is not None:
+        return _sequential(policy, traffic, seconds_at_step, scores)
     if seconds_at_step < policy.min_duration_s:
         return Decision("hold", f"{seconds_at_step:.0f}s of {policy.min_duration_s:g}s at {traffic:g}%")
     if min(champion.labelled, challenger.labelled) < policy.min_samples:
@@ -76,3 +108,13 @@ def decide(policy: RolloutPolicy, traffic: float, seconds_at_step: float, champi
     if improvement <= -policy.min_improvement:
         return Decision("rollback", f"challenger worse: {detail}")
     return Decision("hold", f"not decisive yet: {detail}")
+
+
+def _sequential(policy: RolloutPolicy, traffic: float, seconds_at_step: float, scores: ScoreStats) -> Decision:
+    """The sequential test's verdict as a rollout action; a step up still waits ``min_duration_s`` (guardrails)."""
+    v = evaluate(policy.test, scores.champion, scores.challenger, scores.elapsed_s, scores.diffs)
+    if v.outcome == "expand" and seconds_at_step < policy.min_duration_s:
+        return Decision("hold", f"{seconds_at_step:.0f}s of {policy.min_duration_s:g}s at {traffic:g}%; {v.reason}")
+    if v.outcome == "expand":
+        return Decision("expand", v.reason, policy.next_step(traffic))
+    return Decision(v.outcome, v.reason)
