@@ -7,7 +7,8 @@ Methods:
 - ``hybrid``: both, in one table; ``auto``: hpm above 10,000 rows or 50 features, legacy under 1,000 rows,
   hpm in between.
 Every student row carries the test scores of its hard-label twin: the same type and search space, trained
-on one-hot labels with the same trial budget.
+on one-hot labels with the same trial budget. Every tuned model (twins too) is served calibrated
+(:mod:`hpm_ray.distill.calibration`): test scores, ``predict_proba`` and ``best_model`` use those probabilities.
 """
 
 from __future__ import annotations
@@ -309,18 +310,19 @@ class AutoDistiller:
             if r["status"] == "ok" and task.stage in (*STUDENT_STAGES, "twin"):
                 model = r["model"]
                 t = time.perf_counter()
-                proba = model.predict_proba(sp.X_test)
+                proba = r["calibrated"].predict_proba(sp.X_test)  # the served probabilities
                 row["predict_ms_per_1k"] = (time.perf_counter() - t) * 1000.0 * 1000.0 / len(sp.X_test)
                 row.update(test_metrics(sp.y_test, proba, self.teacher_test))
                 row["size"] = model.size()
                 row["size_kb"] = model.size_bytes() / 1024.0
+                row["calibration"] = r["calibration"]
             if "chain_step" in r:
                 row["chain_step"] = r["chain_step"]
                 row["chain_gain"] = r.get("chain_gain", float("nan"))
             rows.append(row)
         df = pd.DataFrame(rows)
         twins = df[df.stage == "twin"].set_index(["method", "student"])
-        for col in ("auc", "accuracy"):
+        for col in ("auc", "accuracy", "ece", "brier"):
             if col in df:
                 df[f"twin_{col}"] = [twins[col].get((m, st), np.nan) if stage in STUDENT_STAGES else np.nan
                                      for m, st, stage in zip(df.method, df.student, df.stage)]
@@ -337,7 +339,8 @@ class AutoDistiller:
         return int(cand.val_score.idxmax() if hib else cand.val_score.idxmin())
 
     def best_model(self):
-        return self.records[self._best_index()]["model"]
+        """The best student as served: temperature undone, calibrated on validation (a scikit-learn classifier)."""
+        return self.records[self._best_index()]["calibrated"]
 
     def predict_proba(self, X) -> np.ndarray:
         return self.best_model().predict_proba(X)
@@ -357,12 +360,14 @@ class AutoDistiller:
             "wall_time_s": round(self.timings["total"], 3),
             "n_fits": int(df.n_fits.sum()),
             "n_configs_evaluated": int(len(evaluated)),
-            "teacher": {k: _num(tm[k]) for k in ("auc", "accuracy", "log_loss", "ks")} | {"name": self.teacher_name},
+            "teacher": {k: _num(tm[k]) for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier")}
+                       | {"name": self.teacher_name},
             "best": {"student": b.student, "temperature": float(b.temperature), "alpha": float(b.alpha),
-                     "params": json.loads(b.params),
-                     **{k: _num(b[k]) for k in ("auc", "accuracy", "log_loss", "ks", "fidelity", "predict_ms_per_1k")},
+                     "params": json.loads(b.params), "calibration": b.calibration,
+                     **{k: _num(b[k]) for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier", "fidelity",
+                                                "predict_ms_per_1k")},
                      "model_uri": model_uri},
-            "hard_label_twin": {"auc": _num(b.twin_auc), "accuracy": _num(b.twin_accuracy)},
+            "hard_label_twin": {k: _num(b[f"twin_{k}"]) for k in ("auc", "accuracy", "ece", "brier")},
         }
 
     def generate_report(self, path) -> str:

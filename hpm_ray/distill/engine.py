@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hpm_ray.distill.calibration import CalibratedStudent
 from hpm_ray.distill.evaluate import HIGHER_IS_BETTER, better, score
 from hpm_ray.distill.soft_targets import soft_targets, soften
 from hpm_ray.distill.students import STUDENTS, SoftStudent
@@ -44,7 +45,8 @@ class ConfigTask:
     metric: str = "ks"
     seed: int = 0
     stage: str = "full"
-    keep_model: bool = True  # False: the record carries validation probabilities only (screening, probes)
+    keep_model: bool = True  # False: the record carries validation probabilities only (screening, probes);
+    # True: also the fitted student ("model") and the calibrated estimator that is served ("calibrated")
     student_cls: type[SoftStudent] | None = None  # resolved on the driver so plug-in types reach workers
 
 
@@ -159,9 +161,13 @@ def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> di
         for params in task.warm_params[: max(1, task.n_trials // 2)]:
             study.enqueue_trial(params, skip_if_exists=True)
         study.optimize(lambda trial: fit_and_score(cls.suggest(trial)), n_trials=task.n_trials)
+    # what is served: the best fit with its temperature undone and a calibrator chosen on validation
+    served = CalibratedStudent(best["model"], task.temperature).fit(payload["X_val"], payload["y_val"]) \
+        if task.keep_model else None
     return {"key": task.key, "status": "ok", "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "",
             "attempt": _attempt(), "val_score": best["score"], "params": best["params"],
-            "model": best["model"] if task.keep_model else None, "val_proba": best["val_proba"], "history": history,
+            "model": best["model"] if task.keep_model else None, "calibrated": served,
+            "calibration": served.method_ if served else "", "val_proba": best["val_proba"], "history": history,
             "top": sorted(tried, key=lambda sp: -sp[0] if HIGHER_IS_BETTER[task.metric] else sp[0])[:3], "n_fits": len(history),
             "fit_seconds": time.perf_counter() - t0}
 
