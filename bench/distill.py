@@ -98,7 +98,7 @@ def bench_compare(X, y, rows: int, seed: int) -> None:
     ray.get([ray.remote(num_cpus=1)(_import_students).remote() for _ in range(4)])
 
     d = AutoDistiller(X, y, method="hybrid", max_rows=rows, seed=seed,
-                      memory_path=os.path.join(tempfile.mkdtemp(), "memory.json"))  # cold memory: fair to hpm
+                      memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal"))  # cold memory: fair to hpm
     df = d.run()
     print(f"\n== legacy vs hpm: credit data subsampled to {rows:,} rows (stratified), seed {seed}, same cached teachers")
     print(f"teachers (OOF x{d.spec.teacher_folds} + final, 3 models): {d.timings['teachers']:.1f} s, not counted below")
@@ -147,7 +147,7 @@ def bench_memory(X, y, rows: int, trials: int, early: int = 3) -> None:
     """Run 1 fills an empty memory; run 2 (same data) and run 4 (other rows: seed 2) start warm; run 3 is cold."""
     from hpm_ray.distill.auto import AutoDistiller
 
-    mem = os.path.join(tempfile.mkdtemp(), "memory.json")
+    mem = os.path.join(tempfile.mkdtemp(), "memory.journal")
     kw = dict(method="hpm", max_rows=rows, hpm_trials=trials, chain=False, adaptive_temperature=False,
               temperatures=[2.0], alphas=[0.7], progress=False)
     first = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
@@ -170,7 +170,7 @@ def bench_quality(X, y, seeds: list[int], rows: int | None) -> None:
     res = []
     for s in seeds:
         d = AutoDistiller(X, y, method="hpm", seed=s, max_rows=rows,
-                          memory_path=os.path.join(tempfile.mkdtemp(), "memory.json"))
+                          memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal"))
         d.run()
         sm = d.summary()
         t, b, tw = sm["teacher"]["auc"], sm["best"], sm["hard_label_twin"]["auc"]

@@ -176,11 +176,15 @@ class AutoDistiller:
         s, sp = self.spec, self.splits
         memory = OptimizationMemory(self.memory_path) if s.shared_memory else None
         fp = fingerprint(sp.X_train, sp.n_classes)
-        keys = [*s.students, *map(_hard, s.students)]  # twins remember their own (hard-label) optimum
-        warm = {k: (memory.best_params(k, fp) if memory else []) for k in keys}
-        start = {st: (warm[st][0] if warm[st] else {}) for st in s.students}
+
+        def warm(student: str, t: float | None = None, a: float | None = None) -> list[dict]:
+            """Stored parameter sets for a config: its own best first, then the student's other configs'."""
+            return memory.best_params(student, fp, self.metric, t, a) if memory else []
+
+        start = {st: next(iter(warm(st)), {}) for st in s.students}  # the student's best anywhere
         queue = TaskQueue(ref, self.progress, "hpm")
-        twins = self._twins("hpm", s.hpm_trials, warm)
+        # twins remember their own (hard-label) optimum
+        twins = self._twins("hpm", s.hpm_trials, {_hard(st): warm(_hard(st), 1.0, 0.0) for st in s.students})
         queue.hold(twins)
         records: list[dict] = []
         temps = {st: FixedGrid().choose(None, None, s.temperatures) for st in s.students}  # unless a probe says otherwise
@@ -196,7 +200,8 @@ class AutoDistiller:
                 tasks = [self._task("hpm", "screen", st, t, a, fixed_params=start[st], **cheap) for _, t, a in grid]
                 queue.submit(tasks, batch_size(n_grid, queue.n_cpus))
             else:
-                tasks = [self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm[st]) for _, t, a in grid]
+                tasks = [self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm(st, t, a))
+                         for _, t, a in grid]
                 queue.submit(tasks)
             return tasks
 
@@ -229,9 +234,9 @@ class AutoDistiller:
             screened = list(queue.results(first))
             records += screened
             lap("hpm screening")
-            full = [self._task("hpm", "full", r["task"].student, r["task"].temperature, r["task"].alpha,
-                               n_trials=s.hpm_trials, warm_params=warm[r["task"].student])
-                    for r in promote(screened, s.max_configs, self.metric)]
+            full = [self._task("hpm", "full", t.student, t.temperature, t.alpha, n_trials=s.hpm_trials,
+                               warm_params=warm(t.student, t.temperature, t.alpha))
+                    for t in (r["task"] for r in promote(screened, s.max_configs, self.metric))]
             queue.submit(full)
         done = list(queue.results(full))
         records += done
@@ -252,12 +257,12 @@ class AutoDistiller:
         records += twin_recs
         lap("hpm twins (rest)")
         if memory:
-            for r in done + twin_recs:  # the best few parameter sets of every tuned config, kept per student type
+            for r in done + twin_recs:  # the best few parameter sets of every tuned config
                 if r["status"] == "ok":
-                    key = r["task"].student if r["task"].stage == "full" else _hard(r["task"].student)
+                    t = r["task"]
+                    student = t.student if t.stage == "full" else _hard(t.student)
                     for sc, params in r["top"]:
-                        memory.record(key, fp, params, sc, higher_is_better=better(self.metric, 1.0, 0.0))
-            memory.save()
+                        memory.record(student, fp, self.metric, t.temperature, t.alpha, params, sc)
         return records
 
     def _best_by_type(self, records: list[dict], stage: str) -> dict[str, dict]:
