@@ -71,6 +71,21 @@ def test_multiclass_students_with_categoricals_and_missing(name):
     assert s.size() > 0 and s.get_params()["random_state"] == 0
 
 
+@pytest.mark.parametrize("name", ["tree", "tree4"])
+def test_soft_tree_leaves_count_real_rows_like_the_twins(name, credit_small, credit_teacher):
+    """Weighted duplication made min_samples_leaf count copies: soft leaves held half the twin's real rows."""
+    X, y = credit_small
+    kw = {"soft_mode": "duplicate"} if name == "tree4" else {"max_depth": 8}
+    soft = make_student(name, {"min_samples_leaf": 60, **kw}).fit(X, y, soft_targets=soft_targets(credit_teacher, y, 2.0, 0.7))
+    hard = make_student(name, {"min_samples_leaf": 60, **kw}).fit(X, y)
+    def rows_per_leaf(m):
+        leaf = m.tree_model_.apply(m.encode(X)) if name == "tree4" else m.model_[-1].apply(m.model_[0].transform(X))
+        return np.bincount(leaf)[np.unique(leaf)]
+
+    assert rows_per_leaf(soft).min() >= 60 and rows_per_leaf(hard).min() >= 60
+    assert len(rows_per_leaf(soft)) <= len(X) // 60
+
+
 def test_unknown_student():
     with pytest.raises(SpecError, match="unknown student 'svm'"):
         make_student("svm")
