@@ -7,7 +7,8 @@ Methods:
 - ``hybrid``: both, in one table; ``auto``: hpm above 10,000 rows or 50 features, legacy under 1,000 rows,
   hpm in between.
 Every student row carries the test scores of its hard-label twin: the same type and search space, trained
-on one-hot labels with the same trial budget. Every tuned model (twins too) is served calibrated
+on one-hot labels in as many studies of the same trial budget as the type has tuned configs (legacy: the
+grid; hpm: the configs promoted to full budget), the best on validation. Every tuned model (twins too) is served calibrated
 (:mod:`hpm_ray.distill.calibration`): test scores, ``predict_proba`` and ``best_model`` use those probabilities.
 """
 
@@ -17,6 +18,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
@@ -153,20 +155,24 @@ class AutoDistiller:
         return X_aug, self.fuse([m.predict_proba(X_aug) for m in ts.models])
 
     # --- methods --------------------------------------------------------------------------------------
-    def _task(self, method: str, stage: str, student: str, t: float, a: float, **kw) -> ConfigTask:
-        key = f"{method}:{stage}:{student}:T{t:g}:a{a:g}"
+    def _task(self, method: str, stage: str, student: str, t: float, a: float, study: int = 0, **kw) -> ConfigTask:
+        key = f"{method}:{stage}:{student}:T{t:g}:a{a:g}" + (f":{study}" if study else "")
         return ConfigTask(key=key, student=student, temperature=t, alpha=a, metric=self.metric,
                           seed=self.spec.seed, stage=stage, **kw)
 
-    def _twins(self, method: str, n_trials: int, warm: dict[str, list]) -> list[ConfigTask]:
-        return [self._task(method, "twin", st, 1.0, 0.0, n_trials=n_trials, warm_params=warm.get(_hard(st), []))
-                for st in self.spec.students]
+    def _twins(self, method: str, n_trials: int, studies: dict[str, range], warm: dict[str, list]) -> list[ConfigTask]:
+        """Hard-label twin studies: as many per student type as it has tuned configs, so the twin gets the same
+        number of fits and the same freedom of selection (its best study on validation is the twin)."""
+        return [self._task(method, "twin", st, 1.0, 0.0, i, n_trials=n_trials, warm_params=warm.get(_hard(st), []))
+                for st in self.spec.students for i in studies[st]]
 
     def _run_legacy(self, ref) -> list[dict]:
         s = self.spec
         grid = config_grid(s.students, {st: s.temperatures for st in s.students}, s.alphas)
         tasks = [self._task("legacy", "full", st, t, a, n_trials=s.legacy_trials) for st, t, a in grid]
-        return run_tasks(ref, tasks + self._twins("legacy", s.legacy_trials, {}), self.progress, "legacy")
+        per_type = range(len(s.temperatures) * len(s.alphas))
+        twins = self._twins("legacy", s.legacy_trials, {st: per_type for st in s.students}, {})
+        return run_tasks(ref, tasks + twins, self.progress, "legacy")
 
     def _run_hpm(self, ref) -> list[dict]:
         """Probes -> screening -> full budget -> chain on one task queue: a student's screening starts as soon as
@@ -184,8 +190,9 @@ class AutoDistiller:
         start = {st: next(iter(warm(st)), {}) for st in s.students}  # the student's best anywhere
         queue = TaskQueue(ref, self.progress, "hpm")
         # twins remember their own (hard-label) optimum
-        twins = self._twins("hpm", s.hpm_trials, {_hard(st): warm(_hard(st), 1.0, 0.0) for st in s.students})
-        queue.hold(twins)
+        twin_warm = {_hard(st): warm(_hard(st), 1.0, 0.0) for st in s.students}
+        twins = self._twins("hpm", s.hpm_trials, {st: range(1) for st in s.students}, twin_warm)
+        queue.hold(twins)  # one study per type now; one more per further config that reaches the full budget
         records: list[dict] = []
         temps = {st: FixedGrid().choose(None, None, s.temperatures) for st in s.students}  # unless a probe says otherwise
         probing = s.adaptive_temperature and len(s.temperatures) > s.temperatures_per_student
@@ -238,6 +245,10 @@ class AutoDistiller:
                                warm_params=warm(t.student, t.temperature, t.alpha))
                     for t in (r["task"] for r in promote(screened, s.max_configs, self.metric))]
             queue.submit(full)
+        n_full = Counter(t.student for t in full)
+        more = self._twins("hpm", s.hpm_trials, {st: range(1, n_full[st]) for st in s.students}, twin_warm)
+        queue.hold(more)
+        twins += more
         done = list(queue.results(full))
         records += done
         lap("hpm full budget")
@@ -326,7 +337,10 @@ class AutoDistiller:
                 row["chain_gain"] = r.get("chain_gain", float("nan"))
             rows.append(row)
         df = pd.DataFrame(rows)
-        twins = df[df.stage == "twin"].set_index(["method", "student"])
+        # a type's twin is its best twin study on validation (the same selection its soft configs get)
+        hib = better(self.metric, 1.0, 0.0)
+        twins = (df[(df.stage == "twin") & (df.status == "ok")].sort_values("val_score", ascending=not hib)
+                 .drop_duplicates(["method", "student"]).set_index(["method", "student"]))
         for col in ("auc", "accuracy", "ece", "brier"):
             if col in df:
                 df[f"twin_{col}"] = [twins[col].get((m, st), np.nan) if stage in STUDENT_STAGES else np.nan
