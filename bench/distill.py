@@ -198,7 +198,8 @@ def bench_calibration(X, y, rows: int | None) -> None:
     print(f"\n== calibration: lgbm student, alpha 0.9, 10 trials per T, credit data ({rows or len(y):,} rows); "
           f"validation base rate {sp.y_val.mean():.3f}, test base rate {sp.y_test.mean():.3f}")
     print("T    | raw mean P | served mean P | raw ECE | served ECE | calibrator  | test AUC raw / served")
-    for r in sorted((r for r in d.records if r["status"] == "ok"), key=lambda r: (r["task"].stage, r["task"].temperature)):
+    ok = [r for r in d.records if r["status"] == "ok"]
+    for r in sorted(ok, key=lambda r: (r["task"].stage, r["task"].temperature, r["task"].key)):
         raw, served = r["model"].predict_proba(sp.X_test), r["calibrated"].predict_proba(sp.X_test)
         name = "twin" if r["task"].stage == "twin" else f"{r['task'].temperature:g}"
         print(f"{name:4} | {raw[:, 1].mean():10.3f} | {served[:, 1].mean():13.3f} | {ece(sp.y_test, raw):7.4f} | "

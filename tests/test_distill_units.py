@@ -76,8 +76,10 @@ def test_soft_tree_leaves_count_real_rows_like_the_twins(name, credit_small, cre
     """Weighted duplication made min_samples_leaf count copies: soft leaves held half the twin's real rows."""
     X, y = credit_small
     kw = {"soft_mode": "duplicate"} if name == "tree4" else {"max_depth": 8}
-    soft = make_student(name, {"min_samples_leaf": 60, **kw}).fit(X, y, soft_targets=soft_targets(credit_teacher, y, 2.0, 0.7))
+    q = soft_targets(credit_teacher, y, 2.0, 0.7)
+    soft = make_student(name, {"min_samples_leaf": 60, **kw}).fit(X, y, soft_targets=q)
     hard = make_student(name, {"min_samples_leaf": 60, **kw}).fit(X, y)
+
     def rows_per_leaf(m):
         leaf = m.tree_model_.apply(m.encode(X)) if name == "tree4" else m.model_[-1].apply(m.model_[0].transform(X))
         return np.bincount(leaf)[np.unique(leaf)]

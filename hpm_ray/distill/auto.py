@@ -8,8 +8,9 @@ Methods:
   hpm in between.
 Every student row carries the test scores of its hard-label twin: the same type and search space, trained
 on one-hot labels in as many studies of the same trial budget as the type has tuned configs (legacy: the
-grid; hpm: the configs promoted to full budget), the best on validation. Every tuned model (twins too) is served calibrated
-(:mod:`hpm_ray.distill.calibration`): test scores, ``predict_proba`` and ``best_model`` use those probabilities.
+grid; hpm: the configs promoted to full budget), the best on validation. Every tuned model (twins too) is
+served calibrated (:mod:`hpm_ray.distill.calibration`): test scores, ``predict_proba`` and ``best_model``
+use those probabilities.
 """
 
 from __future__ import annotations

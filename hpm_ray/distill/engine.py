@@ -121,7 +121,8 @@ def make_sampler(task: ConfigTask):
     """TPE (multivariate by default in Optuna 5) seeded from the config's key, learning within its budget."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=study_seed(task.key, task.seed), n_startup_trials=startup_trials(task.n_trials))
+    return optuna.samplers.TPESampler(seed=study_seed(task.key, task.seed),
+                                      n_startup_trials=startup_trials(task.n_trials))
 
 
 def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> dict:
@@ -164,7 +165,8 @@ def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> di
     # what is served: the best fit with its temperature undone and a calibrator chosen on validation
     served = CalibratedStudent(best["model"], task.temperature).fit(payload["X_val"], payload["y_val"]) \
         if task.keep_model else None
-    return {"key": task.key, "status": "ok", "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else "",
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""  # "" in-process (unit tests)
+    return {"key": task.key, "status": "ok", "node_id": node,
             "attempt": _attempt(), "val_score": best["score"], "params": best["params"],
             "model": best["model"] if task.keep_model else None, "calibrated": served,
             "calibration": served.method_ if served else "", "val_proba": best["val_proba"], "history": history,

@@ -99,6 +99,6 @@ class OptimizationMemory:
         import optuna
 
         direction = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
-        study = optuna.create_study(storage=self.storage, study_name=config_key(student, temperature, alpha, metric, fp),
-                                    direction=direction, load_if_exists=True)
+        name = config_key(student, temperature, alpha, metric, fp)
+        study = optuna.create_study(storage=self.storage, study_name=name, direction=direction, load_if_exists=True)
         study.add_trial(optuna.trial.create_trial(value=float(score), user_attrs={_PARAMS: params}))
