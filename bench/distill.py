@@ -6,10 +6,13 @@
 3. Shared memory: trials a warm-started study needs to reach the best validation score of a cold one.
 4. --quality-seeds: hpm on the bundled credit data per seed: best student (<= 100 trees) test AUC vs teacher
    and vs its hard-label twin.
+5. calibration: a LightGBM student at alpha 0.9 and T = 0.5 / 1 / 3 (10 trials each): mean P(class 1) and ECE
+   on test, raw (temperature still in) vs served (temperature undone, calibrated on validation), and its twin.
 Rows may be subsampled (--rows) so legacy's 640+ fits fit in minutes on 2 cores; the output says so.
 
     python bench/distill.py --rows 6000
     python bench/distill.py --parts '' --quality-seeds 0,1,2
+    python bench/distill.py --parts calibration --calibration-rows 0   # 0: every row
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def bench_compare(X, y, rows: int, seed: int) -> None:
     ray.get([ray.remote(num_cpus=1)(_import_students).remote() for _ in range(4)])
 
     d = AutoDistiller(X, y, method="hybrid", max_rows=rows, seed=seed,
-                      memory_path=os.path.join(tempfile.mkdtemp(), "memory.json"))  # cold memory: fair to hpm
+                      memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal"))  # cold memory: fair to hpm
     df = d.run()
     print(f"\n== legacy vs hpm: credit data subsampled to {rows:,} rows (stratified), seed {seed}, same cached teachers")
     print(f"teachers (OOF x{d.spec.teacher_folds} + final, 3 models): {d.timings['teachers']:.1f} s, not counted below")
@@ -147,7 +150,7 @@ def bench_memory(X, y, rows: int, trials: int, early: int = 3) -> None:
     """Run 1 fills an empty memory; run 2 (same data) and run 4 (other rows: seed 2) start warm; run 3 is cold."""
     from hpm_ray.distill.auto import AutoDistiller
 
-    mem = os.path.join(tempfile.mkdtemp(), "memory.json")
+    mem = os.path.join(tempfile.mkdtemp(), "memory.journal")
     kw = dict(method="hpm", max_rows=rows, hpm_trials=trials, chain=False, adaptive_temperature=False,
               temperatures=[2.0], alphas=[0.7], progress=False)
     first = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
@@ -170,7 +173,7 @@ def bench_quality(X, y, seeds: list[int], rows: int | None) -> None:
     res = []
     for s in seeds:
         d = AutoDistiller(X, y, method="hpm", seed=s, max_rows=rows,
-                          memory_path=os.path.join(tempfile.mkdtemp(), "memory.json"))
+                          memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal"))
         d.run()
         sm = d.summary()
         t, b, tw = sm["teacher"]["auc"], sm["best"], sm["hard_label_twin"]["auc"]
@@ -183,6 +186,27 @@ def bench_quality(X, y, seeds: list[int], rows: int | None) -> None:
           f"(student - twin {b - tw:+.4f}, target >= 0)")
 
 
+def bench_calibration(X, y, rows: int | None) -> None:
+    from hpm_ray.distill.auto import AutoDistiller
+    from hpm_ray.metrics import expected_calibration_error as ece
+    from hpm_ray.metrics import roc_auc
+
+    d = AutoDistiller(X, y, method="legacy", students=["lgbm"], temperatures=[0.5, 1.0, 3.0], alphas=[0.9],
+                      legacy_trials=10, max_rows=rows, progress=False)
+    d.run()
+    sp = d.splits
+    print(f"\n== calibration: lgbm student, alpha 0.9, 10 trials per T, credit data ({rows or len(y):,} rows); "
+          f"validation base rate {sp.y_val.mean():.3f}, test base rate {sp.y_test.mean():.3f}")
+    print("T    | raw mean P | served mean P | raw ECE | served ECE | calibrator  | test AUC raw / served")
+    ok = [r for r in d.records if r["status"] == "ok"]
+    for r in sorted(ok, key=lambda r: (r["task"].stage, r["task"].temperature, r["task"].key)):
+        raw, served = r["model"].predict_proba(sp.X_test), r["calibrated"].predict_proba(sp.X_test)
+        name = "twin" if r["task"].stage == "twin" else f"{r['task'].temperature:g}"
+        print(f"{name:4} | {raw[:, 1].mean():10.3f} | {served[:, 1].mean():13.3f} | {ece(sp.y_test, raw):7.4f} | "
+              f"{ece(sp.y_test, served):10.4f} | {r['calibration']:11} | {roc_auc(sp.y_test, raw):.4f} / "
+              f"{roc_auc(sp.y_test, served):.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=6000, help="rows for legacy vs hpm and the memory bench")
@@ -190,9 +214,10 @@ def main() -> None:
     ap.add_argument("--share-mb", type=int, default=200)
     ap.add_argument("--share-tasks", type=int, default=8)
     ap.add_argument("--memory-trials", type=int, default=10)
-    ap.add_argument("--parts", default="sharing,compare,memory", help="comma-separated: sharing, compare, memory")
+    ap.add_argument("--parts", default="sharing,compare,memory", help="comma-separated: sharing, compare, memory, calibration")
     ap.add_argument("--quality-seeds", default="", help="e.g. 0,1,2 (runs hpm on the credit data per seed)")
     ap.add_argument("--quality-rows", type=int, default=None)
+    ap.add_argument("--calibration-rows", type=int, default=6000, help="0: every row")
     a = ap.parse_args()
 
     from hpm_ray.datasets import load_credit_default
@@ -207,6 +232,8 @@ def main() -> None:
         bench_compare(X, y, a.rows, a.seed)
     if "memory" in parts:
         bench_memory(X, y, a.rows, a.memory_trials)
+    if "calibration" in parts:
+        bench_calibration(X, y, a.calibration_rows or None)
     if a.quality_seeds:
         bench_quality(X, y, [int(s) for s in a.quality_seeds.split(",")], a.quality_rows)
 

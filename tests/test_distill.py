@@ -78,11 +78,15 @@ def test_teacher_probabilities_are_put_once_and_read_zero_copy(ray_session, cred
     assert puts == [dict]  # the payload (with the teacher-labelled synthetic rows), once
     assert d.n_augmented == int(0.2 * len(d.splits.y_train))
     ok = [r for r in d.records if r["status"] == "ok"]
-    assert len(ok) == 6  # 4 configs + 2 hard-label twins
+    assert len(ok) == 8  # 4 configs + 2 hard-label twin studies per type (as many as its configs)
     assert all(r["payload_zero_copy"] for r in ok)
     # soft configs differ from each other: T changes the lgbm student
     lg = df[(df.student == "lgbm") & (df.stage == "full")]
     assert lg.auc.nunique() == 2 or lg.val_score.nunique() == 2
+    # fair twin: one hard-label study per soft config, and the one best on validation KS is the twin
+    tw = df[(df.stage == "twin") & (df.student == "lgbm")]
+    assert len(tw) == 2 and tw.key.nunique() == 2
+    assert (lg.twin_auc == tw.loc[tw.val_score.idxmax()].auc).all()
 
 
 def test_failing_config_does_not_abort_the_run(ray_session, credit, fitted_teacher, exploding_student):
@@ -95,7 +99,7 @@ def test_failing_config_does_not_abort_the_run(ray_session, credit, fitted_teach
                       temperatures=[1.0], alphas=[0.5, 0.9], legacy_trials=1, **SMALL)
     df = d.run()
     failed = df[df.status == "failed"]
-    assert set(failed.student) == {"exploding"} and len(failed) == 3  # 2 configs + its twin
+    assert set(failed.student) == {"exploding"} and len(failed) == 4  # 2 configs + its 2 twin studies
     assert failed.error.str.contains("boom in fit").all()
     assert (df[df.student == "tree"].status == "ok").all()
     assert d.summary()["best"]["student"] == "tree"
@@ -146,24 +150,39 @@ def test_hpm_shared_memory_warm_starts_the_second_run(ray_session, credit, tmp_p
 
     X, y = credit
     kw = dict(method="hpm", students=["lgbm", "logreg"], alphas=[0.5, 0.9], max_configs=3, hpm_trials=2,
-              memory_path=tmp_path / "memory.json", **SMALL)
+              memory_path=tmp_path / "memory.journal", **SMALL)
     first = AutoDistiller(X, y, **kw)
     df1 = first.run()
     stages = set(df1.stage)
     assert {"probe", "screen", "full", "twin"} <= stages
     assert (df1.stage == "full").sum() <= 3  # at most max_configs carried to full budget
-    best1 = {r["task"].student: r for r in first.records if r["task"].stage == "full" and r["status"] == "ok"}
-    stored = json.loads((tmp_path / "memory.json").read_text())
-    assert {k.split(":")[0] for k in stored} == set(best1) | {"lgbm+hard", "logreg+hard"}
+    for st in ("lgbm", "logreg"):  # a twin study per config of the type that reached the full budget
+        n_full = ((df1.stage == "full") & (df1.student == st)).sum()
+        assert ((df1.stage == "twin") & (df1.student == st)).sum() == max(1, n_full)
+    full1 = {(r["task"].student, r["task"].temperature, r["task"].alpha): r for r in first.records
+             if r["task"].stage == "full" and r["status"] == "ok"}
+    import optuna
+
+    from hpm_ray.distill.memory import OptimizationMemory
+
+    stored = optuna.get_all_study_names(OptimizationMemory(tmp_path / "memory.journal").storage)
+    assert {k.split("|")[0] for k in stored} == {st for st, _, _ in full1} | {"lgbm+hard", "logreg+hard"}
     second = AutoDistiller(X, y, **kw)
     second.run()
+    best1 = {}  # each student's best config of run 1 (selection by validation KS)
+    for (st, _, _), r in full1.items():
+        if st not in best1 or r["val_score"] > best1[st]["val_score"]:
+            best1[st] = r
     for r in second.records:
         t = r["task"]
-        if t.stage == "full" and t.student in best1:
-            assert t.warm_params and t.warm_params[0] == best1[t.student]["params"]
-            same = best1[t.student]["task"]
-            if (t.temperature, t.alpha) == (same.temperature, same.alpha):
-                assert r["history"][0] == pytest.approx(best1[t.student]["val_score"])
+        if t.stage != "full" or t.student not in best1:
+            continue
+        before = full1.get((t.student, t.temperature, t.alpha))
+        if before:  # the same config starts from its own best and scores it again in its first trial
+            assert t.warm_params[0] == before["params"]
+            assert r["history"][0] == pytest.approx(before["val_score"])
+        else:  # a config run 1 did not tune starts from the student's best elsewhere
+            assert t.warm_params[0] == best1[t.student]["params"]
 
 
 @pytest.mark.slow

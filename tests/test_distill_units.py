@@ -71,6 +71,23 @@ def test_multiclass_students_with_categoricals_and_missing(name):
     assert s.size() > 0 and s.get_params()["random_state"] == 0
 
 
+@pytest.mark.parametrize("name", ["tree", "tree4"])
+def test_soft_tree_leaves_count_real_rows_like_the_twins(name, credit_small, credit_teacher):
+    """Weighted duplication made min_samples_leaf count copies: soft leaves held half the twin's real rows."""
+    X, y = credit_small
+    kw = {"soft_mode": "duplicate"} if name == "tree4" else {"max_depth": 8}
+    q = soft_targets(credit_teacher, y, 2.0, 0.7)
+    soft = make_student(name, {"min_samples_leaf": 60, **kw}).fit(X, y, soft_targets=q)
+    hard = make_student(name, {"min_samples_leaf": 60, **kw}).fit(X, y)
+
+    def rows_per_leaf(m):
+        leaf = m.tree_model_.apply(m.encode(X)) if name == "tree4" else m.model_[-1].apply(m.model_[0].transform(X))
+        return np.bincount(leaf)[np.unique(leaf)]
+
+    assert rows_per_leaf(soft).min() >= 60 and rows_per_leaf(hard).min() >= 60
+    assert len(rows_per_leaf(soft)) <= len(X) // 60
+
+
 def test_unknown_student():
     with pytest.raises(SpecError, match="unknown student 'svm'"):
         make_student("svm")
@@ -81,14 +98,50 @@ def test_memory_round_trip_and_fingerprint(tmp_path, credit_small):
     fp = fingerprint(X, 2)
     assert fingerprint(X.iloc[:1500], 2) == fp  # same schema, same order of magnitude of rows
     assert fingerprint(X.iloc[:200], 2) != fp and fingerprint(X.drop(columns=["AGE"]), 2) != fp
-    mem = OptimizationMemory(tmp_path / "m.json", keep=2)
-    mem.record("lgbm", fp, {"n_estimators": 50}, 0.40, higher_is_better=True)
-    mem.record("lgbm", fp, {"n_estimators": 80}, 0.45, higher_is_better=True)
-    mem.record("lgbm", fp, {"n_estimators": 20}, 0.30, higher_is_better=True)
-    mem.save()
-    again = OptimizationMemory(tmp_path / "m.json")
-    assert again.best_params("lgbm", fp) == [{"n_estimators": 80}, {"n_estimators": 50}]
-    assert again.best_params("xgb", fp) == []
+    mem = OptimizationMemory(tmp_path / "m.journal", keep=2)
+    mem.record("lgbm", fp, "ks", 2.0, 0.7, {"n_estimators": 50}, 0.40)
+    mem.record("lgbm", fp, "ks", 2.0, 0.7, {"n_estimators": 80}, 0.45)
+    mem.record("lgbm", fp, "ks", 2.0, 0.7, {"n_estimators": 20}, 0.30)
+    again = OptimizationMemory(tmp_path / "m.journal")  # another process's view of the same file
+    assert again.best_params("lgbm", fp, "ks", 2.0, 0.7)[:2] == [{"n_estimators": 80}, {"n_estimators": 50}]
+    assert again.best_params("xgb", fp, "ks", 2.0, 0.7) == []
+    assert again.best_params("lgbm", fp, "log_loss", 2.0, 0.7) == []  # scores of another metric never mix
+
+
+def test_memory_keeps_each_configs_best_score(tmp_path):
+    """A parameter set keeps its best score per (student, T, alpha): a later, worse score elsewhere or of
+    the same config does not demote it (the JSON memory kept whichever config was recorded last)."""
+    mem = OptimizationMemory(tmp_path / "m.journal", keep=3)
+    a, b = {"C": 1.0}, {"C": 0.1}
+    mem.record("logreg", "fp", "ks", 1.0, 0.5, a, 0.40)
+    mem.record("logreg", "fp", "ks", 1.0, 0.5, b, 0.35)
+    mem.record("logreg", "fp", "ks", 3.0, 0.9, a, 0.10)  # another config: its own entry
+    mem.record("logreg", "fp", "ks", 1.0, 0.5, a, 0.20)  # a worse re-run of the same config
+    assert mem.best_params("logreg", "fp", "ks", 1.0, 0.5) == [a, b]
+    assert mem.best_params("logreg", "fp", "ks", 3.0, 0.9) == [a, b]  # its own first, then the others' best
+    mem.record("logreg", "fp", "log_loss", 1.0, 0.5, b, 0.45)
+    mem.record("logreg", "fp", "log_loss", 1.0, 0.5, a, 0.50)
+    assert mem.best_params("logreg", "fp", "log_loss", 2.0, 0.5) == [b, a]  # unseen config; lower is better
+    assert mem.best_params("logreg", "fp", "ks") == [a, b]  # the student's best anywhere
+
+
+def _write_many(args):
+    path, worker = args
+    mem = OptimizationMemory(path)
+    for i in range(30):
+        mem.record("tree", "fp", "ks", 1.0, 0.5, {"max_depth": worker * 100 + i}, float(i))
+
+
+def test_memory_writes_from_concurrent_processes_are_all_kept(tmp_path):
+    """Two processes appending to one memory at once lose nothing (the JSON file shared one temp file)."""
+    import multiprocessing as mp
+
+    path = str(tmp_path / "m.journal")
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_write_many, [(path, 1), (path, 2)])
+    mem = OptimizationMemory(path, keep=100)
+    got = mem.best_params("tree", "fp", "ks", 1.0, 0.5)
+    assert sorted(p["max_depth"] for p in got) == [w * 100 + i for w in (1, 2) for i in range(30)]
 
 
 def test_selection_helpers():

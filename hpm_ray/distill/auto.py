@@ -7,7 +7,10 @@ Methods:
 - ``hybrid``: both, in one table; ``auto``: hpm above 10,000 rows or 50 features, legacy under 1,000 rows,
   hpm in between.
 Every student row carries the test scores of its hard-label twin: the same type and search space, trained
-on one-hot labels with the same trial budget.
+on one-hot labels in as many studies of the same trial budget as the type has tuned configs (legacy: the
+grid; hpm: the configs promoted to full budget), the best on validation. Every tuned model (twins too) is
+served calibrated (:mod:`hpm_ray.distill.calibration`): test scores, ``predict_proba`` and ``best_model``
+use those probabilities.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
@@ -152,20 +156,24 @@ class AutoDistiller:
         return X_aug, self.fuse([m.predict_proba(X_aug) for m in ts.models])
 
     # --- methods --------------------------------------------------------------------------------------
-    def _task(self, method: str, stage: str, student: str, t: float, a: float, **kw) -> ConfigTask:
-        key = f"{method}:{stage}:{student}:T{t:g}:a{a:g}"
+    def _task(self, method: str, stage: str, student: str, t: float, a: float, study: int = 0, **kw) -> ConfigTask:
+        key = f"{method}:{stage}:{student}:T{t:g}:a{a:g}" + (f":{study}" if study else "")
         return ConfigTask(key=key, student=student, temperature=t, alpha=a, metric=self.metric,
                           seed=self.spec.seed, stage=stage, **kw)
 
-    def _twins(self, method: str, n_trials: int, warm: dict[str, list]) -> list[ConfigTask]:
-        return [self._task(method, "twin", st, 1.0, 0.0, n_trials=n_trials, warm_params=warm.get(_hard(st), []))
-                for st in self.spec.students]
+    def _twins(self, method: str, n_trials: int, studies: dict[str, range], warm: dict[str, list]) -> list[ConfigTask]:
+        """Hard-label twin studies: as many per student type as it has tuned configs, so the twin gets the same
+        number of fits and the same freedom of selection (its best study on validation is the twin)."""
+        return [self._task(method, "twin", st, 1.0, 0.0, i, n_trials=n_trials, warm_params=warm.get(_hard(st), []))
+                for st in self.spec.students for i in studies[st]]
 
     def _run_legacy(self, ref) -> list[dict]:
         s = self.spec
         grid = config_grid(s.students, {st: s.temperatures for st in s.students}, s.alphas)
         tasks = [self._task("legacy", "full", st, t, a, n_trials=s.legacy_trials) for st, t, a in grid]
-        return run_tasks(ref, tasks + self._twins("legacy", s.legacy_trials, {}), self.progress, "legacy")
+        per_type = range(len(s.temperatures) * len(s.alphas))
+        twins = self._twins("legacy", s.legacy_trials, {st: per_type for st in s.students}, {})
+        return run_tasks(ref, tasks + twins, self.progress, "legacy")
 
     def _run_hpm(self, ref) -> list[dict]:
         """Probes -> screening -> full budget -> chain on one task queue: a student's screening starts as soon as
@@ -175,12 +183,17 @@ class AutoDistiller:
         s, sp = self.spec, self.splits
         memory = OptimizationMemory(self.memory_path) if s.shared_memory else None
         fp = fingerprint(sp.X_train, sp.n_classes)
-        keys = [*s.students, *map(_hard, s.students)]  # twins remember their own (hard-label) optimum
-        warm = {k: (memory.best_params(k, fp) if memory else []) for k in keys}
-        start = {st: (warm[st][0] if warm[st] else {}) for st in s.students}
+
+        def warm(student: str, t: float | None = None, a: float | None = None) -> list[dict]:
+            """Stored parameter sets for a config: its own best first, then the student's other configs'."""
+            return memory.best_params(student, fp, self.metric, t, a) if memory else []
+
+        start = {st: next(iter(warm(st)), {}) for st in s.students}  # the student's best anywhere
         queue = TaskQueue(ref, self.progress, "hpm")
-        twins = self._twins("hpm", s.hpm_trials, warm)
-        queue.hold(twins)
+        # twins remember their own (hard-label) optimum
+        twin_warm = {_hard(st): warm(_hard(st), 1.0, 0.0) for st in s.students}
+        twins = self._twins("hpm", s.hpm_trials, {st: range(1) for st in s.students}, twin_warm)
+        queue.hold(twins)  # one study per type now; one more per further config that reaches the full budget
         records: list[dict] = []
         temps = {st: FixedGrid().choose(None, None, s.temperatures) for st in s.students}  # unless a probe says otherwise
         probing = s.adaptive_temperature and len(s.temperatures) > s.temperatures_per_student
@@ -195,7 +208,8 @@ class AutoDistiller:
                 tasks = [self._task("hpm", "screen", st, t, a, fixed_params=start[st], **cheap) for _, t, a in grid]
                 queue.submit(tasks, batch_size(n_grid, queue.n_cpus))
             else:
-                tasks = [self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm[st]) for _, t, a in grid]
+                tasks = [self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm(st, t, a))
+                         for _, t, a in grid]
                 queue.submit(tasks)
             return tasks
 
@@ -228,10 +242,14 @@ class AutoDistiller:
             screened = list(queue.results(first))
             records += screened
             lap("hpm screening")
-            full = [self._task("hpm", "full", r["task"].student, r["task"].temperature, r["task"].alpha,
-                               n_trials=s.hpm_trials, warm_params=warm[r["task"].student])
-                    for r in promote(screened, s.max_configs, self.metric)]
+            full = [self._task("hpm", "full", t.student, t.temperature, t.alpha, n_trials=s.hpm_trials,
+                               warm_params=warm(t.student, t.temperature, t.alpha))
+                    for t in (r["task"] for r in promote(screened, s.max_configs, self.metric))]
             queue.submit(full)
+        n_full = Counter(t.student for t in full)
+        more = self._twins("hpm", s.hpm_trials, {st: range(1, n_full[st]) for st in s.students}, twin_warm)
+        queue.hold(more)
+        twins += more
         done = list(queue.results(full))
         records += done
         lap("hpm full budget")
@@ -251,12 +269,12 @@ class AutoDistiller:
         records += twin_recs
         lap("hpm twins (rest)")
         if memory:
-            for r in done + twin_recs:  # the best few parameter sets of every tuned config, kept per student type
+            for r in done + twin_recs:  # the best few parameter sets of every tuned config
                 if r["status"] == "ok":
-                    key = r["task"].student if r["task"].stage == "full" else _hard(r["task"].student)
+                    t = r["task"]
+                    student = t.student if t.stage == "full" else _hard(t.student)
                     for sc, params in r["top"]:
-                        memory.record(key, fp, params, sc, higher_is_better=better(self.metric, 1.0, 0.0))
-            memory.save()
+                        memory.record(student, fp, self.metric, t.temperature, t.alpha, params, sc)
         return records
 
     def _best_by_type(self, records: list[dict], stage: str) -> dict[str, dict]:
@@ -309,18 +327,22 @@ class AutoDistiller:
             if r["status"] == "ok" and task.stage in (*STUDENT_STAGES, "twin"):
                 model = r["model"]
                 t = time.perf_counter()
-                proba = model.predict_proba(sp.X_test)
+                proba = r["calibrated"].predict_proba(sp.X_test)  # the served probabilities
                 row["predict_ms_per_1k"] = (time.perf_counter() - t) * 1000.0 * 1000.0 / len(sp.X_test)
                 row.update(test_metrics(sp.y_test, proba, self.teacher_test))
                 row["size"] = model.size()
                 row["size_kb"] = model.size_bytes() / 1024.0
+                row["calibration"] = r["calibration"]
             if "chain_step" in r:
                 row["chain_step"] = r["chain_step"]
                 row["chain_gain"] = r.get("chain_gain", float("nan"))
             rows.append(row)
         df = pd.DataFrame(rows)
-        twins = df[df.stage == "twin"].set_index(["method", "student"])
-        for col in ("auc", "accuracy"):
+        # a type's twin is its best twin study on validation (the same selection its soft configs get)
+        hib = better(self.metric, 1.0, 0.0)
+        twins = (df[(df.stage == "twin") & (df.status == "ok")].sort_values("val_score", ascending=not hib)
+                 .drop_duplicates(["method", "student"]).set_index(["method", "student"]))
+        for col in ("auc", "accuracy", "ece", "brier"):
             if col in df:
                 df[f"twin_{col}"] = [twins[col].get((m, st), np.nan) if stage in STUDENT_STAGES else np.nan
                                      for m, st, stage in zip(df.method, df.student, df.stage)]
@@ -337,7 +359,8 @@ class AutoDistiller:
         return int(cand.val_score.idxmax() if hib else cand.val_score.idxmin())
 
     def best_model(self):
-        return self.records[self._best_index()]["model"]
+        """The best student as served: temperature undone, calibrated on validation (a scikit-learn classifier)."""
+        return self.records[self._best_index()]["calibrated"]
 
     def predict_proba(self, X) -> np.ndarray:
         return self.best_model().predict_proba(X)
@@ -357,12 +380,14 @@ class AutoDistiller:
             "wall_time_s": round(self.timings["total"], 3),
             "n_fits": int(df.n_fits.sum()),
             "n_configs_evaluated": int(len(evaluated)),
-            "teacher": {k: _num(tm[k]) for k in ("auc", "accuracy", "log_loss", "ks")} | {"name": self.teacher_name},
+            "teacher": {k: _num(tm[k]) for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier")}
+                       | {"name": self.teacher_name},
             "best": {"student": b.student, "temperature": float(b.temperature), "alpha": float(b.alpha),
-                     "params": json.loads(b.params),
-                     **{k: _num(b[k]) for k in ("auc", "accuracy", "log_loss", "ks", "fidelity", "predict_ms_per_1k")},
+                     "params": json.loads(b.params), "calibration": b.calibration,
+                     **{k: _num(b[k]) for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier", "fidelity",
+                                                "predict_ms_per_1k")},
                      "model_uri": model_uri},
-            "hard_label_twin": {"auc": _num(b.twin_auc), "accuracy": _num(b.twin_accuracy)},
+            "hard_label_twin": {k: _num(b[f"twin_{k}"]) for k in ("auc", "accuracy", "ece", "brier")},
         }
 
     def generate_report(self, path) -> str:

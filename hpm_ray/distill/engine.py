@@ -9,6 +9,7 @@ A config that raises comes back as a ``failed`` record; the others carry on.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hpm_ray._compat import task_attempt_number
+from hpm_ray.distill.calibration import CalibratedStudent
 from hpm_ray.distill.evaluate import HIGHER_IS_BETTER, better, score
 from hpm_ray.distill.soft_targets import soft_targets, soften
 from hpm_ray.distill.students import STUDENTS, SoftStudent
@@ -44,7 +46,8 @@ class ConfigTask:
     metric: str = "ks"
     seed: int = 0
     stage: str = "full"
-    keep_model: bool = True  # False: the record carries validation probabilities only (screening, probes)
+    keep_model: bool = True  # False: the record carries validation probabilities only (screening, probes);
+    # True: also the fitted student ("model") and the calibrated estimator that is served ("calibrated")
     student_cls: type[SoftStudent] | None = None  # resolved on the driver so plug-in types reach workers
 
 
@@ -98,6 +101,31 @@ def _budgeted(cls: type[SoftStudent], params: dict[str, Any], fraction: float) -
     return {**params, "n_estimators": max(1, round(n * fraction))}
 
 
+def study_seed(key: str, seed: int) -> int:
+    """The sampler seed of one config's study: stable across processes (unlike ``hash()``), distinct per config.
+
+    One seed for every study made them all draw the same parameter sets; the key makes each config search
+    its own points, and the run's ``seed`` still reproduces the whole run.
+    """
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:4], "little")
+
+
+def startup_trials(n_trials: int) -> int:
+    """Random start-up trials before TPE models the study: a quarter of the budget, at least 2.
+
+    Optuna's default of 10 exceeds every budget this package uses, which left TPE a random search.
+    """
+    return max(2, n_trials // 4)
+
+
+def make_sampler(task: ConfigTask):
+    """TPE (multivariate by default in Optuna 5) seeded from the config's key, learning within its budget."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=study_seed(task.key, task.seed),
+                                      n_startup_trials=startup_trials(task.n_trials))
+
+
 def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> dict:
     """Fit one config (an Optuna study, or one fit with ``fixed_params``) on ``payload``; score on validation.
 
@@ -130,14 +158,19 @@ def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> di
         fit_and_score(task.fixed_params)
     else:
         direction = "maximize" if HIGHER_IS_BETTER[task.metric] else "minimize"
-        study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=task.seed))
+        study = optuna.create_study(direction=direction, sampler=make_sampler(task))
         # stored parameters fill at most half the budget: the rest keeps exploring
         for params in task.warm_params[: max(1, task.n_trials // 2)]:
             study.enqueue_trial(params, skip_if_exists=True)
         study.optimize(lambda trial: fit_and_score(cls.suggest(trial)), n_trials=task.n_trials)
-    return {"key": task.key, "status": "ok", "node_id": ray.get_runtime_context().get_node_id(),
+    # what is served: the best fit with its temperature undone and a calibrator chosen on validation
+    served = CalibratedStudent(best["model"], task.temperature).fit(payload["X_val"], payload["y_val"]) \
+        if task.keep_model else None
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""  # "" in-process (unit tests)
+    return {"key": task.key, "status": "ok", "node_id": node,
             "attempt": _attempt(), "val_score": best["score"], "params": best["params"],
-            "model": best["model"] if task.keep_model else None, "val_proba": best["val_proba"], "history": history,
+            "model": best["model"] if task.keep_model else None, "calibrated": served,
+            "calibration": served.method_ if served else "", "val_proba": best["val_proba"], "history": history,
             "top": sorted(tried, key=lambda sp: -sp[0] if HIGHER_IS_BETTER[task.metric] else sp[0])[:3], "n_fits": len(history),
             "fit_seconds": time.perf_counter() - t0}
 

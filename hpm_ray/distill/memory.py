@@ -1,8 +1,11 @@
-"""Shared optimisation memory: the best hyperparameters per student type and dataset fingerprint.
+"""Shared optimisation memory: the best hyperparameters per (student, T, alpha, metric, dataset fingerprint).
 
-A JSON file in the runs folder, written atomically by the driver. A later run on data with the same
-fingerprint (same columns and dtypes, same classes, same order of magnitude of rows) enqueues the stored
-parameters as the first trials of its Optuna studies.
+An Optuna journal in the runs folder (``JournalStorage`` on a ``JournalFileBackend``): every write is one
+appended, file-locked record, so runs that share the memory concurrently never overwrite each other. Each
+config key is one Optuna study whose trials are the validation scores of the parameter sets tried there; a
+parameter set scored several times keeps its best score. A later run on data with the same fingerprint (same
+columns and dtypes, same classes, same order of magnitude of rows) enqueues the stored parameters as the
+first trials of its studies: the config's own best first, then the best of the student's other configs.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from hpm_ray.distill.evaluate import HIGHER_IS_BETTER
 from hpm_ray.runtime import runs_dir
+
+_PARAMS = "params"  # user attribute of a memory trial: the parameter set, as JSON-safe values
 
 
 def fingerprint(X: pd.DataFrame, n_classes: int) -> str:
@@ -26,33 +31,74 @@ def fingerprint(X: pd.DataFrame, n_classes: int) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def config_key(student: str, temperature: float, alpha: float, metric: str, fp: str) -> str:
+    """The study name of one config in the journal (scores of different metrics are never mixed)."""
+    return f"{student}|T={temperature:g}|alpha={alpha:g}|{metric}|{fp}"
+
+
 class OptimizationMemory:
+    """Best parameter sets per config key, in an Optuna journal file shared by concurrent runs.
+
+    Examples
+    --------
+    >>> mem = OptimizationMemory(tmp / "memory.journal")  # doctest: +SKIP
+    >>> mem.record("lgbm", fp, "ks", 2.0, 0.7, {"num_leaves": 15}, 0.41)  # doctest: +SKIP
+    >>> mem.best_params("lgbm", fp, "ks", 2.0, 0.7)  # doctest: +SKIP
+    [{'num_leaves': 15}]
+    """
+
     def __init__(self, path: str | Path | None = None, keep: int = 3):
-        self.path = Path(path) if path else runs_dir() / "distill_memory.json"
-        self.keep = keep
-        self._data: dict[str, list[dict[str, Any]]] = {}
-        if self.path.is_file():
-            try:
-                self._data = json.loads(self.path.read_text())
-            except json.JSONDecodeError:  # a damaged memory only costs a cold start
-                self._data = {}
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
 
-    @staticmethod
-    def _key(student: str, fp: str) -> str:
-        return f"{student}:{fp}"
-
-    def best_params(self, student: str, fp: str) -> list[dict[str, Any]]:
-        """Stored parameter sets, best first."""
-        return [e["params"] for e in self._data.get(self._key(student, fp), [])]
-
-    def record(self, student: str, fp: str, params: dict[str, Any], score: float, higher_is_better: bool) -> None:
-        entries = [e for e in self._data.get(self._key(student, fp), []) if e["params"] != params]
-        entries.append({"params": params, "score": float(score)})
-        entries.sort(key=lambda e: -e["score"] if higher_is_better else e["score"])
-        self._data[self._key(student, fp)] = entries[: self.keep]
-
-    def save(self) -> None:
+        self.path = Path(path) if path else runs_dir() / "distill_memory.journal"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        self.keep = keep
+        self.storage = JournalStorage(JournalFileBackend(str(self.path)))
+
+    def _entries(self, key: str, metric: str) -> list[tuple[float, dict[str, Any]]]:
+        """(best score, params) of every parameter set stored under ``key``, best first."""
+        import optuna
+        from optuna.trial import TrialState
+
+        try:
+            study = optuna.load_study(study_name=key, storage=self.storage)
+        except KeyError:  # nothing stored for this config yet
+            return []
+        hib = HIGHER_IS_BETTER[metric]
+        best: dict[str, tuple[float, dict[str, Any]]] = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            params = t.user_attrs[_PARAMS]
+            k = json.dumps(params, sort_keys=True)
+            if k not in best or (t.value > best[k][0] if hib else t.value < best[k][0]):
+                best[k] = (t.value, params)
+        return sorted(best.values(), key=lambda e: -e[0] if hib else e[0])
+
+    def best_params(self, student: str, fp: str, metric: str, temperature: float | None = None,
+                    alpha: float | None = None) -> list[dict[str, Any]]:
+        """Up to ``keep`` stored parameter sets: the (T, alpha) config's own, best first, then the best of the
+        student's other configs on this fingerprint (all of them, best first, when no config is given)."""
+        import optuna
+
+        own = [] if temperature is None else self._entries(config_key(student, temperature, alpha, metric, fp), metric)
+        prefix, suffix = f"{student}|", f"|{metric}|{fp}"
+        own_key = None if temperature is None else config_key(student, temperature, alpha, metric, fp)
+        others = [e for name in optuna.get_all_study_names(self.storage)
+                  if name.startswith(prefix) and name.endswith(suffix) and name != own_key
+                  for e in self._entries(name, metric)]
+        others.sort(key=lambda e: -e[0] if HIGHER_IS_BETTER[metric] else e[0])
+        out: list[dict[str, Any]] = []
+        for _, params in own + others:
+            if params not in out:
+                out.append(params)
+        return out[: self.keep]
+
+    def record(self, student: str, fp: str, metric: str, temperature: float, alpha: float,
+               params: dict[str, Any], score: float) -> None:
+        """Append one scored parameter set to its config's study (created on first use); one locked write."""
+        import optuna
+
+        direction = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
+        name = config_key(student, temperature, alpha, metric, fp)
+        study = optuna.create_study(storage=self.storage, study_name=name, direction=direction, load_if_exists=True)
+        study.add_trial(optuna.trial.create_trial(value=float(score), user_attrs={_PARAMS: params}))

@@ -28,6 +28,7 @@ from hpm_ray.distill.students import (
     LightGBMStudent,
     SoftStudent,
     _categorical_columns,
+    real_rows_leaf,
     register_student,
 )
 from hpm_ray.errors import SpecError
@@ -204,8 +205,9 @@ class Tree4Student(SoftStudent):
         Z = self.encode(X)
         kw = {"max_depth": int(self.max_depth), "min_samples_leaf": int(self.min_samples_leaf),
               "random_state": self.random_state}
-        if self.soft_mode == "duplicate":
+        if self.soft_mode == "duplicate":  # leaves count real rows, not weighted copies
             rows, labels, w = expand_rows(q)
+            kw |= real_rows_leaf(self.min_samples_leaf, len(q))
             self.tree_model_ = DecisionTreeClassifier(**kw).fit(Z[rows], labels, sample_weight=w)
         elif self.soft_mode == "regression":
             self.tree_model_ = DecisionTreeRegressor(**kw).fit(Z, q)

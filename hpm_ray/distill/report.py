@@ -9,7 +9,8 @@ from hpm_ray.metrics import get_scorer
 from hpm_ray.report import Report
 
 _COLS = ["method", "stage", "student", "temperature", "alpha", "val_score", "auc", "twin_auc", "accuracy",
-         "log_loss", "ks", "fidelity", "size", "predict_ms_per_1k"]  # the rest is in results.csv
+         "log_loss", "ks", "ece", "twin_ece", "calibration", "fidelity", "size",
+         "predict_ms_per_1k"]  # the rest is in results.csv
 
 
 def build_report(d) -> Report:
@@ -23,11 +24,14 @@ def build_report(d) -> Report:
                  f"test split ({len(d.splits.y_test):,} rows) used for these scores only")
     t = summ["teacher"]
     rep.heading("Best student vs teacher vs hard-label twin")
-    rep.table([{"model": f"teacher ({t['name']})", "auc": t["auc"], "accuracy": t["accuracy"], "ks": t["ks"], "log_loss": t["log_loss"]},
-               {"model": f"best student ({summ['best']['student']}, T={summ['best']['temperature']:g}, alpha={summ['best']['alpha']:g})",
-                "auc": summ["best"]["auc"], "accuracy": summ["best"]["accuracy"], "ks": summ["best"]["ks"], "log_loss": summ["best"]["log_loss"]},
-               {"model": "hard-label twin (same type, same budget)", "auc": summ["hard_label_twin"]["auc"],
-                "accuracy": summ["hard_label_twin"]["accuracy"], "ks": float("nan"), "log_loss": float("nan")}])
+    keys = ("auc", "accuracy", "ks", "log_loss", "ece", "brier")
+    b, tw = summ["best"], summ["hard_label_twin"]
+    rep.table([{"model": f"teacher ({t['name']})", **{k: t[k] for k in keys}},
+               {"model": f"best student ({b['student']}, T={b['temperature']:g}, alpha={b['alpha']:g}, "
+                         f"calibration {b['calibration']})", **{k: b[k] for k in keys}},
+               {"model": "hard-label twin (same type, same budget)", **{k: tw.get(k, nan) for k in keys}}])
+    rep.text("Student and twin probabilities are served calibrated: temperature undone, then a calibrator "
+             "(none / temperature / Platt / isotonic) chosen by cross-validated Brier score on the validation rows.")
     rep.text(f"{summ['n_fits']:,} student fits, {summ['n_configs_evaluated']} configs evaluated, "
              f"wall time {summ['wall_time_s']:.1f} s ({', '.join(f'{k} {v:.1f} s' for k, v in d.timings.items())}).")
     students = df[df.stage.isin(("full", "chain")) & (df.status == "ok")].copy()

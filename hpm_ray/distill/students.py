@@ -31,6 +31,17 @@ def _take(X, rows: np.ndarray):
     return X.iloc[rows] if hasattr(X, "iloc") else np.asarray(X)[rows]
 
 
+def real_rows_leaf(min_samples_leaf: int, n_rows: int) -> dict[str, Any]:
+    """Tree leaf-size arguments that count real rows when rows are duplicated by class with weights.
+
+    A soft row becomes up to k weighted copies (weights summing to 1), so ``min_samples_leaf`` would count
+    copies: soft trees got leaves of half as many real rows as their hard-label twins. Every copy of a row
+    lands in the same leaf, so a minimum leaf *weight* of ``min_samples_leaf`` (as a fraction of the total
+    weight, ``n_rows``) is exactly a minimum of real rows, and the same rule as before on one-hot labels.
+    """
+    return {"min_samples_leaf": 1, "min_weight_fraction_leaf": min(0.5, int(min_samples_leaf) / max(n_rows, 1))}
+
+
 class SoftStudent(ClassifierMixin, BaseEstimator, ABC):
     """Base class: label bookkeeping and the soft/hard switch; subclasses implement ``_fit_soft``/``_proba``."""
 
@@ -145,7 +156,7 @@ class TreeStudent(SoftStudent):
         prep = ColumnTransformer(
             [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1), cat)],
             remainder="passthrough")
-        tree = DecisionTreeClassifier(max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+        tree = DecisionTreeClassifier(max_depth=self.max_depth, **real_rows_leaf(self.min_samples_leaf, len(q)),
                                       random_state=self.random_state)
         self.model_ = Pipeline([("prep", prep), ("clf", tree)])
         rows, labels, w = expand_rows(q)
