@@ -236,7 +236,7 @@ def test_online_calibration_bad_input_is_one_line():
     blk = _random_block(50, 0)
     with pytest.raises(DataError, match="interval_vol"):  # normalising without a volatility
         intervals("pid", 0.1, Block(blk.lo, blk.hi, blk.y), blk, 0.1, 3, Settings(normalize=True))
-    with pytest.raises(DataError, match="too few to choose an interval method for horizon 10 .needs 60."):
+    with pytest.raises(DataError, match="too few to choose an interval method for horizon 10 .needs 60"):
         choose({0.1: blk}, 10, ("cqr", "pid"), [0.01])
 
 

@@ -49,6 +49,19 @@ class Settings:
     integrator: bool = False
 
 
+@dataclass(frozen=True)
+class IntervalPlan:
+    """How the shipped interval is chosen, and the volatility and its tercile at each calibration and test row."""
+
+    methods: tuple[str, ...]
+    steps: tuple[float, ...]
+    settings: Settings
+    vol_cal: np.ndarray
+    vol_test: np.ndarray
+    groups_cal: np.ndarray
+    groups_test: np.ndarray
+
+
 @dataclass
 class Choice:
     """The chosen (method, step) and every candidate's calibration interval score, for the summary."""
@@ -96,20 +109,38 @@ def intervals(method: str, step: float | None, past: Block, target: Block, alpha
     return r.lo, r.hi
 
 
+def candidates(methods: tuple[str, ...], steps: list[float]) -> list[tuple[str, float | None]]:
+    """(method, step) pairs: split CQR has no step, ACI and PID one candidate per step size."""
+    return [(m, None) for m in methods if m == "cqr"] + [(m, s) for m in methods if m != "cqr" for s in steps]
+
+
+def min_calibration_rows(horizon: int) -> int:
+    """Rows a calibration block needs for a choice: two halves, each over twice the label delay after the purge."""
+    return 6 * horizon
+
+
 def choose(cal_pairs: dict[float, Block], horizon: int, methods: tuple[str, ...], steps: list[float],
            settings: Settings = Settings()) -> Choice:
     """The candidate with the lowest mean interval score (averaged over pairs) on the calibration block's second half.
 
     ``cal_pairs`` maps each pair's alpha to its calibration block. The first half, less its last ``horizon`` rows
-    (their labels are not known when the second half starts), is the past. Raises DataError when either half is
-    too short for the label delay.
+    (their labels are not known when the second half starts), is the past. A single candidate is returned as
+    is; otherwise DataError when the block has fewer than ``min_calibration_rows(horizon)`` rows.
+
+    Examples
+    --------
+    >>> z, y = np.zeros(600), np.random.default_rng(0).normal(size=600)
+    >>> choose({0.1: Block(z - 1.645, z + 1.645, y)}, 5, ("cqr", "pid"), [0.01]).method in ("cqr", "pid")
+    True
     """
+    cands = candidates(methods, steps)
+    if len(cands) == 1:
+        return Choice(*cands[0])
     n = len(next(iter(cal_pairs.values())).y)
     half = n // 2
-    if half - horizon < 2 * horizon or n - half < 2 * horizon:
+    if n < min_calibration_rows(horizon):
         raise DataError(f"the calibration block has {n} rows, too few to choose an interval method for horizon "
-                        f"{horizon} (needs {6 * horizon}); use more data or interval_method: cqr")
-    cands = [(m, None) for m in methods if m == "cqr"] + [(m, s) for m in methods if m != "cqr" for s in steps]
+                        f"{horizon} (needs {min_calibration_rows(horizon)}); use more data or one method and step")
     scored = {}
     for method, step in cands:
         total = 0.0
