@@ -131,7 +131,7 @@ def test_target_scale_by_hand():
 def test_summary_table_shows_a_dash_for_levels_the_quantiles_lack():
     from hpm_ray.hpo.cli import summary_table
 
-    entry = {"n_trials": 3, "n_pruned": 1, "test_pinball": 0.0123456, "baselines": {"naive": 0.0125},
+    entry = {"n_trials": 3, "n_pruned": 1, "test_pinball": 0.0123456, "baselines": {"naive": {"test_pinball": 0.0125}},
              "interval_method": "pid", "coverage_90": None, "coverage_90_by_vol_tercile": None, "coverage_90_cqr": None,
              "coverage_90_aci": None, "coverage_50": None, "crossing_rate": 0.0}
     header, row = summary_table({"horizons": {"6": entry}}).splitlines()  # quantiles 0.1/0.5/0.9: only an 80 % pair

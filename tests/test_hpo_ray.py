@@ -90,7 +90,11 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
         assert e["n_trials"] == 7 and summary["details"][h]["n_failed"] == 1
         assert e["crossing_rate"] == 0.0
         assert 0.8 <= e["coverage_90"] <= 0.98 and 0.35 <= e["coverage_50"] <= 0.7  # ~560 test rows
-        assert e["mean_width_90"] > 0 and set(e["baselines"]) == {"naive", "default_lgbm"}
+        assert e["mean_width_90"] > 0
+        assert set(e["baselines"]) == {"naive", "rolling", "ewma", "har", "garch", "default_lgbm"}
+        for name, be in e["baselines"].items():
+            assert be["test_pinball"] > 0 and set(be["test_pinball_by_quantile"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
+            assert 0 <= be["dm_pvalue"] <= 1 and name in be["verdict"] and f"at h={h} (DM" in be["verdict"]
         # the shipped interval: conformal PID (the default), its step chosen on calibration among the spec's steps
         d = summary["details"][h]
         assert e["interval_method"] == "pid" and e["interval_step"] in (0.002, 0.005, 0.01, 0.02, 0.05)

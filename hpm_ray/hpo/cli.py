@@ -59,7 +59,7 @@ def summary_table(summary: dict) -> str:
     for h, e in summary["horizons"].items():
         terciles = e.get("coverage_90_by_vol_tercile") or [None] * 3
         by_vol = " ".join(cell(v, 6, ".3f") for v in terciles)
-        lines.append(f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']:>9.6f} "
+        lines.append(f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']['test_pinball']:>9.6f} "
                      f"{e['interval_method']:>8} {cell(e['coverage_90'], 6, '.3f')} {by_vol:>20} "
                      f"{cell(e['coverage_90_cqr'], 9, '.3f')} {cell(e['coverage_90_aci'], 9, '.3f')} "
                      f"{cell(e['coverage_50'], 6, '.3f')} {e['crossing_rate']:>8.3f}")

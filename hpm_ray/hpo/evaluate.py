@@ -100,8 +100,3 @@ def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_g
         m[f"mean_width_{k}_aci"] = mean_width(alo, ahi)
         m[f"cqr_margin_{k}"] = cq.margins_[a]
     return Scored(m, cond, choice, q_final, cq, shipped, static)
-
-
-def naive_quantiles(y_train: np.ndarray, quantiles, n: int) -> np.ndarray:
-    """The unconditional baseline: training-target quantiles repeated for every row."""
-    return np.tile(np.quantile(np.asarray(y_train, dtype=float), quantiles), (n, 1))

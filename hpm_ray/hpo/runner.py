@@ -281,9 +281,9 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     """
     import mlflow
 
-    from hpm_ray.hpo.evaluate import naive_quantiles, score_forecasts
+    from hpm_ray.hpo.baselines import Baseline, Blocks3, baselines, row_pinball, score_baseline
+    from hpm_ray.hpo.evaluate import score_forecasts
     from hpm_ray.hpo.pyfunc import QuantileForecaster
-    from hpm_ray.metrics import mean_pinball
     from hpm_ray.registry import log_and_register
 
     b, y = hz.blocks, hz.data.y
@@ -293,7 +293,12 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     sc = score_forecasts(tuned.q_cal, y[b.calibration], tuned.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
     sd = score_forecasts(default.q_cal, y[b.calibration], default.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
     m, m_def, cq = sc.metrics, sd.metrics, sc.conformal
-    naive = mean_pinball(y[b.test], naive_quantiles(y[b.search], q, len(b.test)), q)
+    # baselines: each against the tuned forecaster's calibrated quantiles (what the registered model serves)
+    shipped_loss = row_pinball(y[b.test], sc.q_final, q)
+    bases = baselines(hz.X["ret_1"].to_numpy(dtype=float), y, Blocks3(b.train, b.validation, b.test), hz.h, q)
+    bases.append(Baseline("default_lgbm", sd.q_final))
+    base_entries = {base.name: score_baseline(base, y[b.test], shipped_loss, hz.h, q) for base in bases}
+    naive = base_entries["naive"]["test_pinball"]
     n_pruned = sum(r.pruned for r in records)
     n_failed = sum(r.error is not None for r in records)
     _log_trials(records, hz.h, state["mlflow_run_id"])
@@ -315,7 +320,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         _save_state(out, state)
     entry = dict(
         best_params=best["config"], val_pinball=best["score"], test_pinball=m["test_pinball"],
-        baselines={"naive": naive, "default_lgbm": m_def["test_pinball"]},
+        baselines=base_entries,
         interval_method=sc.choice.method, interval_step=sc.choice.step,
         coverage_90=m.get("coverage_90"), coverage_50=m.get("coverage_50"), mean_width_90=m.get("mean_width_90"),
         coverage_90_by_vol_tercile=sc.conditional.get("coverage_90_by_vol_tercile"),
