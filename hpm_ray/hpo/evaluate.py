@@ -97,6 +97,7 @@ def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_g
         m[f"coverage_{k}_raw"] = coverage(y_test, raw_sorted[:, i], raw_sorted[:, j])
         alo, ahi, _ = aci_intervals(raw_sorted[:, i], raw_sorted[:, j], y_test, cq.scores_[a], a, aci_gamma, delay=horizon)
         m[f"coverage_{k}_aci"] = coverage(y_test, alo, ahi)
+        cond[f"coverage_{k}_aci_by_vol_tercile"] = group_coverage(y_test, alo, ahi, plan.groups_test, 3)
         m[f"mean_width_{k}_aci"] = mean_width(alo, ahi)
         m[f"cqr_margin_{k}"] = cq.margins_[a]
     return Scored(m, cond, choice, q_final, cq, shipped, static)
