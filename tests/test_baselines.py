@@ -56,9 +56,9 @@ def test_dm_test_by_hand_and_its_error_rate_by_simulation():
         return np.convolve(e, np.ones(h), "valid") + shift
     null = np.mean([bl.dm_test(diffs(0.0), np.zeros(n), h).pvalue < 0.05 for _ in range(reps)])
     assert 0.02 <= null <= 0.085, null
-    # a real difference of 0.3 x the long-run sd of the mean's numerator (sd of d is sqrt(6)): detected often
-    power = np.mean([bl.dm_test(diffs(-1.0), np.zeros(n), h).pvalue < 0.05 for _ in range(100)])
-    assert power > 0.8, power
+    # a mean difference of 0.5: the mean's long-run sd is 6 / sqrt(1500) = 0.155, z ~ 3.2, power ~ 0.9
+    power = np.mean([bl.dm_test(diffs(-0.5), np.zeros(n), h).pvalue < 0.05 for _ in range(100)])
+    assert power > 0.75, power
     assert bl.dm_test(np.ones(20), np.ones(20), 3).pvalue == 1.0  # identical losses
     with pytest.raises(DataError, match="needs more than 13 rows"):
         bl.dm_test(np.ones(10), np.zeros(10), 6)
