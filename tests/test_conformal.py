@@ -251,3 +251,12 @@ def test_conditional_coverage_metrics_by_hand():
     np.testing.assert_allclose(rolling_coverage(y, lo, hi, 3), [1 / 3, 1 / 3, 1 / 3, 2 / 3])
     assert group_coverage(y, lo, hi, np.array([0, 0, 1, 1, 1, 1]), 3) == [0.5, 0.5, None]
     np.testing.assert_allclose(tercile_cuts(np.array([1.0, 2.0, 3.0, 4.0, np.nan])), [2.0, 3.0])
+
+
+def test_pid_groups_absent_from_the_block_keep_their_start():
+    from hpm_ray.hpo.online import pid_intervals
+
+    z = np.zeros(3)  # three groups start, only group 0 occurs: its own quantile is used and moved
+    r = pid_intervals(z, z, np.array([5.0, 0.0, 0.0]), alpha=0.5, delay=1, eta=1.0, q0=np.array([1.0, 7.0, 9.0]),
+                      groups=np.zeros(3, dtype=int))
+    np.testing.assert_allclose(r.q, [1.0, 1.5, 1.0])

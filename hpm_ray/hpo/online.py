@@ -83,7 +83,7 @@ class OnlineIntervals:
 
 
 def pid_intervals(
-    lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float, delay: int, eta: float, q0: float,
+    lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float, delay: int, eta: float, q0: float | np.ndarray,
     vol: np.ndarray | None = None, integrator: Integrator | None = None, groups: np.ndarray | None = None,
 ) -> OnlineIntervals:
     """Conformal PID (P, optionally I) along a time-ordered block; row t's label is used from row t + ``delay`` on.
@@ -91,8 +91,9 @@ def pid_intervals(
     ``eta`` is the step in score units, ``q0`` the starting quantile (e.g. the split-conformal one of an earlier
     block). Row t's interval is ``[lo_t - q_t v_t, hi_t + q_t v_t]`` with ``q_t = p_t + r(S_t, n_t)``, where
     ``p_t = q0 + eta * S_t``, ``S_t`` is the sum of ``err_i - alpha`` over the ``n_t`` rows ``i <= t - delay``, and
-    ``err_i = 1{s_i > q_i}``, ``s_i = max(lo_i - y_i, y_i - hi_i) / v_i``. Nothing at row t reads ``y`` beyond row
-    t - delay.
+    ``err_i = 1{s_i > q_i}``, ``s_i = max(lo_i - y_i, y_i - hi_i) / v_i``. With ``groups`` (an integer per row,
+    known at t) each group keeps its own p, S and n, started at ``q0[group]``, and only its rows' misses move it.
+    Nothing at row t reads ``y`` beyond row t - delay.
 
     Examples
     --------
@@ -109,8 +110,9 @@ def pid_intervals(
     out_lo, out_hi, qs = np.empty(n), np.empty(n), np.empty(n)
     missed = np.zeros(n, dtype=bool)
     g = np.zeros(n, dtype=int) if groups is None else np.asarray(groups, dtype=int)
-    n_groups = int(g.max()) + 1 if n else 1
-    q0s = np.broadcast_to(np.asarray(q0, dtype=float), (n_groups,))
+    q0s = np.atleast_1d(np.asarray(q0, dtype=float))
+    n_groups = max(int(g.max(initial=0)) + 1, len(q0s))
+    q0s = np.broadcast_to(q0s, (n_groups,))
     p, s_sum, seen = q0s.copy(), np.zeros(n_groups), np.zeros(n_groups, dtype=int)
     for t in range(n):
         if t >= delay:
