@@ -29,7 +29,8 @@ def main() -> None:
     from hpm_ray.config import load_spec
     from hpm_ray.data.splitters import PurgedWalkForward
     from hpm_ray.hpo.conformal import ConformalQuantiles
-    from hpm_ray.hpo.evaluate import DEFAULT_CONFIG, naive_quantiles
+    from hpm_ray.hpo.baselines import naive_quantiles
+    from hpm_ray.hpo.evaluate import DEFAULT_CONFIG
     from hpm_ray.hpo.runner import load_series, prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.hpo.trainable import boost, predict_quantiles, train_boosters
@@ -80,7 +81,7 @@ def main() -> None:
         if rs:
             label = "overlapping the validation block" if chosen_on else "outside the search's validation block"
             print(f"\nblocks {label}: tuned / naive mean {np.mean(rs):.4f}, below naive in {sum(r < 1 for r in rs)} of {len(rs)}")
-    tests = [e["test_pinball"] / e["baselines"]["naive"] for e in summary["horizons"].values()]
+    tests = [e["test_pinball"] / e["baselines"]["naive"]["test_pinball"] for e in summary["horizons"].values()]
     print(f"the run's own test block: tuned / naive {', '.join(f'{r:.4f}' for r in tests)}")
 
 

@@ -179,8 +179,8 @@ def run_demo(out: Path, plan: DemoPlan, port: int = 8000, seed: int = 0, address
         f"{','.join(map(str, plan.hpo_horizons))}, {plan.hpo_trials} trials each")
     hpo = _hpo(out, plan, seed, runtime)
     for h, e in hpo["horizons"].items():
-        log(f"      h={h}: test pinball {e['test_pinball']:.5f} (naive {e['baselines']['naive']:.5f}), "
-            f"90% coverage {e['coverage_90']:.3f} (ACI {e['coverage_90_aci']:.3f}), {e['n_pruned']}/{e['n_trials']} pruned, {e['model_uri']}")
+        log(f"      h={h}: test pinball {e['test_pinball']:.5f} (naive {e['baselines']['naive']['test_pinball']:.5f}), "
+            f"90% coverage {e['coverage_90']:.3f} ({e['interval_method']}; split CQR {e['coverage_90_cqr']:.3f}), {e['n_pruned']}/{e['n_trials']} pruned, {e['model_uri']}")
 
     log(f"[2/4] HPM-KD distillation on {plan.distill_rows:,} credit rows")
     d = _distill(out, plan, seed, runtime)

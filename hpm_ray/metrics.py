@@ -58,6 +58,47 @@ def crossing_rate(q_preds: np.ndarray) -> float:
     return float(np.mean(np.any(np.diff(q, axis=1) < 0, axis=1)))
 
 
+def interval_score(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, alpha: float) -> float:
+    """Mean interval score (Gneiting & Raftery 2007): width + (2/alpha) x distance outside; proper for the
+    central 1 - alpha interval, so it rewards coverage and narrowness together (lower is better)."""
+    y, lo, hi = (np.asarray(a, dtype=float) for a in (y, lower, upper))
+    return float(np.mean(hi - lo + 2.0 / alpha * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))))
+
+
+def tercile_cuts(values: np.ndarray) -> np.ndarray:
+    """The 1/3 and 2/3 quantiles of the finite ``values`` (cut on a training block, applied to later ones)."""
+    v = np.asarray(values, dtype=float)
+    return np.quantile(v[np.isfinite(v)], [1 / 3, 2 / 3])
+
+
+def group_coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, groups: np.ndarray, n_groups: int) -> list:
+    """Coverage within each group 0..n_groups-1 (None for a group without rows)."""
+    y, g = np.asarray(y, dtype=float), np.asarray(groups)
+    inside = (y >= np.asarray(lower, dtype=float)) & (y <= np.asarray(upper, dtype=float))
+    return [float(np.mean(inside[g == k])) if np.any(g == k) else None for k in range(n_groups)]
+
+
+def longest_miss_run(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> int:
+    """The most consecutive rows whose ``y`` falls outside its interval."""
+    y = np.asarray(y, dtype=float)
+    miss = (y < np.asarray(lower, dtype=float)) | (y > np.asarray(upper, dtype=float))
+    best = run = 0
+    for m in miss:
+        run = run + 1 if m else 0
+        best = max(best, run)
+    return best
+
+
+def rolling_coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, window: int) -> np.ndarray:
+    """Coverage over each trailing ``window`` rows, one value per row from row ``window - 1`` on."""
+    y = np.asarray(y, dtype=float)
+    inside = ((y >= np.asarray(lower, dtype=float)) & (y <= np.asarray(upper, dtype=float))).astype(float)
+    if window < 1 or window > len(inside):
+        return np.empty(0)
+    c = np.concatenate([[0.0], np.cumsum(inside)])
+    return (c[window:] - c[:-window]) / window
+
+
 # --- classifiers ------------------------------------------------------------------------------------
 
 def ks_statistic(y_true: np.ndarray, score: np.ndarray) -> float:

@@ -21,6 +21,7 @@ def small_csv(btc_small, tmp_path):
     (["--horizons", "300"], "horizon 300 bars is longer than the calibration block"),
     (["--trials-per-horizon", "0"], "trials_per_horizon"),
     (["--quantiles", "0.001,0.5,0.999"], "too few for the 0.001 quantile pair (needs 499)"),
+    (["--horizons", "60"], "too few to choose an interval method for horizon 60 (needs 360)"),
 ])
 def test_bad_input_is_one_line_exit_2(small_csv, tmp_path, capsys, flags, message):
     code = main(["hpo", "--data", str(small_csv), "--out", str(tmp_path / "out"), *flags])
@@ -28,6 +29,21 @@ def test_bad_input_is_one_line_exit_2(small_csv, tmp_path, capsys, flags, messag
     assert code == 2
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("spec_text, message", [
+    ("step_sizes: [0.01, 1.5]\n", "step_sizes: Value error, step sizes must lie strictly between 0 and 1"),
+    ("step_sizes: []\n", "step sizes must lie strictly between 0 and 1"),
+    ("interval_method: magic\n", "interval_method"),
+    ("interval_vol: vix\n", "interval_vol: no feature named 'vix'"),
+    ("interval_vol: ret_1\n", "interval_vol 'ret_1' must be positive and finite at every row"),
+])
+def test_bad_interval_settings_are_one_line_exit_2(small_csv, tmp_path, capsys, spec_text, message):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(spec_text)
+    code = main(["hpo", "--data", str(small_csv), "--horizons", "6", "--spec", str(spec), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
 
 
 def test_series_too_short_for_the_folds(btc_small, tmp_path, capsys):
@@ -115,8 +131,12 @@ def test_target_scale_by_hand():
 def test_summary_table_shows_a_dash_for_levels_the_quantiles_lack():
     from hpm_ray.hpo.cli import summary_table
 
-    entry = {"n_trials": 3, "n_pruned": 1, "test_pinball": 0.0123456, "baselines": {"naive": 0.0125},
-             "coverage_90": None, "coverage_90_aci": None, "coverage_50": None, "crossing_rate": 0.0}
+    entry = {"n_trials": 3, "n_pruned": 1, "test_pinball": 0.0123456, "baselines": {"naive": {"test_pinball": 0.0125}},
+             "interval_method": "pid", "coverage_90": None, "coverage_90_by_vol_tercile": None, "coverage_90_cqr": None,
+             "coverage_90_aci": None, "coverage_50": None, "crossing_rate": 0.0}
     header, row = summary_table({"horizons": {"6": entry}}).splitlines()  # quantiles 0.1/0.5/0.9: only an 80 % pair
-    assert row.split() == ["6", "3", "1", "0.012346", "0.012500", "-", "-", "-", "0.000"]
+    assert row.split() == ["6", "3", "1", "0.012346", "0.012500", "pid"] + ["-"] * 7 + ["0.000"]
     assert len(row) == len(header)
+    entry.update(coverage_90=0.9, coverage_90_by_vol_tercile=[0.88, 0.9, 0.91], coverage_90_cqr=0.87)
+    _, row = summary_table({"horizons": {"6": entry}}).splitlines()
+    assert row.split()[6:11] == ["0.900", "0.880", "0.900", "0.910", "0.870"] and len(row) == len(header)

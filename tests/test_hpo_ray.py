@@ -24,7 +24,8 @@ BAD_POINT = dict(learning_rate=0.05, num_leaves=1, max_depth=4, min_child_sample
                  bagging_fraction=0.8, lambda_l1=0.01, lambda_l2=0.01)
 SUMMARY_KEYS = {"best_params", "val_pinball", "test_pinball", "baselines", "coverage_90", "coverage_50",
                 "mean_width_90", "coverage_90_aci", "crossing_rate_raw", "crossing_rate", "n_trials", "n_pruned",
-                "model_uri"}
+                "model_uri", "interval_method", "interval_step", "coverage_90_by_vol_tercile", "longest_miss_run_90",
+                "coverage_90_cqr"}
 
 
 @pytest.fixture
@@ -89,7 +90,18 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
         assert e["n_trials"] == 7 and summary["details"][h]["n_failed"] == 1
         assert e["crossing_rate"] == 0.0
         assert 0.8 <= e["coverage_90"] <= 0.98 and 0.35 <= e["coverage_50"] <= 0.7  # ~560 test rows
-        assert e["mean_width_90"] > 0 and set(e["baselines"]) == {"naive", "default_lgbm"}
+        assert e["mean_width_90"] > 0
+        assert set(e["baselines"]) == {"naive", "rolling", "ewma", "har", "garch", "default_lgbm"}
+        for name, be in e["baselines"].items():
+            assert be["test_pinball"] > 0 and set(be["test_pinball_by_quantile"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
+            assert 0 <= be["dm_pvalue"] <= 1 and name in be["verdict"] and f"at h={h} (DM" in be["verdict"]
+        # the shipped interval: conformal PID (the default), its step chosen on calibration among the spec's steps
+        d = summary["details"][h]
+        assert e["interval_method"] == "pid" and e["interval_step"] in (0.002, 0.005, 0.01, 0.02, 0.05)
+        assert min(d["interval_candidates_calibration_score"], key=d["interval_candidates_calibration_score"].get) \
+            == d["interval_choice"] == f"pid(step={e['interval_step']:g})"
+        assert len(e["coverage_90_by_vol_tercile"]) == 3 and sum(d["test_rows_by_vol_tercile"]) == d["blocks"]["test"]
+        assert 1 <= e["longest_miss_run_90"] < d["blocks"]["test"]
         assert set(e["best_params"]) >= {"learning_rate", "num_leaves", "lambda_l2"}
     # each horizon's trials trained on that horizon's data (concurrent Tuners must not share bound data):
     # replaying the winning config on the horizon's own data reproduces the reported score exactly
@@ -106,6 +118,7 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
         assert replay == pytest.approx(e["val_pinball"], rel=1e-9)
     html = (out / "report.html").read_text()
     assert "<svg" in html and "<script" not in html and "Horizon 12 bars" in html
+    assert "Coverage by volatility tercile" in html and "shorter than 30 days; no rolling coverage" in html
 
     # pruned trials informed the searcher: every trial of the Optuna study was told a value or a failure
     run_id = summary["run_id"]
@@ -133,7 +146,7 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     assert version_metrics(mv)["coverage_90"] == pytest.approx(summary["horizons"]["6"]["coverage_90"])
 
     # the registered model predicts quantiles and intervals in a fresh process; on the run's test rows its
-    # calibrated quantiles reproduce the reported test pinball and coverage (same scale, fill value, CQR)
+    # calibrated quantiles reproduce the reported test pinball and split-CQR coverage (same scale, fill value, CQR)
     hz = prepare_horizon(btc_small, 6, sp)
     rows_path = tmp_path / "test_rows.pkl"
     hz.X.iloc[hz.blocks.test].to_pickle(rows_path)
@@ -154,7 +167,7 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     calibrated = pred[["lo_90", "lo_50", "q_0.5", "hi_50", "hi_90"]].to_numpy()
     h6 = summary["horizons"]["6"]
     assert mean_pinball(y_test, calibrated, [0.05, 0.25, 0.5, 0.75, 0.95]) == pytest.approx(h6["test_pinball"], rel=1e-6)
-    assert coverage(y_test, pred.lo_90, pred.hi_90) == pytest.approx(h6["coverage_90"])
+    assert coverage(y_test, pred.lo_90, pred.hi_90) == pytest.approx(h6["coverage_90_cqr"])
 
     # --resume of a run that already registered its models reuses them: no second version, no second model run
     assert main(["hpo", "--data", str(small_csv), "--horizons", "6,12", "--trials-per-horizon", "7",

@@ -20,3 +20,23 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "Coverage &lt;by&gt; horizon" in html
     assert not re.search(r'(src|href)=["\']?https?:', html) and "<script" not in html
     assert html.count('class="ok"') == 1 and html.count('class="bad"') == 1
+
+
+def test_hpo_rolling_coverage_section_draws_the_band_or_says_why_not():
+    import pandas as pd
+
+    from hpm_ray.hpo.report import rolling_section
+
+    n = 100
+    y = np.zeros(n)
+    lo, hi = -np.ones(n), np.ones(n)
+    fig = {"y": y, "time": pd.date_range("2022-01-01", periods=n, freq="h"), "window": 24, "method": "pid(step=0.01)",
+           "shipped": {"90": (lo, hi)}, "cqr": {"90": (lo + 2, hi + 2)}}
+    r = Report("t")
+    rolling_section(r, fig, 48, 1)
+    html = r.to_html()
+    assert html.count("<svg") == 1 and "rolling 1-day coverage on test (h=48)" in html
+    assert "90% pid(step=0.01)" in html and "90% split CQR" in html and "nominal 0.9" in html and "band 0.87" in html
+    r = Report("t")
+    rolling_section(r, {**fig, "window": 200}, 48, 30)
+    assert "<svg" not in r.to_html() and "shorter than 30 days" in r.to_html()

@@ -1,7 +1,7 @@
 """Post-search steps of one horizon: refit the chosen config, calibrate, and score on the untouched test block.
 
 The split is train | validation | calibration | test (purged gaps between). Search saw train + validation,
-CQR sees calibration, and only the numbers returned here look at test.
+CQR and the choice of the shipped interval method see calibration, and only the numbers returned here look at test.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import numpy as np
 import ray
 
 from hpm_ray.hpo.conformal import ConformalQuantiles, aci_intervals, rearrange
+from hpm_ray.hpo.intervals import Block, Choice, IntervalPlan, choose, intervals
 from hpm_ray.hpo.trainable import SearchData, boost, predict_quantiles, train_boosters
-from hpm_ray.metrics import coverage, crossing_rate, mean_pinball, mean_width
+from hpm_ray.metrics import coverage, crossing_rate, group_coverage, longest_miss_run, mean_pinball, mean_width
 
 # LightGBM's own defaults for the searched parameters: the "untuned" baseline.
 DEFAULT_CONFIG = dict(learning_rate=0.1, num_leaves=31, max_depth=-1, min_child_samples=20,
@@ -43,11 +44,30 @@ def level_key(level: float) -> str:
     return f"{round(level * 100):d}"
 
 
-def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_gamma: float) -> tuple[dict, np.ndarray, ConformalQuantiles]:
-    """Calibrate raw quantiles with CQR on the calibration block and score them on test.
+@dataclass
+class Scored:
+    """Test-block scores of one forecaster.
 
-    Returns (metrics, calibrated test quantiles, fitted CQR); metrics: coverage/width per interval (CQR, ACI,
-    uncalibrated), crossing before and after rearrangement, test pinball of the calibrated quantiles.
+    ``metrics`` are flat floats (MLflow); ``conditional`` holds the per-volatility-tercile lists; ``q_final`` the
+    CQR-calibrated quantiles the registered model serves; ``shipped`` / ``cqr`` the (lo, hi) test intervals per
+    level key ("90") of the chosen method and of split CQR.
+    """
+
+    metrics: dict[str, float]
+    conditional: dict[str, list]
+    choice: Choice
+    q_final: np.ndarray
+    conformal: ConformalQuantiles
+    shipped: dict[str, tuple[np.ndarray, np.ndarray]]
+    cqr: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_gamma: float, plan: IntervalPlan) -> Scored:
+    """Calibrate raw quantiles on the calibration block, choose the shipped interval there, and score on test.
+
+    Metrics per level: coverage, width and longest miss run of the shipped interval (``coverage_90``), of split
+    CQR (``_cqr``), of a fixed-step ACI (``_aci``) and uncalibrated (``_raw``); crossing before and after
+    rearrangement; test pinball of the CQR-calibrated quantiles.
     """
     cq = ConformalQuantiles(quantiles).fit(q_cal, y_cal)
     q_final = cq.transform(q_test)
@@ -57,19 +77,27 @@ def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_g
         crossing_rate_raw=crossing_rate(q_test),
         crossing_rate=crossing_rate(q_final),
     )
-    raw_sorted = rearrange(q_test)
+    raw_cal, raw_sorted = rearrange(q_cal), rearrange(q_test)
+    cal = {a: Block(raw_cal[:, i], raw_cal[:, j], y_cal, plan.vol_cal, plan.groups_cal) for i, j, a in cq.pairs}
+    test = {a: Block(raw_sorted[:, i], raw_sorted[:, j], y_test, plan.vol_test, plan.groups_test) for i, j, a in cq.pairs}
+    choice = choose(cal, horizon, plan.methods, list(plan.steps), plan.settings)
+    cond, shipped, static = {}, {}, {}
     for (lvl, (lo, hi)), (i, j, a) in zip(cq.intervals(q_final).items(), cq.pairs):
         k = level_key(lvl)
-        m[f"coverage_{k}"] = coverage(y_test, lo, hi)
-        m[f"mean_width_{k}"] = mean_width(lo, hi)
+        slo, shi = intervals(choice.method, choice.step, cal[a], test[a], a, horizon, plan.settings)
+        shipped[k], static[k] = (slo, shi), (lo, hi)
+        for suffix, (a_lo, a_hi) in (("", (slo, shi)), ("_cqr", (lo, hi))):
+            m[f"coverage_{k}{suffix}"] = coverage(y_test, a_lo, a_hi)
+            m[f"mean_width_{k}{suffix}"] = mean_width(a_lo, a_hi)
+            m[f"longest_miss_run_{k}{suffix}"] = float(longest_miss_run(y_test, a_lo, a_hi))
+            cond[f"coverage_{k}{suffix}_by_vol_tercile"] = group_coverage(y_test, a_lo, a_hi, plan.groups_test, 3)
+        widths = [mean_width(slo[plan.groups_test == g], shi[plan.groups_test == g]) if np.any(plan.groups_test == g)
+                  else None for g in range(3)]
+        cond[f"mean_width_{k}_by_vol_tercile"] = widths
         m[f"coverage_{k}_raw"] = coverage(y_test, raw_sorted[:, i], raw_sorted[:, j])
         alo, ahi, _ = aci_intervals(raw_sorted[:, i], raw_sorted[:, j], y_test, cq.scores_[a], a, aci_gamma, delay=horizon)
         m[f"coverage_{k}_aci"] = coverage(y_test, alo, ahi)
+        cond[f"coverage_{k}_aci_by_vol_tercile"] = group_coverage(y_test, alo, ahi, plan.groups_test, 3)
         m[f"mean_width_{k}_aci"] = mean_width(alo, ahi)
         m[f"cqr_margin_{k}"] = cq.margins_[a]
-    return m, q_final, cq
-
-
-def naive_quantiles(y_train: np.ndarray, quantiles, n: int) -> np.ndarray:
-    """The unconditional baseline: training-target quantiles repeated for every row."""
-    return np.tile(np.quantile(np.asarray(y_train, dtype=float), quantiles), (n, 1))
+    return Scored(m, cond, choice, q_final, cq, shipped, static)

@@ -23,10 +23,14 @@ from hpm_ray.data.io import Series
 from hpm_ray.data.splitters import Blocks, PurgedWalkForward
 from hpm_ray.errors import DataError, HPMError, SpecError
 from hpm_ray.hpo.conformal import finite_sample_level, quantile_pairs
+from hpm_ray.hpo.intervals import METHODS, IntervalPlan, Settings, candidates, min_calibration_rows
+from hpm_ray.hpo.online import check_vol
 from hpm_ray.hpo.spec import HPOSpec
 from hpm_ray.hpo.trainable import METRIC, SearchData, target_scale
+from hpm_ray.metrics import rolling_coverage, tercile_cuts
 
 STATE_FILE = "run.json"
+ROLLING_DAYS = 30  # the window of the report's rolling coverage
 
 
 @dataclass
@@ -38,6 +42,8 @@ class Horizon:
     y: pd.Series
     blocks: Blocks
     data: SearchData
+    vol: np.ndarray  # ``spec.interval_vol`` at every row (known at t)
+    vol_cuts: np.ndarray  # its terciles on the training block
 
 
 def load_series(spec: HPOSpec) -> Series:
@@ -63,13 +69,46 @@ def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
         if finite_sample_level(n_cal, alpha) > 1:  # CQR would need an infinite interval
             raise DataError(f"the calibration block has {n_cal} rows, too few for the {spec.quantiles[i]:g} quantile "
                             f"pair (needs {math.ceil((1 - alpha) / alpha - 1e-9)}); use more data or less extreme quantiles")
+    if len(candidates(_interval_methods(spec), spec.step_sizes)) > 1 and n_cal < min_calibration_rows(h):
+        raise DataError(f"the calibration block has {n_cal} rows, too few to choose an interval method for horizon {h} "
+                        f"(needs {min_calibration_rows(h)}); use more data, or one interval_method and one step size")
+    vol = interval_vol(X, spec, blocks)
     folds = splitter.folds(len(X), spec.n_folds)
     data = SearchData(
         X=X.to_numpy(dtype=np.float32), y=y.to_numpy(dtype=float), scale=scale_rows(X, h, spec, blocks)[0],
         folds=tuple(folds),
         quantiles=tuple(spec.quantiles), max_rounds=spec.max_rounds, report_every=spec.report_every, seed=spec.seed,
     )
-    return Horizon(h, X, y, blocks, data)
+    return Horizon(h, X, y, blocks, data, vol, tercile_cuts(vol[blocks.train]))
+
+
+def _interval_methods(spec: HPOSpec) -> tuple[str, ...]:
+    return METHODS if spec.interval_method == "auto" else (spec.interval_method,)
+
+
+def interval_vol(X: pd.DataFrame, spec: HPOSpec, blocks: Blocks) -> np.ndarray:
+    """The ``interval_vol`` feature; it must be positive and finite on every train, calibration and test row."""
+    if spec.interval_vol not in X.columns:
+        raise SpecError(f"interval_vol: no feature named {spec.interval_vol!r}; features are {', '.join(X.columns[:8])}, ...")
+    v = X[spec.interval_vol].to_numpy(dtype=float)
+    rows = np.concatenate([blocks.train, blocks.calibration, blocks.test])
+    check_vol(v[rows], len(rows), f"interval_vol {spec.interval_vol!r}")
+    return v
+
+
+def interval_plan(hz: Horizon, spec: HPOSpec) -> IntervalPlan:
+    b, groups = hz.blocks, np.digitize(hz.vol, hz.vol_cuts)
+    return IntervalPlan(_interval_methods(spec), tuple(spec.step_sizes),
+                        Settings(spec.pid_normalize, spec.pid_by_tercile, spec.pid_integrator),
+                        hz.vol[b.calibration], hz.vol[b.test], groups[b.calibration], groups[b.test])
+
+
+def rows_per_days(index: pd.Index, days: float) -> int | None:
+    """Bars in ``days`` days at the index's median spacing (None without a time index)."""
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        return None
+    step = pd.Series(index).diff().median()
+    return max(1, int(round(pd.Timedelta(days=days) / step)))
 
 
 def scale_rows(X: pd.DataFrame, h: int, spec: HPOSpec, blocks: Blocks) -> tuple[np.ndarray, float]:
@@ -242,17 +281,24 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     """
     import mlflow
 
-    from hpm_ray.hpo.evaluate import naive_quantiles, score_forecasts
+    from hpm_ray.hpo.baselines import Baseline, Blocks3, baselines, row_pinball, score_baseline
+    from hpm_ray.hpo.evaluate import score_forecasts
     from hpm_ray.hpo.pyfunc import QuantileForecaster
-    from hpm_ray.metrics import mean_pinball
     from hpm_ray.registry import log_and_register
 
     b, y = hz.blocks, hz.data.y
     q = list(spec.quantiles)
     best = _best(records, hz.h)
-    m, q_final, cq = score_forecasts(tuned.q_cal, y[b.calibration], tuned.q_test, y[b.test], q, hz.h, spec.aci_gamma)
-    m_def, _, _ = score_forecasts(default.q_cal, y[b.calibration], default.q_test, y[b.test], q, hz.h, spec.aci_gamma)
-    naive = mean_pinball(y[b.test], naive_quantiles(y[b.search], q, len(b.test)), q)
+    plan = interval_plan(hz, spec)
+    sc = score_forecasts(tuned.q_cal, y[b.calibration], tuned.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
+    sd = score_forecasts(default.q_cal, y[b.calibration], default.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
+    m, m_def, cq = sc.metrics, sd.metrics, sc.conformal
+    # baselines: each against the tuned forecaster's calibrated quantiles (what the registered model serves)
+    shipped_loss = row_pinball(y[b.test], sc.q_final, q)
+    bases = baselines(hz.X["ret_1"].to_numpy(dtype=float), y, Blocks3(b.train, b.validation, b.test), hz.h, q)
+    bases.append(Baseline("default_lgbm", sd.q_final))
+    base_entries = {base.name: score_baseline(base, y[b.test], shipped_loss, hz.h, q) for base in bases}
+    naive = base_entries["naive"]["test_pinball"]
     n_pruned = sum(r.pruned for r in records)
     n_failed = sum(r.error is not None for r in records)
     _log_trials(records, hz.h, state["mlflow_run_id"])
@@ -274,19 +320,35 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         _save_state(out, state)
     entry = dict(
         best_params=best["config"], val_pinball=best["score"], test_pinball=m["test_pinball"],
-        baselines={"naive": naive, "default_lgbm": m_def["test_pinball"]},
+        baselines=base_entries,
+        interval_method=sc.choice.method, interval_step=sc.choice.step,
         coverage_90=m.get("coverage_90"), coverage_50=m.get("coverage_50"), mean_width_90=m.get("mean_width_90"),
-        coverage_90_aci=m.get("coverage_90_aci"), crossing_rate_raw=m["crossing_rate_raw"],
-        crossing_rate=m["crossing_rate"], n_trials=len(records), n_pruned=n_pruned,
-        model_uri=registered[str(hz.h)],
+        coverage_90_by_vol_tercile=sc.conditional.get("coverage_90_by_vol_tercile"),
+        longest_miss_run_90=m.get("longest_miss_run_90"),
+        coverage_90_cqr=m.get("coverage_90_cqr"), coverage_90_aci=m.get("coverage_90_aci"),
+        crossing_rate_raw=m["crossing_rate_raw"], crossing_rate=m["crossing_rate"], n_trials=len(records),
+        n_pruned=n_pruned, model_uri=registered[str(hz.h)],
     )
+    window = rows_per_days(hz.X.index, ROLLING_DAYS)
+    worst = {}
+    for k, (lo, hi) in (sc.shipped.items() if window else ()):
+        for suffix, (a_lo, a_hi) in (("", (lo, hi)), ("_cqr", sc.cqr[k])):
+            roll = rolling_coverage(y[b.test], a_lo, a_hi, window)
+            worst[f"worst_{ROLLING_DAYS}d_coverage_{k}{suffix}"] = float(roll.min()) if len(roll) else None
     nodes: dict[str, int] = {}
     for r in records:
         if r.node_id:
             nodes[r.node_id] = nodes.get(r.node_id, 0) + 1
-    details = {**m, "best_rounds": best["rounds"], "n_failed": n_failed, "blocks": b.sizes(), "trials_per_node": nodes,
-               "default_lgbm": {k: m_def[k] for k in ("coverage_90", "coverage_50", "crossing_rate_raw") if k in m_def}}
-    fig = {"time": hz.X.index[b.test], "q": q_final, "y": y[b.test]}
+    groups_test = plan.groups_test
+    details = {**m, **sc.conditional, **worst, "best_rounds": best["rounds"], "n_failed": n_failed, "blocks": b.sizes(),
+               "trials_per_node": nodes, "interval_choice": sc.choice.label,
+               "interval_candidates_calibration_score": sc.choice.candidates,
+               "vol_tercile_cuts": [float(c) for c in hz.vol_cuts],
+               "test_rows_by_vol_tercile": [int(np.sum(groups_test == g)) for g in range(3)],
+               "default_lgbm": {k: m_def[k] for k in ("coverage_90", "coverage_50", "coverage_90_cqr", "crossing_rate_raw")
+                                if k in m_def} | {"interval_choice": sd.choice.label}}
+    fig = {"time": hz.X.index[b.test], "q": sc.q_final, "y": y[b.test], "shipped": sc.shipped, "cqr": sc.cqr,
+           "window": window, "method": sc.choice.label}
     return entry, details, fig
 
 
@@ -321,4 +383,4 @@ def _write_outputs(summary: dict, figures: dict, trials: dict, spec: HPOSpec, ou
     from hpm_ray.hpo.report import build_report
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    build_report(summary, figures, trials, spec).save(out / "report.html")
+    build_report(summary, figures, trials, spec, ROLLING_DAYS).save(out / "report.html")

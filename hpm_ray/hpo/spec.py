@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from hpm_ray.config import RuntimeSpec, Spec
@@ -33,7 +35,18 @@ class HPOSpec(Spec):
     # most easily (chosen on validation pinball). None: raw returns.
     scale_by: str | None = "rv_168"
     max_concurrent_trials: int | None = Field(None, ge=1)  # per horizon; None: cluster CPUs / horizons
-    aci_gamma: float = Field(0.005, gt=0, lt=1)
+    aci_gamma: float = Field(0.005, gt=0, lt=1)  # the fixed-step ACI shown beside the shipped interval
+    # The interval that ships: conformal PID (online, labels h bars late), ACI, split CQR, or "auto" (the method
+    # too is chosen). Step sizes (PID: a fraction of the largest calibration score; ACI: gamma) are chosen on the
+    # calibration block by interval score, never on test.
+    interval_method: Literal["pid", "aci", "cqr", "auto"] = "pid"
+    step_sizes: list[float] = Field(default_factory=lambda: [0.002, 0.005, 0.01, 0.02, 0.05])
+    # A volatility feature known at t: its training-block terciles group PID's trackers and the report's
+    # conditional coverage; with pid_normalize, PID's scores are divided by it.
+    interval_vol: str = "rv_168"
+    pid_by_tercile: bool = True
+    pid_normalize: bool = False
+    pid_integrator: bool = False
     points_to_evaluate: list[dict] = Field(default_factory=list)  # configs tried first (warm start)
     model_prefix: str = "hpo-quantile"  # registered as <prefix>-h<horizon>
     experiment: str = "hpm-ray-hpo"
@@ -52,6 +65,13 @@ class HPOSpec(Spec):
     @classmethod
     def _quantiles(cls, v: list[float]) -> list[float]:
         quantile_pairs(v)  # raises SpecError with the specific problem
+        return v
+
+    @field_validator("step_sizes")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 < s < 1.0 for s in v):
+            raise ValueError(f"step sizes must lie strictly between 0 and 1, got {v}")
         return v
 
     @field_validator("points_to_evaluate")

@@ -1,0 +1,223 @@
+"""The forecasters a quant tries first, as quantile forecasts of the h-bar log return, and a Diebold-Mariano test.
+
+Every baseline's state at row t uses 1-bar returns up to t and h-bar labels up to row t - h only. Its free
+setting (window N, EWMA decay) is chosen on the validation block with statistics of the training block; test
+forecasts then use statistics of train + validation (the tuned model is refit on the same rows). Scaled
+baselines forecast ``scale_t * Q(y / scale)``: empirical quantiles of the standardised h-bar return.
+
+- naive: unconditional training quantiles of the h-bar return.
+- rolling: empirical quantiles of the last N known h-bar returns.
+- ewma: RiskMetrics EWMA variance of 1-bar returns, x sqrt(h).
+- har: HAR-RV (Corsi 2009, J. Financial Econometrics 7(2)): the next h bars' realised variance regressed (OLS
+  on the training block) on the daily, weekly and monthly averages of realised variance.
+- garch: GARCH(1,1) with Student-t innovations (``arch``) fitted on training 1-bar returns, filtered forward
+  with those parameters, its variance forecasts summed over the next h bars.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpm_ray.errors import DataError
+from hpm_ray.metrics import mean_pinball, pinball_loss
+
+ROLLING_WINDOWS = (720, 2160, 4320)  # bars: about 1, 3 and 6 months of hourly data
+EWMA_DECAYS = (0.94, 0.97, 0.99, 0.995)
+DAY, WEEK, MONTH = 24, 168, 720  # HAR windows in bars (hourly data)
+
+
+@dataclass(frozen=True)
+class Blocks3:
+    """Row indices of the training, validation and test blocks (time-ordered, rows are consecutive bars)."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class Baseline:
+    """Test-block quantiles of one baseline and its setting chosen on validation (None: nothing to choose)."""
+
+    name: str
+    q_test: np.ndarray
+    setting: float | None = None
+
+
+def naive_quantiles(y_train: np.ndarray, quantiles, n: int) -> np.ndarray:
+    """The unconditional baseline: training-target quantiles repeated for every row."""
+    return np.tile(np.quantile(np.asarray(y_train, dtype=float), quantiles), (n, 1))
+
+
+def standardised_quantiles(y: np.ndarray, scale: np.ndarray, rows: np.ndarray, quantiles) -> np.ndarray:
+    z = y[rows] / scale[rows]
+    return np.quantile(z[np.isfinite(z)], quantiles)
+
+
+def _scaled(y, scale, fit_rows, rows, quantiles) -> np.ndarray:
+    return scale[rows, None] * standardised_quantiles(y, scale, fit_rows, quantiles)[None, :]
+
+
+def rolling_quantiles(y: np.ndarray, rows: np.ndarray, h: int, window: int, quantiles) -> np.ndarray:
+    """Quantiles of the labels of rows ``t - h - window + 1 .. t - h`` (all known at t) for each row t of ``rows``."""
+    out = np.empty((len(rows), len(quantiles)))
+    for k, t in enumerate(rows):
+        past = y[max(t - h - window + 1, 0): t - h + 1]
+        if len(past) == 0:
+            raise DataError(f"row {t} has no label known {h} bars earlier for a rolling window")
+        out[k] = np.quantile(past, quantiles)
+    return out
+
+
+def ewma_vol(r: np.ndarray, decay: float) -> np.ndarray:
+    """RiskMetrics ``s2_t = decay s2_{t-1} + (1 - decay) r_t^2`` (known at t), started at r_0^2; returns sqrt."""
+    r2 = np.nan_to_num(np.asarray(r, dtype=float) ** 2)
+    s2 = np.empty_like(r2)
+    acc = r2[0]
+    for t, v in enumerate(r2):
+        acc = decay * acc + (1.0 - decay) * v
+        s2[t] = acc
+    return np.sqrt(s2)
+
+
+def har_regressors(r: np.ndarray) -> np.ndarray:
+    """Columns [1, RV_day, RV_week, RV_month] at each row: mean squared 1-bar return over 24, 168, 720 bars, x 24."""
+    r2 = np.nan_to_num(np.asarray(r, dtype=float) ** 2)
+    c = np.concatenate([[0.0], np.cumsum(r2)])
+    n = len(r2)
+    cols = [np.ones(n)]
+    for w in (DAY, WEEK, MONTH):
+        idx = np.arange(n)
+        lo = np.maximum(idx + 1 - w, 0)
+        cols.append((c[idx + 1] - c[lo]) / (idx + 1 - lo) * DAY)
+    return np.column_stack(cols)
+
+
+def forward_rv(r: np.ndarray, h: int) -> np.ndarray:
+    """Realised variance of the next h bars: sum of r_{t+1}^2 .. r_{t+h}^2 (NaN where it runs past the end)."""
+    r2 = np.nan_to_num(np.asarray(r, dtype=float) ** 2)
+    c = np.concatenate([[0.0], np.cumsum(r2)])
+    n = len(r2)
+    out = np.full(n, np.nan)
+    out[: n - h] = c[h + 1: n + 1] - c[1: n - h + 1]
+    return out
+
+
+def har_scale(r: np.ndarray, h: int, train: np.ndarray) -> np.ndarray:
+    """sqrt of the HAR-RV forecast of the next h bars' realised variance, OLS-fitted on ``train`` rows."""
+    X, target = har_regressors(r), forward_rv(r, h)
+    fit = train[(train + h < len(r)) & (train >= MONTH)]
+    beta, *_ = np.linalg.lstsq(X[fit], target[fit], rcond=None)
+    pred = X @ beta
+    floor = np.quantile(target[fit], 0.01)  # OLS can go negative in a calm stretch
+    return np.sqrt(np.maximum(pred, floor))
+
+
+def garch_h_variance(sigma2_next: np.ndarray, omega: float, alpha: float, beta: float, h: int) -> np.ndarray:
+    """Sum over k = 1..h of the GARCH(1,1) forecast E_t[sigma2_{t+k}] from the one-step forecast ``sigma2_next``.
+
+    ``E_t sigma2_{t+k} = s + phi^(k-1) (sigma2_{t+1} - s)`` with ``phi = alpha + beta`` and ``s = omega / (1 - phi)``.
+    """
+    phi = alpha + beta
+    if phi >= 1.0:  # integrated: no mean reversion, every step forecasts sigma2_{t+1} (plus omega per step)
+        return h * sigma2_next + omega * h * (h - 1) / 2
+    s = omega / (1.0 - phi)
+    return h * s + (sigma2_next - s) * (1.0 - phi**h) / (1.0 - phi)
+
+
+def garch_scale(r: np.ndarray, h: int, train: np.ndarray) -> np.ndarray:
+    """sqrt of the h-bar GARCH(1,1)-t variance forecast at each row, parameters fitted on ``train`` returns."""
+    from arch import arch_model
+
+    x = 100.0 * np.nan_to_num(np.asarray(r, dtype=float))  # percent returns: the optimiser's scale
+    res = arch_model(x[train], mean="Constant", vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
+    mu, omega, alpha, beta = (float(res.params[k]) for k in ("mu", "omega", "alpha[1]", "beta[1]"))
+    s2 = np.empty(len(x))  # s2[t] = sigma2_{t+1 | t}: uses returns up to t
+    prev = omega / max(1.0 - alpha - beta, 1e-6)
+    for t, v in enumerate(x):
+        prev = omega + alpha * (v - mu) ** 2 + beta * prev
+        s2[t] = prev
+    return np.sqrt(garch_h_variance(s2, omega, alpha, beta, h)) / 100.0
+
+
+def baselines(r: np.ndarray, y: np.ndarray, b: Blocks3, h: int, quantiles) -> list[Baseline]:
+    """Every baseline's test quantiles; settings chosen by validation pinball (statistics from train)."""
+    q = list(quantiles)
+    search = np.concatenate([b.train, b.validation])
+    out = [Baseline("naive", naive_quantiles(y[search], q, len(b.test)))]
+    scores = {n: mean_pinball(y[b.validation], rolling_quantiles(y, b.validation, h, n, q), q) for n in ROLLING_WINDOWS}
+    n_best = min(scores, key=scores.get)
+    out.append(Baseline("rolling", rolling_quantiles(y, b.test, h, n_best, q), float(n_best)))
+    scales = {lam: ewma_vol(r, lam) * math.sqrt(h) for lam in EWMA_DECAYS}
+    scores = {lam: mean_pinball(y[b.validation], _scaled(y, s, b.train, b.validation, q), q) for lam, s in scales.items()}
+    lam = min(scores, key=scores.get)
+    out.append(Baseline("ewma", _scaled(y, scales[lam], search, b.test, q), lam))
+    out.append(Baseline("har", _scaled(y, har_scale(r, h, b.train), search, b.test, q)))
+    out.append(Baseline("garch", _scaled(y, garch_scale(r, h, b.train), search, b.test, q)))
+    return out
+
+
+@dataclass(frozen=True)
+class DMResult:
+    """Diebold-Mariano test of equal expected loss; ``stat < 0``: the first forecaster's loss is lower."""
+
+    stat: float
+    pvalue: float
+    mean_diff: float
+    kernel: str
+
+
+def row_pinball(y: np.ndarray, q: np.ndarray, quantiles) -> np.ndarray:
+    """Pinball loss of each row, averaged over the quantiles."""
+    y = np.asarray(y, dtype=float)
+    return np.mean([np.maximum(t * (y - q[:, j]), (t - 1) * (y - q[:, j])) for j, t in enumerate(quantiles)], axis=0)
+
+
+def dm_test(loss_a: np.ndarray, loss_b: np.ndarray, h: int) -> DMResult:
+    """DM statistic of ``loss_a - loss_b`` with a HAC variance of lag h - 1 (h-step losses overlap: MA(h-1)).
+
+    The uniform kernel of Diebold & Mariano (1995) is exact for MA(h-1) differentials; when its variance estimate
+    is not positive, the Bartlett (Newey-West) kernel is used instead. Two-sided p-value from N(0, 1).
+
+    Examples
+    --------
+    >>> r = dm_test(np.array([2.0, 1.0, 3.0, 1.0]), np.array([1.0, 2.0, 1.0, 1.0]), 1)
+    >>> round(r.stat, 4), r.kernel  # d = [1, -1, 2, 0]: mean 0.5, variance 1.25, 0.5 / sqrt(1.25 / 4)
+    (0.8944, 'uniform')
+    """
+    import statsmodels.api as sm
+    from scipy.stats import norm
+
+    d = np.asarray(loss_a, dtype=float) - np.asarray(loss_b, dtype=float)
+    if len(d) < 2 * h + 2:
+        raise DataError(f"a Diebold-Mariano test at horizon {h} needs more than {2 * h + 1} rows, got {len(d)}")
+    ones = np.ones((len(d), 1))
+    for kernel in ("uniform", "bartlett"):
+        fit = sm.OLS(d, ones).fit(cov_type="HAC", cov_kwds={"maxlags": h - 1, "kernel": kernel, "use_correction": False})
+        var = float(fit.cov_params()[0, 0])
+        if var > 0:
+            stat = float(d.mean() / math.sqrt(var))
+            return DMResult(stat, float(2 * norm.sf(abs(stat))), float(d.mean()), kernel)
+    return DMResult(0.0, 1.0, float(d.mean()), "none")  # identical losses: no difference to test
+
+
+def verdict(name: str, h: int, dm: DMResult, level: float = 0.05) -> str:
+    """One plain line: skill, no evidence of skill, or the baseline wins (two-sided test at ``level``)."""
+    p = f"DM {dm.stat:+.2f}, p={dm.pvalue:.3g}"
+    if dm.pvalue < level and dm.stat < 0:
+        return f"skill over {name} at h={h} ({p})"
+    if dm.pvalue < level:
+        return f"{name} beats the tuned forecaster at h={h} ({p})"
+    return f"no evidence of skill over {name} at h={h} ({p})"
+
+
+def score_baseline(base: Baseline, y_test: np.ndarray, shipped_loss: np.ndarray, h: int, quantiles) -> dict:
+    """The summary entry of one baseline: test pinball (mean and per quantile), DM against the shipped forecaster."""
+    dm = dm_test(shipped_loss, row_pinball(y_test, base.q_test, quantiles), h)
+    return {"test_pinball": mean_pinball(y_test, base.q_test, quantiles),
+            "test_pinball_by_quantile": {f"{t:g}": pinball_loss(y_test, base.q_test[:, j], t) for j, t in enumerate(quantiles)},
+            "setting": base.setting, "dm_stat": dm.stat, "dm_pvalue": dm.pvalue, "dm_kernel": dm.kernel,
+            "verdict": verdict(base.name, h, dm)}
