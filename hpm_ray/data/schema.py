@@ -172,7 +172,8 @@ def _to_number(raw: pd.Series, c: ColumnSpec) -> pd.Series:
     return pd.Series(values, index=raw.index, name=c.name)
 
 
-_TRUTH = {True: True, False: False, 1: True, 0: False, "true": True, "false": False, "True": True, "False": False}
+# 1 and 0 (and numpy's) find True and False: they hash and compare equal.
+_TRUTH = {True: True, False: False, "true": True, "false": False, "True": True, "False": False}
 
 
 def _to_boolean(raw: pd.Series, name: str) -> pd.Series:
