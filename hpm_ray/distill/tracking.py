@@ -43,7 +43,8 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
         classes = list(d.splits.classes)
         y_test = d.splits.classes[d.splits.y_test]  # codes -> the labels the served model returns
         model_metrics = classifier_metrics(y_test, d.predict_proba(d.splits.X_test), classes)
-        model_metrics.update({k: best["best"][k] for k in ("auc", "log_loss", "ks", "fidelity") if best["best"][k] is not None})
+        model_metrics.update({k: best["best"][k] for k in ("auc", "log_loss", "ks", "fidelity", "ece", "brier")
+                              if best["best"].get(k) is not None})
         mv = log_and_register(ClassifierPyfunc(d.best_model(), d.splits.X_train, classes),
                               register_name, kind="classifier", metrics=model_metrics, input_example=d.splits.X_train,
                               tags={"hpm_ray.student": best["best"]["student"]}, reference=d.splits.X_train)
