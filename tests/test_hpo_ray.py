@@ -70,6 +70,7 @@ def test_data_goes_to_the_object_store_once_and_bad_trials_fail_alone(ray_sessio
 
 @pytest.mark.slow
 def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path, capsys):
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from hpm_ray.cli import main
@@ -144,6 +145,8 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     mv = client.get_model_version(name, version)
     assert mv.tags["hpm_ray.kind"] == "quantile_forecaster"
     assert version_metrics(mv)["coverage_90"] == pytest.approx(summary["horizons"]["6"]["coverage_90"])
+    info = mlflow.models.get_model_info(summary["horizons"]["6"]["model_uri"])  # as the runner registers it
+    assert info.saved_input_example_info is not None and "rv_168" in info.signature.inputs.input_names()
 
     # the registered model predicts quantiles and intervals in a fresh process; on the run's test rows its
     # calibrated quantiles reproduce the reported test pinball and split-CQR coverage (same scale, fill value, CQR)

@@ -11,8 +11,20 @@ from hpm_ray.cli import main
 from hpm_ray.errors import SpecError
 from hpm_ray.metrics import brier_rows, log_loss_rows, pinball_rows
 from hpm_ray.serving.policy import RolloutPolicy
-from hpm_ray.serving.sequential import (EXPAND, HOLD, ROLLBACK, Moments, SequentialTest, best_rho2, boundary, classify,
-                                        evaluate, paired_interval, sample_ratio_mismatch, unpaired_interval)
+from hpm_ray.serving.sequential import (
+    EXPAND,
+    HOLD,
+    ROLLBACK,
+    Moments,
+    SequentialTest,
+    best_rho2,
+    boundary,
+    classify,
+    evaluate,
+    paired_interval,
+    sample_ratio_mismatch,
+    unpaired_interval,
+)
 from hpm_ray.serving.simulate import load_losses, simulate
 
 

@@ -20,7 +20,8 @@ import re
 import sys
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -379,7 +380,7 @@ class AutoDistiller:
             "method": self.method,
             "wall_time_s": round(self.timings["total"], 3),
             "n_fits": int(df.n_fits.sum()),
-            "n_configs_evaluated": int(len(evaluated)),
+            "n_configs_evaluated": len(evaluated),
             "teacher": {k: _num(tm[k]) for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier")}
                        | {"name": self.teacher_name},
             "best": {"student": b.student, "temperature": float(b.temperature), "alpha": float(b.alpha),

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _subsample(n: int, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     if fraction >= 1.0:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    parts = [rng.choice(np.flatnonzero(y == c), max(2, int(round(fraction * np.sum(y == c)))), replace=False)
+    parts = [rng.choice(np.flatnonzero(y == c), max(2, round(fraction * np.sum(y == c))), replace=False)
              for c in np.unique(y)]
     return np.sort(np.concatenate(parts))
 
@@ -290,7 +291,7 @@ class TaskQueue:
         try:
             out = ray.get(ref)
             recs = out if isinstance(out, list) else [out]
-        except Exception as exc:  # the config failed inside its task (or its task died for good): record, go on
+        except Exception as exc:  # noqa: BLE001 - the config failed in its task (or the task died for good): record, go on
             recs = [failed_record(task, exc) for task in group]
         for task, rec in zip(group, recs):
             rec["task"] = task

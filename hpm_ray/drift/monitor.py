@@ -96,7 +96,7 @@ class DecisionLog:
     def close(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
-    def __enter__(self) -> DecisionLog:
+    def __enter__(self) -> DecisionLog:  # noqa: PYI034 - not meant to be subclassed
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

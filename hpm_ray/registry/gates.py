@@ -31,9 +31,7 @@ class Bound:
             return False
         if self.low is not None and value < self.low:
             return False
-        if self.high is not None and (value >= self.high if self.strict_high else value > self.high):
-            return False
-        return True
+        return not (self.high is not None and (value >= self.high if self.strict_high else value > self.high))
 
     def describe(self) -> str:
         if self.low is not None and self.high is not None:

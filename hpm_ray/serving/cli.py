@@ -220,7 +220,7 @@ def call(url: str, method: str, path: str, body: dict | None = None, token: str 
             raw = resp.read()
         answer = json.loads(raw)
         if not isinstance(answer, dict):
-            raise ValueError("not a JSON object")
+            raise ValueError("not a JSON object")  # noqa: TRY004 - handled below with the other bad answers
         return answer
     except urllib.error.HTTPError as exc:
         try:
@@ -240,7 +240,7 @@ def format_status(s: dict) -> str:
              "weights  " + "  ".join(f"{k}={w:g}%" for k, w in s["weights"].items()),
              f"policy   {s.get('last_decision', '')}"]
     for name, m in s.get("metrics", {}).items():
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        fmt = lambda v, f: "-" if v is None else format(v, f)
         lines.append(
             f"  {name:<10} v{m['version']} requests={m['requests']} errors={m['errors']} p50={fmt(m['latency_p50_ms'], '.1f')}ms "
             f"p99={fmt(m['latency_p99_ms'], '.1f')}ms confidence={fmt(m['mean_confidence'], '.3f')} "

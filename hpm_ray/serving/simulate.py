@@ -19,8 +19,16 @@ from importlib import resources
 import numpy as np
 
 from hpm_ray.errors import SpecError
-from hpm_ray.serving.sequential import (EXPAND, HOLD, ROLLBACK, SequentialTest, boundary, classify, sample_variance,
-                                        unpaired_radius)
+from hpm_ray.serving.sequential import (
+    EXPAND,
+    HOLD,
+    ROLLBACK,
+    SequentialTest,
+    boundary,
+    classify,
+    sample_variance,
+    unpaired_radius,
+)
 
 SCENARIOS = {"aa": 0.0, "better": -1.0, "worse": 1.0}  # sign of the relative change in the challenger's mean loss
 _CHUNK = 2048  # records per step: runs x chunk float64 arrays stay ~30 MB at 2,000 runs
