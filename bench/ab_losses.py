@@ -26,12 +26,16 @@ OUT = Path(__file__).resolve().parents[1] / "hpm_ray" / "serving" / "ab_losses.n
 def losses(seed: int = 0, held_out: int = 10_000) -> dict[str, np.ndarray]:
     X, y = load_credit_default()
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=held_out, random_state=seed, stratify=y)
-    gbm = lgb.LGBMClassifier(n_estimators=200, learning_rate=0.05, num_leaves=31, random_state=seed, n_jobs=1, verbose=-1)
+    gbm = lgb.LGBMClassifier(
+        n_estimators=200, learning_rate=0.05, num_leaves=31, random_state=seed, n_jobs=1, verbose=-1
+    )
     logit = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     gbm.fit(X_tr, y_tr)
     logit.fit(X_tr, y_tr)
-    return {"lightgbm": log_loss_rows(y_te, gbm.predict_proba(X_te)).astype(np.float32),
-            "logistic": log_loss_rows(y_te, logit.predict_proba(X_te)).astype(np.float32)}
+    return {
+        "lightgbm": log_loss_rows(y_te, gbm.predict_proba(X_te)).astype(np.float32),
+        "logistic": log_loss_rows(y_te, logit.predict_proba(X_te)).astype(np.float32),
+    }
 
 
 def main() -> None:
@@ -41,9 +45,11 @@ def main() -> None:
     rows = losses()
     np.savez_compressed(args.out, **rows)
     a, b = rows["lightgbm"], rows["logistic"]
-    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB): {len(a)} held-out rows; "
-          f"lightgbm mean {a.mean():.4f} sd {a.std():.4f}; logistic mean {b.mean():.4f} sd {b.std():.4f}; "
-          f"row correlation {np.corrcoef(a, b)[0, 1]:.3f}")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB): {len(a)} held-out rows; "
+        f"lightgbm mean {a.mean():.4f} sd {a.std():.4f}; logistic mean {b.mean():.4f} sd {b.std():.4f}; "
+        f"row correlation {np.corrcoef(a, b)[0, 1]:.3f}"
+    )
 
 
 if __name__ == "__main__":

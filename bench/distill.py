@@ -73,8 +73,12 @@ def bench_sharing(n_tasks: int, mb: int) -> None:
         pool_mem = list(pool.map(_touch, [payload] * n_tasks))
         pool_s = time.perf_counter() - t
     print(f"\n== teacher sharing: {size:.0f} MiB payload (X_train + teacher probabilities), {n_tasks} tasks, 2 CPUs")
-    print(f"ray ObjectRef (put once) : {ray_s:6.2f} s total, private memory per task above idle {_added(base, ray_mem):7.1f} MiB")
-    print(f"process pool (by value)  : {pool_s:6.2f} s total, private memory per task above idle {_added(pool_base, pool_mem):7.1f} MiB")
+    print(
+        f"ray ObjectRef (put once) : {ray_s:6.2f} s total, private memory per task above idle {_added(base, ray_mem):7.1f} MiB"
+    )
+    print(
+        f"process pool (by value)  : {pool_s:6.2f} s total, private memory per task above idle {_added(pool_base, pool_mem):7.1f} MiB"
+    )
     print(f"ratio pool/ray           : {pool_s / ray_s:6.1f}x time")
 
 
@@ -100,24 +104,33 @@ def bench_compare(X, y, rows: int, seed: int) -> None:
     # start and warm the worker processes first, so neither method pays their start-up
     ray.get([ray.remote(num_cpus=1)(_import_students).remote() for _ in range(4)])
 
-    d = AutoDistiller(X, y, method="hybrid", max_rows=rows, seed=seed,
-                      memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal"))  # cold memory: fair to hpm
+    d = AutoDistiller(
+        X, y, method="hybrid", max_rows=rows, seed=seed, memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal")
+    )  # cold memory: fair to hpm
     df = d.run()
-    print(f"\n== legacy vs hpm: credit data subsampled to {rows:,} rows (stratified), seed {seed}, same cached teachers")
+    print(
+        f"\n== legacy vs hpm: credit data subsampled to {rows:,} rows (stratified), seed {seed}, same cached teachers"
+    )
     print(f"teachers (OOF x{d.spec.teacher_folds} + final, 3 models): {d.timings['teachers']:.1f} s, not counted below")
     out = {}
     for m in ("legacy", "hpm"):
         part = df[df.method == m]
         auc, twin = _best_auc(d, m)
         out[m] = (d.timings[m], int(part.n_fits.sum()), auc)
-        print(f"{m:7s}: {d.timings[m]:7.1f} s, {int(part.n_fits.sum()):4d} fits, "
-              f"{int(part.stage.isin(('full', 'screen', 'chain')).sum()):3d} configs, best test AUC {auc:.4f} (twin {twin:.4f})")
+        print(
+            f"{m:7s}: {d.timings[m]:7.1f} s, {int(part.n_fits.sum()):4d} fits, "
+            f"{int(part.stage.isin(('full', 'screen', 'chain')).sum()):3d} configs, best test AUC {auc:.4f} (twin {twin:.4f})"
+        )
     laps = {k[4:]: v for k, v in d.timings.items() if k.startswith("hpm ")}
-    print("hpm phases (each from the previous phase's end; they overlap): "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in laps.items()))
+    print(
+        "hpm phases (each from the previous phase's end; they overlap): "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in laps.items())
+    )
     (lt, lf, la), (ht, hf, ha) = out["legacy"], out["hpm"]
-    print(f"hpm speed-up {lt / ht:.1f}x (target >= 8x), fits {lf / hf:.1f}x fewer, "
-          f"AUC hpm - legacy = {ha - la:+.4f} (target >= -0.002)")
+    print(
+        f"hpm speed-up {lt / ht:.1f}x (target >= 8x), fits {lf / hf:.1f}x fewer, "
+        f"AUC hpm - legacy = {ha - la:+.4f} (target >= -0.002)"
+    )
 
 
 def _reach_table(title: str, ref, new, trials: int, early: int) -> None:
@@ -139,11 +152,15 @@ def _reach_table(title: str, ref, new, trials: int, early: int) -> None:
         pick = max if hib else min
         e_ref, e_new = pick(c["history"][:early]), pick(r["history"][:early])
         wins.append(e_new >= e_ref if hib else e_new <= e_ref)
-        print(f"  {r['task'].stage:5s} {r['task'].student:7s}: best {target:.4f} reached at trial {n_ref} vs "
-              f"{n_new if n_new is not None else f'>{trials}'}; best after {early} trials {e_ref:.4f} vs {e_new:.4f}")
+        print(
+            f"  {r['task'].stage:5s} {r['task'].student:7s}: best {target:.4f} reached at trial {n_ref} vs "
+            f"{n_new if n_new is not None else f'>{trials}'}; best after {early} trials {e_ref:.4f} vs {e_new:.4f}"
+        )
         ratios.append((n_new or trials + 1) / n_ref)
-    print(f"  mean trials-to-reach ratio {np.mean(ratios):.2f} (target <= 0.5); after {early} trials the second "
-          f"is at least as good in {sum(wins)}/{len(wins)} studies")
+    print(
+        f"  mean trials-to-reach ratio {np.mean(ratios):.2f} (target <= 0.5); after {early} trials the second "
+        f"is at least as good in {sum(wins)}/{len(wins)} studies"
+    )
 
 
 def bench_memory(X, y, rows: int, trials: int, early: int = 3) -> None:
@@ -151,8 +168,16 @@ def bench_memory(X, y, rows: int, trials: int, early: int = 3) -> None:
     from hpm_ray.distill.auto import AutoDistiller
 
     mem = os.path.join(tempfile.mkdtemp(), "memory.journal")
-    kw = dict(method="hpm", max_rows=rows, hpm_trials=trials, chain=False, adaptive_temperature=False,
-              temperatures=[2.0], alphas=[0.7], progress=False)
+    kw = dict(
+        method="hpm",
+        max_rows=rows,
+        hpm_trials=trials,
+        chain=False,
+        adaptive_temperature=False,
+        temperatures=[2.0],
+        alphas=[0.7],
+        progress=False,
+    )
     first = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
     first.run()
     second = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
@@ -172,18 +197,23 @@ def bench_quality(X, y, seeds: list[int], rows: int | None) -> None:
     print(f"\n== quality: hpm on credit data ({rows or len(y):,} rows), default spec, students <= 100 trees")
     res = []
     for s in seeds:
-        d = AutoDistiller(X, y, method="hpm", seed=s, max_rows=rows,
-                          memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal"))
+        d = AutoDistiller(
+            X, y, method="hpm", seed=s, max_rows=rows, memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal")
+        )
         d.run()
         sm = d.summary()
         t, b, tw = sm["teacher"]["auc"], sm["best"], sm["hard_label_twin"]["auc"]
         res.append((t, b["auc"], tw))
-        print(f"seed {s}: teacher AUC {t:.4f}, best {b['student']} (T={b['temperature']:g}, a={b['alpha']:g}, "
-              f"size {int(d.results_.loc[d._best_index(), 'size'])}) AUC {b['auc']:.4f} = {b['auc'] / t:.2%} of teacher, "
-              f"twin {tw:.4f}; {sm['n_fits']} fits, {d.timings['hpm']:.0f} s (teachers {d.timings['teachers']:.0f} s)")
+        print(
+            f"seed {s}: teacher AUC {t:.4f}, best {b['student']} (T={b['temperature']:g}, a={b['alpha']:g}, "
+            f"size {int(d.results_.loc[d._best_index(), 'size'])}) AUC {b['auc']:.4f} = {b['auc'] / t:.2%} of teacher, "
+            f"twin {tw:.4f}; {sm['n_fits']} fits, {d.timings['hpm']:.0f} s (teachers {d.timings['teachers']:.0f} s)"
+        )
     t, b, tw = np.mean(res, axis=0)
-    print(f"mean: teacher {t:.4f}, student {b:.4f} ({b / t:.2%} of teacher, target >= 99%), twin {tw:.4f} "
-          f"(student - twin {b - tw:+.4f}, target >= 0)")
+    print(
+        f"mean: teacher {t:.4f}, student {b:.4f} ({b / t:.2%} of teacher, target >= 99%), twin {tw:.4f} "
+        f"(student - twin {b - tw:+.4f}, target >= 0)"
+    )
 
 
 def bench_calibration(X, y, rows: int | None) -> None:
@@ -191,20 +221,33 @@ def bench_calibration(X, y, rows: int | None) -> None:
     from hpm_ray.metrics import expected_calibration_error as ece
     from hpm_ray.metrics import roc_auc
 
-    d = AutoDistiller(X, y, method="legacy", students=["lgbm"], temperatures=[0.5, 1.0, 3.0], alphas=[0.9],
-                      legacy_trials=10, max_rows=rows, progress=False)
+    d = AutoDistiller(
+        X,
+        y,
+        method="legacy",
+        students=["lgbm"],
+        temperatures=[0.5, 1.0, 3.0],
+        alphas=[0.9],
+        legacy_trials=10,
+        max_rows=rows,
+        progress=False,
+    )
     d.run()
     sp = d.splits
-    print(f"\n== calibration: lgbm student, alpha 0.9, 10 trials per T, credit data ({rows or len(y):,} rows); "
-          f"validation base rate {sp.y_val.mean():.3f}, test base rate {sp.y_test.mean():.3f}")
+    print(
+        f"\n== calibration: lgbm student, alpha 0.9, 10 trials per T, credit data ({rows or len(y):,} rows); "
+        f"validation base rate {sp.y_val.mean():.3f}, test base rate {sp.y_test.mean():.3f}"
+    )
     print("T    | raw mean P | served mean P | raw ECE | served ECE | calibrator  | test AUC raw / served")
     ok = [r for r in d.records if r["status"] == "ok"]
     for r in sorted(ok, key=lambda r: (r["task"].stage, r["task"].temperature, r["task"].key)):
         raw, served = r["model"].predict_proba(sp.X_test), r["calibrated"].predict_proba(sp.X_test)
         name = "twin" if r["task"].stage == "twin" else f"{r['task'].temperature:g}"
-        print(f"{name:4} | {raw[:, 1].mean():10.3f} | {served[:, 1].mean():13.3f} | {ece(sp.y_test, raw):7.4f} | "
-              f"{ece(sp.y_test, served):10.4f} | {r['calibration']:11} | {roc_auc(sp.y_test, raw):.4f} / "
-              f"{roc_auc(sp.y_test, served):.4f}")
+        print(
+            f"{name:4} | {raw[:, 1].mean():10.3f} | {served[:, 1].mean():13.3f} | {ece(sp.y_test, raw):7.4f} | "
+            f"{ece(sp.y_test, served):10.4f} | {r['calibration']:11} | {roc_auc(sp.y_test, raw):.4f} / "
+            f"{roc_auc(sp.y_test, served):.4f}"
+        )
 
 
 def main() -> None:
@@ -214,7 +257,9 @@ def main() -> None:
     ap.add_argument("--share-mb", type=int, default=200)
     ap.add_argument("--share-tasks", type=int, default=8)
     ap.add_argument("--memory-trials", type=int, default=10)
-    ap.add_argument("--parts", default="sharing,compare,memory", help="comma-separated: sharing, compare, memory, calibration")
+    ap.add_argument(
+        "--parts", default="sharing,compare,memory", help="comma-separated: sharing, compare, memory, calibration"
+    )
     ap.add_argument("--quality-seeds", default="", help="e.g. 0,1,2 (runs hpm on the credit data per seed)")
     ap.add_argument("--quality-rows", type=int, default=None)
     ap.add_argument("--calibration-rows", type=int, default=6000, help="0: every row")

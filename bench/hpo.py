@@ -48,11 +48,13 @@ def main() -> None:
     os.environ.update(TUNE_ENV)  # the Tuner runs in this process here, not in hpm-ray's search task
     s = load_btc_hourly()
     if a.rows:
-        s = Series(s.frame.iloc[-a.rows:].copy(), s.time_col, s.price_col)
+        s = Series(s.frame.iloc[-a.rows :].copy(), s.time_col, s.price_col)
     spec = HPOSpec(horizons=[a.horizon], max_rounds=a.max_rounds, report_every=a.report_every, seed=a.seed)
     data = prepare_horizon(s, a.horizon, spec).data
-    print(f"data: {len(data.y)} rows, horizon {a.horizon}, {len(data.folds)} folds; {a.trials} trials of up to "
-          f"{a.max_rounds} rounds x {len(data.quantiles)} quantiles; ASHA grace {spec.grace_period} rf {spec.reduction_factor}")
+    print(
+        f"data: {len(data.y)} rows, horizon {a.horizon}, {len(data.folds)} folds; {a.trials} trials of up to "
+        f"{a.max_rounds} rounds x {len(data.quantiles)} quantiles; ASHA grace {spec.grace_period} rf {spec.reduction_factor}"
+    )
 
     # --- plain Optuna, sequential, with Optuna's own successive-halving pruner at the same rungs --------------
     def objective(trial):
@@ -68,8 +70,11 @@ def main() -> None:
 
     def run_optuna() -> tuple[float, float, int]:
         study = optuna.create_study(
-            direction="minimize", sampler=optuna.samplers.TPESampler(seed=a.seed),
-            pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.grace_period, reduction_factor=spec.reduction_factor),
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=a.seed),
+            pruner=optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=spec.grace_period, reduction_factor=spec.reduction_factor
+            ),
         )
         t0 = time.perf_counter()
         study.optimize(objective, n_trials=a.trials)
@@ -85,15 +90,26 @@ def main() -> None:
     def run_tune() -> tuple[float, float, int, float]:
         with tempfile.TemporaryDirectory() as storage:
             settings = SearchSettings(
-                name="bench", storage=storage, num_samples=a.trials, max_reports=spec.max_reports,
-                grace_period=spec.grace_period, reduction_factor=spec.reduction_factor, max_concurrent=slots, seed=a.seed,
+                name="bench",
+                storage=storage,
+                num_samples=a.trials,
+                max_reports=spec.max_reports,
+                grace_period=spec.grace_period,
+                reduction_factor=spec.reduction_factor,
+                max_concurrent=slots,
+                seed=a.seed,
             )
             t0 = time.perf_counter()
             grid = make_tuner(settings, ref).fit()
             wall = time.perf_counter() - t0
             recs = records(grid, spec.max_reports)
         busy = sum(float(r.metrics.get("time_total_s", 0.0)) for r in grid)
-        return wall, min(r.best[1] for r in recs if r.best), sum(r.pruned for r in recs), (wall * slots - busy) / a.trials
+        return (
+            wall,
+            min(r.best[1] for r in recs if r.best),
+            sum(r.pruned for r in recs),
+            (wall * slots - busy) / a.trials,
+        )
 
     # Alternate the peers: this machine's speed drifts by up to 3x over minutes, which one pair cannot cancel.
     print(f"{'round':<7}{'peer':<20}{'wall s':>9}{'best val pinball':>18}{'pruned':>8}{'overhead s/trial':>18}")
@@ -107,9 +123,13 @@ def main() -> None:
         overheads.append(overhead)
         worse |= t_best > o_best * (1 + 1e-3)
     verdict = "WORSE" if worse else "equal or better"
-    print(f"speed-up optuna/tune wall time: {', '.join(f'{r:.2f}x' for r in ratios)}; median {np.median(ratios):.2f}x "
-          f"(tune best is {verdict}; target >= 3x)")
-    print(f"tune mean per-trial overhead: {np.median(overheads):.2f} s (wall x {slots} slots - in-trial time, per trial)")
+    print(
+        f"speed-up optuna/tune wall time: {', '.join(f'{r:.2f}x' for r in ratios)}; median {np.median(ratios):.2f}x "
+        f"(tune best is {verdict}; target >= 3x)"
+    )
+    print(
+        f"tune mean per-trial overhead: {np.median(overheads):.2f} s (wall x {slots} slots - in-trial time, per trial)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ def main() -> None:
 
     from hpm_ray.config import load_spec
     from hpm_ray.data.splitters import PurgedWalkForward
-    from hpm_ray.hpo.conformal import ConformalQuantiles
     from hpm_ray.hpo.baselines import naive_quantiles
+    from hpm_ray.hpo.conformal import ConformalQuantiles
     from hpm_ray.hpo.evaluate import DEFAULT_CONFIG
     from hpm_ray.hpo.runner import load_series, prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
@@ -47,13 +47,17 @@ def main() -> None:
     def score(config: dict, rounds: int, d, fit, cal, held) -> tuple[float, float]:
         boosters = train_boosters(config, d.X[fit], d.y[fit] / d.scale[fit], q, spec.seed)
         boost(boosters, rounds)
-        return calibrated_score(d, cal, held, *(predict_quantiles(boosters, d.X[r]) * d.scale[r, None] for r in (cal, held)))
+        return calibrated_score(
+            d, cal, held, *(predict_quantiles(boosters, d.X[r]) * d.scale[r, None] for r in (cal, held))
+        )
 
     def scale_only(d, fit, cal, held) -> float:
         z = np.quantile(d.y[fit] / d.scale[fit], q)
         return calibrated_score(d, cal, held, np.outer(d.scale[cal], z), np.outer(d.scale[held], z))[0]
 
-    print("| h | block | held-out span | fit rows | tuned / naive | default LGBM / naive | scale only / naive | tuned cov90 |")
+    print(
+        "| h | block | held-out span | fit rows | tuned / naive | default LGBM / naive | scale only / naive | tuned cov90 |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     ratios: dict[bool, list[float]] = {True: [], False: []}
     for key, entry in summary["horizons"].items():
@@ -75,12 +79,17 @@ def main() -> None:
             chosen_on = bool(np.intersect1d(held, b.validation).size)
             ratios[chosen_on].append(tuned / naive)
             span = f"{hz.X.index[held[0]]:%Y-%m-%d} .. {hz.X.index[held[-1]]:%Y-%m-%d}"
-            print(f"| {key} | {k}{' (validation)' if chosen_on else ''} | {span} | {len(fit)} | {tuned / naive:.4f} | "
-                  f"{default / naive:.4f} | {scaled / naive:.4f} | {cov:.3f} |", flush=True)
+            print(
+                f"| {key} | {k}{' (validation)' if chosen_on else ''} | {span} | {len(fit)} | {tuned / naive:.4f} | "
+                f"{default / naive:.4f} | {scaled / naive:.4f} | {cov:.3f} |",
+                flush=True,
+            )
     for chosen_on, rs in ratios.items():
         if rs:
             label = "overlapping the validation block" if chosen_on else "outside the search's validation block"
-            print(f"\nblocks {label}: tuned / naive mean {np.mean(rs):.4f}, below naive in {sum(r < 1 for r in rs)} of {len(rs)}")
+            print(
+                f"\nblocks {label}: tuned / naive mean {np.mean(rs):.4f}, below naive in {sum(r < 1 for r in rs)} of {len(rs)}"
+            )
     tests = [e["test_pinball"] / e["baselines"]["naive"]["test_pinball"] for e in summary["horizons"].values()]
     print(f"the run's own test block: tuned / naive {', '.join(f'{r:.4f}' for r in tests)}")
 

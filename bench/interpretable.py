@@ -40,16 +40,21 @@ def tree4_modes(X, y, spec, seed: int) -> None:
             v = roc_auc(sp.y_val, m.predict_proba(sp.X_val))
             if best is None or v > best[0]:
                 best = (v, roc_auc(sp.y_test, m.predict_proba(sp.X_test)), leaf)
-        print(f"{mode:10s}: val AUC {best[0]:.4f}, test AUC {best[1]:.4f} (min_samples_leaf {best[2]}), "
-              f"6 fits in {time.perf_counter() - t:.1f} s")
+        print(
+            f"{mode:10s}: val AUC {best[0]:.4f}, test AUC {best[1]:.4f} (min_samples_leaf {best[2]}), "
+            f"6 fits in {time.perf_counter() - t:.1f} s"
+        )
 
 
 def _print_seed(res: dict) -> None:
     for o in res["outcomes"]:
-        print(f"seed {o.seed} {o.preset:9s}: teacher {o.teacher_auc:.4f}, student {o.student['test_auc']:.4f} "
-              f"({o.student['technique']}, T={o.student['task'].temperature:g}, a={o.student['task'].alpha:g}), "
-              f"twin {o.twin['test_auc']:.4f}, diff {o.diff:+.4f}; per technique "
-              + ", ".join(f"{k} {v['test_auc']:.4f}" for k, v in o.techniques.items()), flush=True)
+        print(
+            f"seed {o.seed} {o.preset:9s}: teacher {o.teacher_auc:.4f}, student {o.student['test_auc']:.4f} "
+            f"({o.student['technique']}, T={o.student['task'].temperature:g}, a={o.student['task'].alpha:g}), "
+            f"twin {o.twin['test_auc']:.4f}, diff {o.diff:+.4f}; per technique "
+            + ", ".join(f"{k} {v['test_auc']:.4f}" for k, v in o.techniques.items()),
+            flush=True,
+        )
 
 
 def _pct(v: float) -> str:
@@ -77,28 +82,47 @@ def main() -> None:
         write_outputs,
     )
 
-    spec = validate_spec(InterpretableSpec, {
-        "presets": parse_list(a.presets, str, "--presets"), "techniques": parse_list(a.techniques, str, "--techniques"),
-        "seeds": parse_list(a.seeds, int, "--seeds"), "trials": a.trials, "max_rows": a.rows,
-        "teacher_trees": a.teacher_trees, "augment_seconds": a.augment_seconds, "runtime": {"num_cpus": 2}}, "bench")
+    spec = validate_spec(
+        InterpretableSpec,
+        {
+            "presets": parse_list(a.presets, str, "--presets"),
+            "techniques": parse_list(a.techniques, str, "--techniques"),
+            "seeds": parse_list(a.seeds, int, "--seeds"),
+            "trials": a.trials,
+            "max_rows": a.rows,
+            "teacher_trees": a.teacher_trees,
+            "augment_seconds": a.augment_seconds,
+            "runtime": {"num_cpus": 2},
+        },
+        "bench",
+    )
     X, y = load_credit_default()
     t0 = time.perf_counter()
-    seeds = run_experiment(X, y, spec, progress=lambda m: print(f"[interpretable] {m}", file=sys.stderr, flush=True),
-                           on_seed=_print_seed)
+    seeds = run_experiment(
+        X, y, spec, progress=lambda m: print(f"[interpretable] {m}", file=sys.stderr, flush=True), on_seed=_print_seed
+    )
     wall = time.perf_counter() - t0
-    print(f"\n== interpretable presets on credit data ({a.rows or len(y):,} rows; train/val/test "
-          f"{'/'.join(f'{n:,}' for n in seeds[0]['rows'])}), seeds {a.seeds}, {spec.trials} fits per config, "
-          f"T in {spec.temperatures}, alpha in {spec.alphas}; wall {wall:.0f} s")
+    print(
+        f"\n== interpretable presets on credit data ({a.rows or len(y):,} rows; train/val/test "
+        f"{'/'.join(f'{n:,}' for n in seeds[0]['rows'])}), seeds {a.seeds}, {spec.trials} fits per config, "
+        f"T in {spec.temperatures}, alpha in {spec.alphas}; wall {wall:.0f} s"
+    )
     for s in seeds:
         tm = s["timings"]
-        print(f"seed {s['seed']}: teachers {tm['teachers']:.0f} s, students {tm['students']:.0f} s, {s['n_fits']} fits, "
-              f"augmented rows {s['n_augmented']:,}" + (f" in {tm['augment']:.1f} s" if "augment" in tm else ""))
+        print(
+            f"seed {s['seed']}: teachers {tm['teachers']:.0f} s, students {tm['students']:.0f} s, {s['n_fits']} fits, "
+            f"augmented rows {s['n_augmented']:,}" + (f" in {tm['augment']:.1f} s" if "augment" in tm else "")
+        )
     df = summarise(seeds)
-    print("\n| preset | teacher AUC | student AUC | twin AUC | student - twin (95% CI) | gap closed | chosen on validation | helped most (test) |")
+    print(
+        "\n| preset | teacher AUC | student AUC | twin AUC | student - twin (95% CI) | gap closed | chosen on validation | helped most (test) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in df.itertuples():
-        print(f"| {r.preset} | {r.teacher_auc:.4f} | {r.student_auc:.4f} | {r.twin_auc:.4f} | {r.diff_mean:+.4f} "
-              f"[{r.diff_lo:+.4f}, {r.diff_hi:+.4f}] | {_pct(r.gap_closed)} | {r.chosen_technique} | {r.best_technique} |")
+        print(
+            f"| {r.preset} | {r.teacher_auc:.4f} | {r.student_auc:.4f} | {r.twin_auc:.4f} | {r.diff_mean:+.4f} "
+            f"[{r.diff_lo:+.4f}, {r.diff_hi:+.4f}] | {_pct(r.gap_closed)} | {r.chosen_technique} | {r.best_technique} |"
+        )
     techs = [t for t in ("soft", "augment", "chain") if f"diff_{t}" in df]
     print("\nper technique, mean test AUC gain over the twin (each technique's validation-best config):")
     print("| preset | " + " | ".join(techs) + " |")
@@ -106,8 +130,10 @@ def main() -> None:
     for _, r in df.iterrows():
         print(f"| {r.preset} | " + " | ".join(f"{r[f'diff_{t}']:+.4f}" for t in techs) + " |")
     if {"soft", "augment"} <= set(techs):
-        print("\naugmentation on vs off (mean test AUC gain over the twin): "
-              + "; ".join(f"{r.preset} {r.diff_augment:+.4f} vs {r.diff_soft:+.4f}" for r in df.itertuples()))
+        print(
+            "\naugmentation on vs off (mean test AUC gain over the twin): "
+            + "; ".join(f"{r.preset} {r.diff_augment:+.4f} vs {r.diff_soft:+.4f}" for r in df.itertuples())
+        )
     for r in df.itertuples():
         if r.preset in ("scorecard", "tree4"):
             verdict = "reached" if r.diff_mean >= 0.005 else f"NOT reached (short by {0.005 - r.diff_mean:.4f})"

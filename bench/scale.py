@@ -34,23 +34,46 @@ def run(n_nodes: int, args, work: Path, local: bool = False) -> dict:
     out = work / (f"local{n_nodes}" if local else f"nodes{n_nodes}")
     spec = work / "spec.yaml"
     spec.write_text(SPEC)
-    job = ["hpo", "--horizons", "6", "--trials-per-horizon", str(args.trials), "--max-rows", str(args.max_rows),
-           "--spec", str(spec), "--out", str(out)]
+    job = [
+        "hpo",
+        "--horizons",
+        "6",
+        "--trials-per-horizon",
+        str(args.trials),
+        "--max-rows",
+        str(args.max_rows),
+        "--spec",
+        str(spec),
+        "--out",
+        str(out),
+    ]
     if local:
         cmd = [sys.executable, "-m", "hpm_ray", *job, "--num-cpus", str(n_nodes * args.cpus_per_node)]
     else:
-        cmd = [sys.executable, str(DRIVER), "--workers", str(n_nodes - 1), "--cpus", str(args.cpus_per_node), "--", *job]
+        cmd = [
+            sys.executable,
+            str(DRIVER),
+            "--workers",
+            str(n_nodes - 1),
+            "--cpus",
+            str(args.cpus_per_node),
+            "--",
+            *job,
+        ]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}  # never join another Ray
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=900, env=env)
     if proc.returncode != 0 or not (out / "summary.json").is_file():
         raise SystemExit(f"{'local' if local else f'{n_nodes}-node'} run failed: {proc.stderr[-1500:]}")
     summary = json.loads((out / "summary.json").read_text())
     d = summary["details"]["6"]
-    return {"setup": f"{n_nodes} node{'s' * (n_nodes > 1)}" + (" (local Ray, reused actors)" if local else ""),
-            "cpus": n_nodes * args.cpus_per_node, "run_s": summary["wall_time_s"],
-            "trials": summary["horizons"]["6"]["n_trials"],
-            "trials_per_node": sorted(d["trials_per_node"].values(), reverse=True),
-            "test_pinball": summary["horizons"]["6"]["test_pinball"]}
+    return {
+        "setup": f"{n_nodes} node{'s' * (n_nodes > 1)}" + (" (local Ray, reused actors)" if local else ""),
+        "cpus": n_nodes * args.cpus_per_node,
+        "run_s": summary["wall_time_s"],
+        "trials": summary["horizons"]["6"]["n_trials"],
+        "trials_per_node": sorted(d["trials_per_node"].values(), reverse=True),
+        "test_pinball": summary["horizons"]["6"]["test_pinball"],
+    }
 
 
 def main() -> None:
@@ -62,13 +85,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hpm-scale-") as tmp:
         rows = [run(1, args, Path(tmp)), run(2, args, Path(tmp)), run(1, args, Path(tmp), local=True)]
     base = rows[0]["trials"] / rows[0]["run_s"]
-    print(f"{'setup':<36} {'CPUs':>4} {'trials':>6} {'run s':>7} {'trials/min':>10} {'vs 1 node':>9}  trials per node   test pinball")
+    print(
+        f"{'setup':<36} {'CPUs':>4} {'trials':>6} {'run s':>7} {'trials/min':>10} {'vs 1 node':>9}  trials per node   test pinball"
+    )
     for r in rows:
         rate = r["trials"] / r["run_s"]
-        print(f"{r['setup']:<36} {r['cpus']:>4} {r['trials']:>6} {r['run_s']:>7.1f} {60 * rate:>10.1f} {rate / base:>8.2f}x"
-              f"  {r['trials_per_node']!s:<16} {r['test_pinball']:.6f}")
+        print(
+            f"{r['setup']:<36} {r['cpus']:>4} {r['trials']:>6} {r['run_s']:>7.1f} {60 * rate:>10.1f} {rate / base:>8.2f}x"
+            f"  {r['trials_per_node']!s:<16} {r['test_pinball']:.6f}"
+        )
     fresh = (rows[0]["run_s"] - rows[2]["run_s"]) / rows[0]["trials"]
-    print(f"a fresh trial actor per trial (any run given an address) costs ~{fresh:.2f} s per trial against reused actors")
+    print(
+        f"a fresh trial actor per trial (any run given an address) costs ~{fresh:.2f} s per trial against reused actors"
+    )
     print("(one machine: the simulated nodes share its cores, so >1x is not expected here; cluster startup excluded)")
 
 

@@ -98,7 +98,11 @@ def measure(url: str, body: bytes, n: int, clients: int) -> dict:
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(worker, range(clients)))
     wall = time.perf_counter() - t
-    return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "rps": (n // clients) * clients / wall}
+    return {
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "rps": (n // clients) * clients / wall,
+    }
 
 
 def main() -> int:
@@ -128,8 +132,19 @@ def main() -> int:
     versions = []
     for _ in range(2):  # two versions of the same model: the A/B split costs the same on both sides
         with mlflow.start_run(experiment_id=exp):
-            versions.append(str(log_and_register(ClassifierPyfunc(model, X), name, "classifier", metrics, input_example=X.iloc[:3]).version))
-    bodies = {n: json.dumps({"dataframe_split": {"columns": list(X.columns), "data": X.iloc[6000:6000 + n].to_numpy().tolist()}}).encode() for n in (1, 100)}
+            versions.append(
+                str(
+                    log_and_register(
+                        ClassifierPyfunc(model, X), name, "classifier", metrics, input_example=X.iloc[:3]
+                    ).version
+                )
+            )
+    bodies = {
+        n: json.dumps(
+            {"dataframe_split": {"columns": list(X.columns), "data": X.iloc[6000 : 6000 + n].to_numpy().tolist()}}
+        ).encode()
+        for n in (1, 100)
+    }
 
     os.environ[ingress.ENV] = "1"  # before Ray starts: Serve reads it from the instance's environment
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")  # quick shutdown at the end
@@ -142,22 +157,38 @@ def main() -> int:
     serve.run(single_app(name, versions[0], tracking_uri()), name="bench-single", route_prefix="/single")
     targets = {"(a) one Serve deployment": base + "/single/predict"}
     for placement in ("fast_path", "deployments"):
-        url = start_ab(name, versions[0], versions[1], {"champion": 90, "challenger": 10}, port=port, app_name=f"bench-{placement}",
-                       route_prefix=f"/{placement}", placement=placement, resume=False)
+        url = start_ab(
+            name,
+            versions[0],
+            versions[1],
+            {"champion": 90, "challenger": 10},
+            port=port,
+            app_name=f"bench-{placement}",
+            route_prefix=f"/{placement}",
+            placement=placement,
+            resume=False,
+        )
         targets[f"(b) A/B router {placement}"] = url + "/predict"
-    for label, app in (("(a) one Serve deployment", "bench-single"), ("(b) A/B router fast_path", "bench-fast_path"),
-                       ("(b) A/B router deployments", "bench-deployments")):
+    for label, app in (
+        ("(a) one Serve deployment", "bench-single"),
+        ("(b) A/B router fast_path", "bench-fast_path"),
+        ("(b) A/B router deployments", "bench-deployments"),
+    ):
         targets[f"{label} direct"] = ingress.replica_urls(app, "127.0.0.1")[0] + "/predict"
     pport = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, PORT_PLAIN_ARG, str(pport), f"models:/{name}/{versions[0]}", tracking_uri()])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, PORT_PLAIN_ARG, str(pport), f"models:/{name}/{versions[0]}", tracking_uri()]
+    )
     targets["(c) plain FastAPI+uvicorn"] = f"http://127.0.0.1:{pport}/predict"
     rounds: dict[str, list[dict]] = {}
     try:
         for url in targets.values():
             for body in bodies.values():
                 wait_up(url, body)
-        print(f"model: LightGBM 100 trees, 23 features; per round and target: {args.requests // 2} sequential + "
-              f"{args.requests} concurrent requests ({args.clients} clients); median of {args.rounds} rounds")
+        print(
+            f"model: LightGBM 100 trees, 23 features; per round and target: {args.requests // 2} sequential + "
+            f"{args.requests} concurrent requests ({args.clients} clients); median of {args.rounds} rounds"
+        )
         for _ in range(args.rounds):
             for label, url in targets.items():
                 for n, body in bodies.items():
@@ -172,7 +203,9 @@ def main() -> int:
     for key, r in results.items():
         label, n = key.split("|")
         n = int(n)
-        print(f"  {label:<35} {n:>3} rows  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['rps']:7.1f} req/s  {r['rps'] * n:9.0f} rows/s")
+        print(
+            f"  {label:<35} {n:>3} rows  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['rps']:7.1f} req/s  {r['rps'] * n:9.0f} rows/s"
+        )
 
     def ratio(a: str, b: str, key: str) -> float:
         return results[a][key] / results[b][key]
@@ -180,14 +213,18 @@ def main() -> int:
     fp1 = ratio("(b) A/B router fast_path|1", "(a) one Serve deployment|1", "p50")
     dp1 = ratio("(b) A/B router deployments|1", "(a) one Serve deployment|1", "p50")
     fpd = ratio("(b) A/B router fast_path direct|1", "(a) one Serve deployment direct|1", "p50")
-    print(f"fast-path router p50 / one deployment p50 (1 row): {fp1:.2f}x through the proxy, {fpd:.2f}x direct "
-          f"(target <= 1.2x) {'OK' if max(fp1, fpd) <= 1.2 else 'MISSED'}")
+    print(
+        f"fast-path router p50 / one deployment p50 (1 row): {fp1:.2f}x through the proxy, {fpd:.2f}x direct "
+        f"(target <= 1.2x) {'OK' if max(fp1, fpd) <= 1.2 else 'MISSED'}"
+    )
     print(f"deployments router p50 / one deployment p50 (1 row): {dp1:.2f}x")
     for path in ("", " direct"):
         tp_fast = ratio(f"(b) A/B router fast_path{path}|100", "(c) plain FastAPI+uvicorn|100", "rps")
         tp_single = ratio(f"(a) one Serve deployment{path}|100", "(c) plain FastAPI+uvicorn|100", "rps")
-        print(f"100-row rows/s {'through the proxy' if not path else 'direct ingress'}: Serve fast path / plain FastAPI "
-              f"{tp_fast:.2f}x; one deployment / plain {tp_single:.2f}x (target >= 0.8x) {'OK' if tp_fast >= 0.8 else 'MISSED'}")
+        print(
+            f"100-row rows/s {'through the proxy' if not path else 'direct ingress'}: Serve fast path / plain FastAPI "
+            f"{tp_fast:.2f}x; one deployment / plain {tp_single:.2f}x (target >= 0.8x) {'OK' if tp_fast >= 0.8 else 'MISSED'}"
+        )
     return 0
 
 

@@ -31,7 +31,15 @@ _QUIET_ENV = {
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.serve", "ray.data", "mlflow", "optuna", "alembic", "urllib3", "filelock")
 
 # Modules with a ``register(subparsers)``; imported lazily so ``hpm-ray --help`` stays fast.
-COMMAND_MODULES = ("hpm_ray.data.cli", "hpm_ray.demo", "hpm_ray.hpo.cli", "hpm_ray.distill.cli", "hpm_ray.registry.cli", "hpm_ray.serving.cli", "hpm_ray.drift.cli")
+COMMAND_MODULES = (
+    "hpm_ray.data.cli",
+    "hpm_ray.demo",
+    "hpm_ray.hpo.cli",
+    "hpm_ray.distill.cli",
+    "hpm_ray.registry.cli",
+    "hpm_ray.serving.cli",
+    "hpm_ray.drift.cli",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +51,9 @@ class _Parser(argparse.ArgumentParser):
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by every subcommand that runs work on Ray."""
-    p.add_argument("--address", help="join this Ray cluster ('auto', 'ray://host:10001'; default $RAY_ADDRESS, else local)")
+    p.add_argument(
+        "--address", help="join this Ray cluster ('auto', 'ray://host:10001'; default $RAY_ADDRESS, else local)"
+    )
     p.add_argument("--num-cpus", type=positive_int, help="CPUs for a local Ray instance (default: all cores)")
 
 
@@ -127,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.verbose:  # an internal failure: one line unless --verbose asks for the traceback
             raise
-        print(f"hpm-ray: internal error: {type(cause).__name__}: {_last_line(cause)} (rerun with --verbose for details)",
-              file=sys.stderr)
+        print(
+            f"hpm-ray: internal error: {type(cause).__name__}: {_last_line(cause)} (rerun with --verbose for details)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -150,7 +162,10 @@ def _is_registry_refusal(exc: BaseException) -> bool:
     from mlflow.exceptions import MlflowException
 
     return isinstance(exc, MlflowException) and exc.error_code in (
-        "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS")
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+    )
 
 
 def _last_line(exc: BaseException) -> str:

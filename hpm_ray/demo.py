@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="HPO + distillation on bundled data, gates, then a live 90/10 A/B over HTTP")
     p.add_argument("--out", help="output folder (default <runs dir>/demo)")
-    p.add_argument("--port", type=port_number, default=8000, help="HTTP port of the A/B app on 127.0.0.1 (default 8000)")
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="HTTP port of the A/B app on 127.0.0.1 (default 8000)"
+    )
     p.add_argument("--keep-serving", action="store_true", help="leave the A/B app up until Ctrl-C")
     p.add_argument("--seed", type=int, default=0)
     add_runtime_args(p)
@@ -53,8 +55,16 @@ def demo_cmd(args: argparse.Namespace) -> int:
 
     require_free_port("127.0.0.1", args.port, args.address)  # before minutes of HPO and distillation, not after
     out = Path(args.out) if args.out else runs_dir() / "demo"
-    run_demo(out, DemoPlan(), port=args.port, seed=args.seed, address=args.address, num_cpus=args.num_cpus,
-             keep_serving=args.keep_serving, verbose=args.verbose)
+    run_demo(
+        out,
+        DemoPlan(),
+        port=args.port,
+        seed=args.seed,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        keep_serving=args.keep_serving,
+        verbose=args.verbose,
+    )
     return 0
 
 
@@ -66,8 +76,14 @@ def _hpo(out: Path, plan: DemoPlan, seed: int, runtime: dict) -> dict:
     from hpm_ray.hpo.runner import run_hpo
     from hpm_ray.hpo.spec import HPOSpec
 
-    spec = HPOSpec(horizons=list(plan.hpo_horizons), trials_per_horizon=plan.hpo_trials, max_rows=plan.hpo_rows,
-                   max_rounds=plan.hpo_rounds, seed=seed, runtime=runtime)
+    spec = HPOSpec(
+        horizons=list(plan.hpo_horizons),
+        trials_per_horizon=plan.hpo_trials,
+        max_rows=plan.hpo_rows,
+        max_rounds=plan.hpo_rounds,
+        seed=seed,
+        runtime=runtime,
+    )
     return run_hpo(spec, out / "hpo")
 
 
@@ -77,9 +93,16 @@ def _distill(out: Path, plan: DemoPlan, seed: int, runtime: dict):
     from hpm_ray.distill.spec import DistillSpec
 
     X, y = load_credit_default()
-    spec = DistillSpec(method="hpm", max_rows=plan.distill_rows, hpm_trials=plan.distill_trials,
-                       max_configs=plan.distill_configs, teacher_trees=plan.teacher_trees, teacher_folds=3,
-                       seed=seed, runtime=runtime)
+    spec = DistillSpec(
+        method="hpm",
+        max_rows=plan.distill_rows,
+        hpm_trials=plan.distill_trials,
+        max_configs=plan.distill_configs,
+        teacher_trees=plan.teacher_trees,
+        teacher_folds=3,
+        seed=seed,
+        runtime=runtime,
+    )
     d = AutoDistiller(X, y, method="hpm", spec=spec)
     d.run()
     (out / "distill").mkdir(parents=True, exist_ok=True)
@@ -109,9 +132,14 @@ def _register_twin(d) -> str:
     with mlflow.start_run(experiment_id=mlflow_experiment("hpm-ray-demo"), run_name="hard-label-baseline"):
         mlflow.log_params({"student": best["student"], "labels": "hard"})
         mlflow.log_metrics(metrics)
-        mv = log_and_register(ClassifierPyfunc(twin, sp.X_train, list(sp.classes)), MODEL_NAME,
-                              kind="classifier", metrics=metrics, input_example=sp.X_train,
-                              tags={"hpm_ray.student": best["student"], "hpm_ray.labels": "hard"})
+        mv = log_and_register(
+            ClassifierPyfunc(twin, sp.X_train, list(sp.classes)),
+            MODEL_NAME,
+            kind="classifier",
+            metrics=metrics,
+            input_example=sp.X_train,
+            tags={"hpm_ray.student": best["student"], "hpm_ray.labels": "hard"},
+        )
     return str(mv.version)
 
 
@@ -124,7 +152,10 @@ def _gates(name: str, version: str, gates_file: Path) -> tuple[str, dict]:
     overrides = load_gate_file(gates_file)
     credit = check_gates(name, version, overrides)
     return ("default" if default.passed else "credit" if credit.passed else "none"), {
-        "default": default.summary(), "credit": credit.summary(), "overrides": overrides}
+        "default": default.summary(),
+        "credit": credit.summary(),
+        "overrides": overrides,
+    }
 
 
 def _traffic(url: str, d, plan: DemoPlan, seed: int) -> dict:
@@ -159,9 +190,18 @@ def _traffic(url: str, d, plan: DemoPlan, seed: int) -> dict:
     return {"served": served, "status": status}
 
 
-def run_demo(out: Path, plan: DemoPlan, port: int = 8000, seed: int = 0, address: str | None = None,
-             num_cpus: int | None = None, keep_serving: bool = False, verbose: bool = False,
-             gates_file: Path = CREDIT_GATES, log=_say) -> dict:
+def run_demo(
+    out: Path,
+    plan: DemoPlan,
+    port: int = 8000,
+    seed: int = 0,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    keep_serving: bool = False,
+    verbose: bool = False,
+    gates_file: Path = CREDIT_GATES,
+    log=_say,
+) -> dict:
     """Run every stage; returns (and writes to ``out/demo.json``) what a person would check."""
     from hpm_ray import serving
     from hpm_ray.errors import HPMError
@@ -175,18 +215,24 @@ def run_demo(out: Path, plan: DemoPlan, port: int = 8000, seed: int = 0, address
     runtime = {"address": address, "num_cpus": num_cpus, "verbose": verbose}
     init_ray(address, num_cpus, verbose)
 
-    log(f"[1/4] conformal quantile HPO on the last {plan.hpo_rows:,} BTC bars, horizons "
-        f"{','.join(map(str, plan.hpo_horizons))}, {plan.hpo_trials} trials each")
+    log(
+        f"[1/4] conformal quantile HPO on the last {plan.hpo_rows:,} BTC bars, horizons "
+        f"{','.join(map(str, plan.hpo_horizons))}, {plan.hpo_trials} trials each"
+    )
     hpo = _hpo(out, plan, seed, runtime)
     for h, e in hpo["horizons"].items():
-        log(f"      h={h}: test pinball {e['test_pinball']:.5f} (naive {e['baselines']['naive']['test_pinball']:.5f}), "
-            f"90% coverage {e['coverage_90']:.3f} ({e['interval_method']}; split CQR {e['coverage_90_cqr']:.3f}), {e['n_pruned']}/{e['n_trials']} pruned, {e['model_uri']}")
+        log(
+            f"      h={h}: test pinball {e['test_pinball']:.5f} (naive {e['baselines']['naive']['test_pinball']:.5f}), "
+            f"90% coverage {e['coverage_90']:.3f} ({e['interval_method']}; split CQR {e['coverage_90_cqr']:.3f}), {e['n_pruned']}/{e['n_trials']} pruned, {e['model_uri']}"
+        )
 
     log(f"[2/4] HPM-KD distillation on {plan.distill_rows:,} credit rows")
     d = _distill(out, plan, seed, runtime)
     s = d.summary()
-    log(f"      teacher AUC {s['teacher']['auc']:.4f}; student {s['best']['student']} AUC {s['best']['auc']:.4f}; "
-        f"hard-label twin AUC {s['hard_label_twin']['auc']:.4f}")
+    log(
+        f"      teacher AUC {s['teacher']['auc']:.4f}; student {s['best']['student']} AUC {s['best']['auc']:.4f}; "
+        f"hard-label twin AUC {s['hard_label_twin']['auc']:.4f}"
+    )
 
     log(f"[3/4] registry: hard-label model = champion candidate, distilled student = challenger ({MODEL_NAME})")
     from hpm_ray.distill.tracking import log_distillation
@@ -197,22 +243,39 @@ def run_demo(out: Path, plan: DemoPlan, port: int = 8000, seed: int = 0, address
     which, gates = _gates(MODEL_NAME, champion_v, gates_file)
     log(f"      seed default gates on v{champion_v}: {gates['default']}")
     if which == "none":
-        raise HPMError(f"{MODEL_NAME} v{champion_v} refused by the default and the {gates_file.name} gates: {gates['credit']}")
+        raise HPMError(
+            f"{MODEL_NAME} v{champion_v} refused by the default and the {gates_file.name} gates: {gates['credit']}"
+        )
     promote(MODEL_NAME, champion_v, gates["overrides"] if which == "credit" else None)
     set_alias(MODEL_NAME, "challenger", challenger_v)
     log(f"      v{champion_v} promoted to champion under the {which} gates; v{challenger_v} is the challenger")
 
     log(f"[4/4] A/B on Ray Serve at 90/10, {plan.requests} requests with label feedback")
     token = new_token()
-    url = serving.start_ab(MODEL_NAME, "champion", "challenger", {"champion": 90, "challenger": 10},
-                           port=port, token=token, resume=False, rollout={"auto": False}, app_name="hpm-demo")
+    url = serving.start_ab(
+        MODEL_NAME,
+        "champion",
+        "challenger",
+        {"champion": 90, "challenger": 10},
+        port=port,
+        token=token,
+        resume=False,
+        rollout={"auto": False},
+        app_name="hpm-demo",
+    )
     try:
         traffic = _traffic(url, d, plan, seed)
         log(format_status(traffic["status"]))
         summary = {
-            "wall_time_s": round(time.time() - t0, 1), "plan": asdict(plan), "served": traffic["served"],
-            "ab_status": traffic["status"], "gates": gates, "champion_version": champion_v,
-            "challenger_version": challenger_v, "hpo": hpo["horizons"], "distill": s,
+            "wall_time_s": round(time.time() - t0, 1),
+            "plan": asdict(plan),
+            "served": traffic["served"],
+            "ab_status": traffic["status"],
+            "gates": gates,
+            "champion_version": champion_v,
+            "challenger_version": challenger_v,
+            "hpo": hpo["horizons"],
+            "distill": s,
             "reports": {"hpo": str(out / "hpo" / "report.html"), "distill": str(out / "distill" / "report.html")},
             "mlflow": tracking_uri(),
         }

@@ -20,6 +20,7 @@ _EPS = 1e-12
 
 # --- quantile forecasts -------------------------------------------------------------------------------
 
+
 def pinball_loss(y: np.ndarray, q_pred: np.ndarray, quantile: float) -> float:
     """Mean pinball (quantile) loss: max(tau * (y - q), (tau - 1) * (y - q))."""
     diff = np.asarray(y, dtype=float) - np.asarray(q_pred, dtype=float)
@@ -101,6 +102,7 @@ def rolling_coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, window
 
 # --- classifiers ------------------------------------------------------------------------------------
 
+
 def ks_statistic(y_true: np.ndarray, score: np.ndarray) -> float:
     """Kolmogorov-Smirnov distance between the score distributions of positives and negatives.
 
@@ -153,6 +155,7 @@ def agreement(p: np.ndarray, q: np.ndarray) -> float:
 
 # --- distribution shift ---------------------------------------------------------------------------------
 
+
 def psi(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
     """Population stability index of a numeric feature, bins from the reference (``expected``) quantiles.
 
@@ -181,6 +184,7 @@ def psi_counts(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
 
 # --- classifier scores (binary: ``proba`` is (n,) for class 1 or (n, 2); multiclass: (n, k)) -----------
 # ``y_true`` holds class codes 0..k-1, the columns of ``proba``.
+
 
 def _as_matrix(proba: np.ndarray) -> np.ndarray:
     p = np.asarray(proba, dtype=float)
@@ -240,10 +244,13 @@ def per_class(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """``precision_<c>`` and ``recall_<c>`` of every class code c (0 where a class is never predicted/present)."""
     p = _as_matrix(proba)
     labels = np.arange(p.shape[1])
-    prec, rec, _, _ = skm.precision_recall_fscore_support(_codes(y_true), p.argmax(axis=1), labels=labels,
-                                                          zero_division=0.0)
-    return {**{f"precision_{c}": float(v) for c, v in zip(labels, prec)},
-            **{f"recall_{c}": float(v) for c, v in zip(labels, rec)}}
+    prec, rec, _, _ = skm.precision_recall_fscore_support(
+        _codes(y_true), p.argmax(axis=1), labels=labels, zero_division=0.0
+    )
+    return {
+        **{f"precision_{c}": float(v) for c, v in zip(labels, prec)},
+        **{f"recall_{c}": float(v) for c, v in zip(labels, rec)},
+    }
 
 
 def _prf(fn, y_true, proba, average: str) -> float:
@@ -262,6 +269,7 @@ def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
 
 
 # --- the registry ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Scorer:
@@ -290,18 +298,21 @@ def _ks(y_true: np.ndarray, proba: np.ndarray) -> float:
     return ks_statistic(y_true, p[:, 1])
 
 
-SCORERS: dict[str, Scorer] = {s.name: s for s in (
-    Scorer("auc", roc_auc, True),
-    Scorer("log_loss", log_loss, False),
-    Scorer("brier", brier_score, False),
-    Scorer("accuracy", accuracy, True),
-    # "f1", "precision", "recall" are macro averages: the minority class counts as much as the majority one.
-    Scorer("f1", lambda y, p: f1_score(y, p, average="macro"), True),
-    Scorer("precision", lambda y, p: precision(y, p, average="macro"), True),
-    Scorer("recall", lambda y, p: recall(y, p, average="macro"), True),
-    Scorer("ks", _ks, True),
-    Scorer("ece", lambda y, p: expected_calibration_error(y, p), False),
-)}
+SCORERS: dict[str, Scorer] = {
+    s.name: s
+    for s in (
+        Scorer("auc", roc_auc, True),
+        Scorer("log_loss", log_loss, False),
+        Scorer("brier", brier_score, False),
+        Scorer("accuracy", accuracy, True),
+        # "f1", "precision", "recall" are macro averages: the minority class counts as much as the majority one.
+        Scorer("f1", lambda y, p: f1_score(y, p, average="macro"), True),
+        Scorer("precision", lambda y, p: precision(y, p, average="macro"), True),
+        Scorer("recall", lambda y, p: recall(y, p, average="macro"), True),
+        Scorer("ks", _ks, True),
+        Scorer("ece", lambda y, p: expected_calibration_error(y, p), False),
+    )
+}
 
 
 def get_scorer(name: str) -> Scorer:

@@ -75,7 +75,9 @@ def require_free_port(host: str, port: int, address: str | None) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise SpecError(f"port {port} on {host} is not available ({exc.strerror}); choose another with --port") from None
+            raise SpecError(
+                f"port {port} on {host} is not available ({exc.strerror}); choose another with --port"
+            ) from None
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -90,8 +92,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise SpecError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); check the address or "
-                        "start one with 'ray start --head'") from None
+        raise SpecError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); check the address or "
+            "start one with 'ray start --head'"
+        ) from None
 
 
 def _token_auth_for(address: str) -> None:

@@ -63,6 +63,7 @@ def loopback_port() -> int:
 def lines_until():
     """``f(proc, stop, timeout)``: stdout lines of ``proc`` up to the first where ``stop(line)`` is true (all of
     them if it exits or the time runs out). Reads in a thread, so a silent subprocess cannot hang the test."""
+
     def read_until(proc, stop, timeout: float) -> list[str]:
         lines: list[str] = []
 

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("statsmodels")
 pytest.importorskip("arch")
 
-from hpm_ray.errors import DataError  # noqa: E402
-from hpm_ray.hpo import baselines as bl  # noqa: E402
+from hpm_ray.errors import DataError
+from hpm_ray.hpo import baselines as bl
 
 
 def test_rolling_ewma_har_and_garch_pieces_by_hand():
@@ -51,9 +51,11 @@ def test_dm_test_by_hand_and_its_error_rate_by_simulation():
     # overlapping h-step losses: differentials are MA(h-1); under equal accuracy a 5 % test rejects ~5 % of the time
     rng = np.random.default_rng(1)
     h, n, reps = 6, 1500, 400
+
     def diffs(shift):
         e = rng.normal(size=n + h - 1)
         return np.convolve(e, np.ones(h), "valid") + shift
+
     null = np.mean([bl.dm_test(diffs(0.0), np.zeros(n), h).pvalue < 0.05 for _ in range(reps)])
     assert 0.02 <= null <= 0.085, null
     # a mean difference of 0.5: the mean's long-run sd is 6 / sqrt(1500) = 0.155, z ~ 3.2, power ~ 0.9
@@ -65,10 +67,14 @@ def test_dm_test_by_hand_and_its_error_rate_by_simulation():
 
 
 def test_verdicts_are_plain():
-    assert bl.verdict("ewma", 48, bl.DMResult(-0.5, 0.6, -0.1, "uniform")) == \
-        "no evidence of skill over ewma at h=48 (DM -0.50, p=0.6)"
+    assert (
+        bl.verdict("ewma", 48, bl.DMResult(-0.5, 0.6, -0.1, "uniform"))
+        == "no evidence of skill over ewma at h=48 (DM -0.50, p=0.6)"
+    )
     assert bl.verdict("ewma", 48, bl.DMResult(-2.5, 0.012, -0.1, "uniform")).startswith("skill over ewma at h=48")
-    assert bl.verdict("har", 6, bl.DMResult(3.1, 0.002, 0.1, "uniform")).startswith("har beats the tuned forecaster at h=6")
+    assert bl.verdict("har", 6, bl.DMResult(3.1, 0.002, 0.1, "uniform")).startswith(
+        "har beats the tuned forecaster at h=6"
+    )
 
 
 def test_baselines_choose_on_validation_and_forecast_test():
@@ -84,7 +90,7 @@ def test_baselines_choose_on_validation_and_forecast_test():
     assert list(out) == ["naive", "rolling", "ewma", "har", "garch"]
     assert out["rolling"].setting in bl.ROLLING_WINDOWS and out["ewma"].setting in bl.EWMA_DECAYS
     shipped = bl.row_pinball(y[b.test], out["naive"].q_test, qs)
-    for name, base in out.items():
+    for base in out.values():
         assert base.q_test.shape == (len(b.test), 3) and np.all(np.diff(base.q_test, axis=1) >= 0)
         e = bl.score_baseline(base, y[b.test], shipped, h, qs)
         assert set(e["test_pinball_by_quantile"]) == {"0.05", "0.5", "0.95"}

@@ -50,9 +50,21 @@ BAD_CASES = {
     "missing file": (None, ["--data", "{dir}/nope.csv"], "data file not found"),
     "empty file": ("", ["--data", "{path}"], "data file is empty"),
     "missing target": (_series(), ["--data", "{path}", "--target", "default"], "missing target column 'default'"),
-    "missing time column": (_series().rename(columns={"timestamp": "t"}), ["--data", "{path}", "--time-col", "timestamp"], "missing time column 'timestamp'"),
-    "non-numeric price": (_series().assign(close="abc"), ["--data", "{path}", "--horizons", "5"], "price column 'close' has 400 non-numeric"),
-    "duplicate timestamps": (pd.concat([_series().iloc[:5], _series().iloc[4:]]), ["--data", "{path}", "--horizons", "5"], "duplicate timestamp"),
+    "missing time column": (
+        _series().rename(columns={"timestamp": "t"}),
+        ["--data", "{path}", "--time-col", "timestamp"],
+        "missing time column 'timestamp'",
+    ),
+    "non-numeric price": (
+        _series().assign(close="abc"),
+        ["--data", "{path}", "--horizons", "5"],
+        "price column 'close' has 400 non-numeric",
+    ),
+    "duplicate timestamps": (
+        pd.concat([_series().iloc[:5], _series().iloc[4:]]),
+        ["--data", "{path}", "--horizons", "5"],
+        "duplicate timestamp",
+    ),
     "unsorted timestamps": (_series().iloc[::-1], ["--data", "{path}", "--horizons", "5"], "not sorted ascending"),
     "too few rows for horizon": (_series(1500), ["--data", "{path}", "--horizons", "5,600"], "too few for horizon 600"),
 }

@@ -22,13 +22,16 @@ import pytest
 SCRIPTS = Path(__file__).parent / "cluster_scripts"
 HPO_SPEC = "max_rounds: 100\nreport_every: 20\ngrace_period: 1\nmodel_prefix: cluster\n"
 HPO_ARGS = ["hpo", "--horizons", "6", "--max-rows", "3000", "--seed", "0"]
-DISTILL_SPEC = ("students: [logreg, tree, lgbm]\ntemperatures: [2.0]\nalphas: [0.3, 0.5, 0.7, 0.9]\n"
-                "legacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n")
+DISTILL_SPEC = (
+    "students: [logreg, tree, lgbm]\ntemperatures: [2.0]\nalphas: [0.3, 0.5, 0.7, 0.9]\n"
+    "legacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n"
+)
 DISTILL_ARGS = ["distill", "--method", "legacy", "--max-rows", "2000", "--no-mlflow"]
 N_DISTILL_TASKS = 3 * 4 + 3  # students x alphas, plus one hard-label twin per student
 # The node-loss test kills a node as soon as it starts a fit: a fit of a few seconds is long enough.
-DISTILL_CHAOS_SPEC = ("students: [lgbm]\ntemperatures: [2.0]\nalphas: [0.5, 0.9]\n"
-                     "legacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n")
+DISTILL_CHAOS_SPEC = (
+    "students: [lgbm]\ntemperatures: [2.0]\nalphas: [0.5, 0.9]\nlegacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n"
+)
 N_DISTILL_CHAOS_TASKS = 2 + 1
 N_CHAOS_TRIALS = 4
 # No pruning in the HPO node-loss test (grace period = every report): a trial ASHA stops just as its node dies
@@ -85,8 +88,15 @@ def spread_run(tmp_path_factory) -> tuple[dict, Path]:
     tmp = tmp_path_factory.mktemp("spread")
     rep = run_cluster(
         tmp,
-        [*HPO_ARGS, "--trials-per-horizon", "6", "--spec", spec_file(tmp, "h.yaml", HPO_SPEC), "--out",
-         str(tmp / "hpo")],
+        [
+            *HPO_ARGS,
+            "--trials-per-horizon",
+            "6",
+            "--spec",
+            spec_file(tmp, "h.yaml", HPO_SPEC),
+            "--out",
+            str(tmp / "hpo"),
+        ],
         [*DISTILL_ARGS, "--spec", spec_file(tmp, "d.yaml", DISTILL_SPEC), "--out", str(tmp / "distill")],
         [str(SCRIPTS / "teacher_transfer.py")],
     )
@@ -126,8 +136,11 @@ def test_teacher_payload_is_fetched_once_per_node(spread_run):
 def test_distillation_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "distill"
     # the first worker node seen running a config fit dies with it (the fit has seconds of work left)
-    rep = run_cluster(tmp_path, [*DISTILL_ARGS, "--spec", spec_file(tmp_path, "d.yaml", DISTILL_CHAOS_SPEC), "--out",
-                                 str(out)], kill=["--kill-on-start", "--busy", r"^ray::run_config\b"])
+    rep = run_cluster(
+        tmp_path,
+        [*DISTILL_ARGS, "--spec", spec_file(tmp_path, "d.yaml", DISTILL_CHAOS_SPEC), "--out", str(out)],
+        kill=["--kill-on-start", "--busy", r"^ray::run_config\b"],
+    )
     dead = rep["killed"]
     assert dead and rep["running_on_killed"] == ["run_config"]
     df = check_distill(out, N_DISTILL_CHAOS_TASKS)  # the requested configs, each reported exactly once, all ok
@@ -141,9 +154,19 @@ def test_distillation_survives_a_lost_worker_node(tmp_path):
 def test_hpo_survives_a_lost_worker_node(tmp_path):
     out = tmp_path / "hpo"
     # once the search starts, the first worker node seen training a trial dies with it
-    rep = run_cluster(tmp_path, [*HPO_ARGS, "--trials-per-horizon", str(N_CHAOS_TRIALS), "--spec",
-                                 spec_file(tmp_path, "h.yaml", HPO_CHAOS_SPEC), "--out", str(out)],
-                      kill=["--kill-on", r"^searching ", "--busy", r"^ray::ImplicitFunc\.train\b"])
+    rep = run_cluster(
+        tmp_path,
+        [
+            *HPO_ARGS,
+            "--trials-per-horizon",
+            str(N_CHAOS_TRIALS),
+            "--spec",
+            spec_file(tmp_path, "h.yaml", HPO_CHAOS_SPEC),
+            "--out",
+            str(out),
+        ],
+        kill=["--kill-on", r"^searching ", "--busy", r"^ray::ImplicitFunc\.train\b"],
+    )
     dead = rep["killed"]
     assert dead and rep["running_on_killed"] == ["ImplicitFunc.train"]
     check_hpo(out, N_CHAOS_TRIALS)  # the requested trial count, none failed (a trial may have finished on `dead`)
@@ -154,14 +177,18 @@ def test_hpo_survives_a_lost_worker_node(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     # Tune recorded the interrupted trial's failure and restarted it elsewhere (FailureConfig.max_failures)
     failed_dirs = [f.parent for f in Path(tune_storage(), f"{s['run_id']}-h6").glob("*/error.txt")]
-    assert failed_dirs, f"no trial was interrupted: {rep['killed_at_s']} s into the run, stderr {rep['runs'][0]['stderr'][-1500:]}"
+    assert failed_dirs, (
+        f"no trial was interrupted: {rep['killed_at_s']} s into the run, stderr {rep['runs'][0]['stderr'][-1500:]}"
+    )
     for d in failed_dirs:
         assert "unavailable" in (d / "error.txt").read_text() or "died" in (d / "error.txt").read_text().lower()
         reports = [json.loads(ln) for ln in (d / "result.json").read_text().splitlines()]
         assert reports[-1]["node_id"] != dead
     client = MlflowClient(tracking_uri())
-    runs = client.search_runs([client.get_run(s["mlflow_run_id"]).info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{s['mlflow_run_id']}' and tags.horizon = '6'")
+    runs = client.search_runs(
+        [client.get_run(s["mlflow_run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{s['mlflow_run_id']}' and tags.horizon = '6'",
+    )
     ids = [r.data.tags["trial_id"] for r in runs]
     assert len(ids) == N_CHAOS_TRIALS and len(set(ids)) == N_CHAOS_TRIALS  # every trial logged once
     for r in runs:  # a restarted trial's history holds each report once

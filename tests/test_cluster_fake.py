@@ -26,8 +26,9 @@ def test_fake_config_mirrors_cluster_yaml_and_passes_ray_validation():
     # (prepare_config would merge the fake provider's defaults file, which the 2.60 wheel lacks: the file is
     # written complete instead)
     validate_config(fake)
-    assert set(fake["available_node_types"]) - {fake["head_node_type"]} == \
-        set(real["available_node_types"]) - {real["head_node_type"]}  # the same worker type(s)
+    assert set(fake["available_node_types"]) - {fake["head_node_type"]} == set(real["available_node_types"]) - {
+        real["head_node_type"]
+    }  # the same worker type(s)
 
 
 @pytest.mark.slow
@@ -36,9 +37,29 @@ def test_fake_provider_launches_workers_and_a_run_uses_them(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the `ray` CLI of this venv
     out = tmp_path / "distill"
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(CONFIG), "--", "distill", "--method", "legacy",
-                           "--max-rows", "2000", "--no-mlflow", "--spec", str(tmp_path / "d.yaml"), "--out", str(out)],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(CONFIG),
+            "--",
+            "distill",
+            "--method",
+            "legacy",
+            "--max-rows",
+            "2000",
+            "--no-mlflow",
+            "--spec",
+            str(tmp_path / "d.yaml"),
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAKE-REPORT ")]
     assert line, proc.stderr[-2000:]
     rep = json.loads(line[-1].split(" ", 1)[1])

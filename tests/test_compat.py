@@ -55,8 +55,9 @@ class _Doubler(mlflow.pyfunc.PythonModel):
 
 
 def test_python_model_predict_answers_as_the_checked_predict(tmp_path):
-    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=_Doubler(), input_example=pd.DataFrame({"x": [1.0]}),
-                             pip_requirements=[])
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "m"), python_model=_Doubler(), input_example=pd.DataFrame({"x": [1.0]}), pip_requirements=[]
+    )
     model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
     frame = pd.DataFrame({"x": np.arange(5, dtype=float)})
     fast = _compat.python_model_predict(model)

@@ -20,13 +20,16 @@ def test_yaml_then_overrides(tmp_path):
     assert s.trials == 7 and s.horizons == [6, 12]
 
 
-@pytest.mark.parametrize("text,match", [
-    ("trials: 0\n", r"s.yaml: trials: Input should be greater than or equal to 1"),
-    ("trails: 3\n", r"trails: Extra inputs are not permitted"),
-    ("- 1\n- 2\n", "top level must be a mapping"),
-    ("trials: [1\n", "not valid YAML at line"),
-    ("trials: 0\nhorizns: [6]\n", r"trials: Input should be .* \(also: horizns\)"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("trials: 0\n", r"s.yaml: trials: Input should be greater than or equal to 1"),
+        ("trails: 3\n", r"trails: Extra inputs are not permitted"),
+        ("- 1\n- 2\n", "top level must be a mapping"),
+        ("trials: [1\n", "not valid YAML at line"),
+        ("trials: 0\nhorizns: [6]\n", r"trials: Input should be .* \(also: horizns\)"),
+    ],
+)
 def test_bad_specs_are_one_line(tmp_path, text, match):
     p = tmp_path / "s.yaml"
     p.write_text(text)

@@ -64,8 +64,13 @@ def test_rearrangement_removes_crossing():
 
 def test_quantile_pairs_and_errors():
     assert quantile_pairs([0.05, 0.25, 0.5, 0.75, 0.95]) == [(0, 4, 0.1), (1, 3, 0.5)]
-    for bad, msg in (([0.0, 0.5, 1.0], "strictly between"), ([0.1, 0.5], "no symmetric partner"),
-                     ([0.05, 0.5, 0.95, 0.99], "symmetric pairs"), ([0.95, 0.05], "increasing"), ([0.5], "pair")):
+    for bad, msg in (
+        ([0.0, 0.5, 1.0], "strictly between"),
+        ([0.1, 0.5], "no symmetric partner"),
+        ([0.05, 0.5, 0.95, 0.99], "symmetric pairs"),
+        ([0.95, 0.05], "increasing"),
+        ([0.5], "pair"),
+    ):
         with pytest.raises(SpecError, match=msg):
             quantile_pairs(bad)
 
@@ -109,6 +114,7 @@ def test_aci_update_by_hand():
 
 # --- online multi-step calibration: conformal PID (hpm_ray.hpo.online) and the method choice ----------------
 
+
 def test_pid_quantile_tracking_by_hand_with_a_two_bar_delay():
     from hpm_ray.hpo.online import pid_intervals
 
@@ -133,8 +139,16 @@ def test_pid_tracks_one_quantile_per_group_by_hand():
 
     z = np.zeros(4)
     # groups 0, 1, 0, 1: row 0's miss moves only group 0 (1 -> 1.5), row 1's hit only group 1 (1 -> 0.5)
-    r = pid_intervals(z, z, np.array([2.0, 0.0, 0.0, 0.0]), alpha=0.5, delay=1, eta=1.0, q0=np.array([1.0, 1.0]),
-                      groups=np.array([0, 1, 0, 1]))
+    r = pid_intervals(
+        z,
+        z,
+        np.array([2.0, 0.0, 0.0, 0.0]),
+        alpha=0.5,
+        delay=1,
+        eta=1.0,
+        q0=np.array([1.0, 1.0]),
+        groups=np.array([0, 1, 0, 1]),
+    )
     np.testing.assert_allclose(r.q, [1.0, 1.0, 1.5, 0.5])
 
 
@@ -144,8 +158,14 @@ def test_pid_integrator_by_hand():
     # pure I term (eta = 0, q0 = 0, k_i = 1, c_sat = 1): q_t = tan(S log n / n) over the n known rows
     y, z = np.ones(7), np.zeros(7)
     r = pid_intervals(z, z, y, alpha=0.5, delay=1, eta=0.0, q0=0.0, integrator=Integrator(1.0, 1.0))
-    expected = [0.0, 0.0, math.tan(1.0 * math.log(2) / 2), math.tan(1.5 * math.log(3) / 3),
-                math.tan(2.0 * math.log(4) / 4), math.tan(2.5 * math.log(5) / 5)]
+    expected = [
+        0.0,
+        0.0,
+        math.tan(1.0 * math.log(2) / 2),
+        math.tan(1.5 * math.log(3) / 3),
+        math.tan(2.0 * math.log(4) / 4),
+        math.tan(2.5 * math.log(5) / 5),
+    ]
     np.testing.assert_allclose(r.q[:6], expected)
     assert r.missed[:5].all() and not r.missed[5]  # tan(0.805) = 1.04 >= the score 1
     assert r.q[6] == pytest.approx(math.tan(2.0 * math.log(6) / 6))  # row 5's hit pulls S back to 2
@@ -177,7 +197,7 @@ def test_no_interval_moves_when_later_labels_change(method, step, normalize, int
     rng = np.random.default_rng(2)
     for t in (0, 6, 7, 50, 120, 199):
         y2 = target.y.copy()
-        y2[max(t - h + 1, 0):] = rng.normal(size=len(y2) - max(t - h + 1, 0)) * 5  # every label of rows > t - h
+        y2[max(t - h + 1, 0) :] = rng.normal(size=len(y2) - max(t - h + 1, 0)) * 5  # every label of rows > t - h
         lo2, hi2 = intervals(method, step, past, replace(target, y=y2), 0.1, h, st)
         np.testing.assert_array_equal(lo[: t + 1], lo2[: t + 1])
         np.testing.assert_array_equal(hi[: t + 1], hi2[: t + 1])
@@ -228,8 +248,11 @@ def test_online_calibration_bad_input_is_one_line():
     for bad in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(SpecError, match="step size must lie strictly between 0 and 1"):
             check_step(bad)
-    for vol, first in ((np.array([1.0, np.nan, 2.0]), "row 1"), (np.array([1.0, 2.0, 0.0]), "row 2"),
-                       (np.array([-1.0, 2.0, 1.0]), "row 0")):
+    for vol, first in (
+        (np.array([1.0, np.nan, 2.0]), "row 1"),
+        (np.array([1.0, 2.0, 0.0]), "row 2"),
+        (np.array([-1.0, 2.0, 1.0]), "row 0"),
+    ):
         with pytest.raises(DataError, match=f"must be positive and finite at every row: 1 row.*{first}") as e:
             check_vol(vol, 3, "interval_vol")
         assert len(str(e.value).splitlines()) == 1
@@ -257,6 +280,14 @@ def test_pid_groups_absent_from_the_block_keep_their_start():
     from hpm_ray.hpo.online import pid_intervals
 
     z = np.zeros(3)  # three groups start, only group 0 occurs: its own quantile is used and moved
-    r = pid_intervals(z, z, np.array([5.0, 0.0, 0.0]), alpha=0.5, delay=1, eta=1.0, q0=np.array([1.0, 7.0, 9.0]),
-                      groups=np.zeros(3, dtype=int))
+    r = pid_intervals(
+        z,
+        z,
+        np.array([5.0, 0.0, 0.0]),
+        alpha=0.5,
+        delay=1,
+        eta=1.0,
+        q0=np.array([1.0, 7.0, 9.0]),
+        groups=np.zeros(3, dtype=int),
+    )
     np.testing.assert_allclose(r.q, [1.0, 1.5, 1.0])

@@ -20,14 +20,16 @@ from hpm_ray.errors import DataError
 def _ohlcv(n=600, seed=0, volume_name="Volume (base)"):
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    return pd.DataFrame({
-        "timestamp": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "open": close * (1 + rng.normal(0, 0.001, n)),
-        "high": close * 1.005,
-        "low": close * 0.995,
-        "close": close,
-        volume_name: rng.uniform(1, 10, n),
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "open": close * (1 + rng.normal(0, 0.001, n)),
+            "high": close * 1.005,
+            "low": close * 0.995,
+            "close": close,
+            volume_name: rng.uniform(1, 10, n),
+        }
+    )
 
 
 def test_bundled_datasets_load_with_expected_shapes():
@@ -72,12 +74,15 @@ def test_prepare_tabular_categoricals_and_missing_features():
     assert tab.X["num"].isna().sum() == 1  # missing features are kept for the models to handle
 
 
-@pytest.mark.parametrize("frame,match", [
-    (pd.DataFrame({"x": [1, 2]}), "missing target column 'y'"),
-    (pd.DataFrame({"x": [1, 2, 3], "y": [0, np.nan, 1]}), "target 'y' has 1 missing value"),
-    (pd.DataFrame({"x": [1, 2], "y": [1, 1]}), "constant"),
-    (pd.DataFrame({"x": [1.0, np.inf, 3.0], "z": [1, 2, 3], "y": [0, 1, 0]}), "feature 'x' has 1 infinite value"),
-])
+@pytest.mark.parametrize(
+    "frame,match",
+    [
+        (pd.DataFrame({"x": [1, 2]}), "missing target column 'y'"),
+        (pd.DataFrame({"x": [1, 2, 3], "y": [0, np.nan, 1]}), "target 'y' has 1 missing value"),
+        (pd.DataFrame({"x": [1, 2], "y": [1, 1]}), "constant"),
+        (pd.DataFrame({"x": [1.0, np.inf, 3.0], "z": [1, 2, 3], "y": [0, 1, 0]}), "feature 'x' has 1 infinite value"),
+    ],
+)
 def test_prepare_tabular_bad_targets(frame, match):
     with pytest.raises(DataError, match=match):
         prepare_tabular(frame, "y")
@@ -90,18 +95,21 @@ def test_prepare_tabular_refuses_to_drop_a_column_it_does_not_have():
         prepare_tabular(df, "y", drop=["ids"])
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda d: d.drop(columns=["timestamp"]), "missing time column 'timestamp'"),
-    (lambda d: d.drop(columns=["close"]), "missing price column 'close'"),
-    (lambda d: d.assign(close=d["close"].astype(object).where(d.index != 5, "n/a")), "non-numeric"),
-    (lambda d: d.assign(close=d["close"].where(d.index != 7, -1.0)), "<= 0"),
-    (lambda d: d.assign(close=d["close"].where(d.index != 7, np.inf)), "1 non-numeric, missing or infinite"),
-    (lambda d: d.assign(close=100.0), "constant"),
-    (lambda d: pd.concat([d.iloc[:10], d.iloc[9:]]), "duplicate timestamp"),
-    (lambda d: d.iloc[::-1], "not sorted ascending"),
-    (lambda d: d.assign(timestamp=d["timestamp"].where(d.index != 3, "yesterday")), "not timestamps"),
-    (lambda d: d.assign(timestamp=range(len(d))), "holds numbers, not timestamps"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda d: d.drop(columns=["timestamp"]), "missing time column 'timestamp'"),
+        (lambda d: d.drop(columns=["close"]), "missing price column 'close'"),
+        (lambda d: d.assign(close=d["close"].astype(object).where(d.index != 5, "n/a")), "non-numeric"),
+        (lambda d: d.assign(close=d["close"].where(d.index != 7, -1.0)), "<= 0"),
+        (lambda d: d.assign(close=d["close"].where(d.index != 7, np.inf)), "1 non-numeric, missing or infinite"),
+        (lambda d: d.assign(close=100.0), "constant"),
+        (lambda d: pd.concat([d.iloc[:10], d.iloc[9:]]), "duplicate timestamp"),
+        (lambda d: d.iloc[::-1], "not sorted ascending"),
+        (lambda d: d.assign(timestamp=d["timestamp"].where(d.index != 3, "yesterday")), "not timestamps"),
+        (lambda d: d.assign(timestamp=range(len(d))), "holds numbers, not timestamps"),
+    ],
+)
 def test_prepare_series_bad_inputs(mutate, match):
     with pytest.raises(DataError, match=match) as err:
         prepare_series(mutate(_ohlcv(50)).reset_index(drop=True), "timestamp", "close")

@@ -11,11 +11,23 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_every_stage_and_splits_traffic(mlflow_uri, serve_port, tmp_path):
-    plan = DemoPlan(hpo_horizons=(12,), hpo_trials=3, hpo_rows=3000, hpo_rounds=50, distill_rows=2000,
-                    distill_trials=1, distill_configs=3, teacher_trees=40, requests=150, clients=4)
+    plan = DemoPlan(
+        hpo_horizons=(12,),
+        hpo_trials=3,
+        hpo_rows=3000,
+        hpo_rounds=50,
+        distill_rows=2000,
+        distill_trials=1,
+        distill_configs=3,
+        teacher_trees=40,
+        requests=150,
+        clients=4,
+    )
     # A model fitted on 1,600 rows in seconds is weaker than the demo's: relax the credit gates' floors for it.
     gates = tmp_path / "gates.yaml"
-    gates.write_text("classifier:\n  recall_*: {low: 0.2}\n  precision_*: {low: 0.4}\n  f1: {low: 0.5}\n  auc: {low: 0.6}\n")
+    gates.write_text(
+        "classifier:\n  recall_*: {low: 0.2}\n  precision_*: {low: 0.4}\n  f1: {low: 0.5}\n  auc: {low: 0.6}\n"
+    )
     lines: list[str] = []
     summary = run_demo(tmp_path, plan, port=serve_port, gates_file=gates, log=lines.append)
 

@@ -71,9 +71,19 @@ def test_teacher_probabilities_are_put_once_and_read_zero_copy(ray_session, cred
     real_put = ray.put
     monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(type(value)) or real_put(value, **kw))
     X, y = credit
-    d = AutoDistiller(X, y, teachers=[fitted_teacher], method="legacy", students=["lgbm", "tree"],
-                      temperatures=[1.0, 2.0], alphas=[0.5], legacy_trials=1, augment=True, augment_fraction=0.2,
-                      **SMALL)
+    d = AutoDistiller(
+        X,
+        y,
+        teachers=[fitted_teacher],
+        method="legacy",
+        students=["lgbm", "tree"],
+        temperatures=[1.0, 2.0],
+        alphas=[0.5],
+        legacy_trials=1,
+        augment=True,
+        augment_fraction=0.2,
+        **SMALL,
+    )
     df = d.run()
     assert puts == [dict]  # the payload (with the teacher-labelled synthetic rows), once
     assert d.n_augmented == int(0.2 * len(d.splits.y_train))
@@ -95,8 +105,17 @@ def test_failing_config_does_not_abort_the_run(ray_session, credit, fitted_teach
     from hpm_ray.distill.engine import ConfigTask, TaskQueue, put_payload, run_tasks
 
     X, y = credit
-    d = AutoDistiller(X, y, teachers=[fitted_teacher], method="legacy", students=["exploding", "tree"],
-                      temperatures=[1.0], alphas=[0.5, 0.9], legacy_trials=1, **SMALL)
+    d = AutoDistiller(
+        X,
+        y,
+        teachers=[fitted_teacher],
+        method="legacy",
+        students=["exploding", "tree"],
+        temperatures=[1.0],
+        alphas=[0.5, 0.9],
+        legacy_trials=1,
+        **SMALL,
+    )
     df = d.run()
     failed = df[df.status == "failed"]
     assert set(failed.student) == {"exploding"} and len(failed) == 4  # 2 configs + its 2 twin studies
@@ -106,14 +125,21 @@ def test_failing_config_does_not_abort_the_run(ray_session, credit, fitted_teach
     # a bad hyperparameter value inside a worker is isolated the same way
     sp = d.splits
     ref = put_payload(sp.X_train, sp.y_train, sp.X_val, sp.y_val, d.teacher_train, d.teacher_val)
-    recs = run_tasks(ref, [ConfigTask("bad", "lgbm", 1.0, 0.5, fixed_params={"num_leaves": -3}),
-                           ConfigTask("good", "lgbm", 1.0, 0.5, fixed_params={"n_estimators": 10})])
+    recs = run_tasks(
+        ref,
+        [
+            ConfigTask("bad", "lgbm", 1.0, 0.5, fixed_params={"num_leaves": -3}),
+            ConfigTask("good", "lgbm", 1.0, 0.5, fixed_params={"n_estimators": 10}),
+        ],
+    )
     status = {r["key"]: r["status"] for r in recs}
     assert status == {"bad": "failed", "good": "ok"}
     # several cheap configs in one Ray task: each fails alone; a held task runs once a CPU is free
     queue = TaskQueue(ref)
-    batch = [ConfigTask("bad2", "lgbm", 1.0, 0.5, fixed_params={"num_leaves": -3}, keep_model=False),
-             ConfigTask("good2", "lgbm", 1.0, 0.5, fixed_params={}, budget=0.3, keep_model=False)]
+    batch = [
+        ConfigTask("bad2", "lgbm", 1.0, 0.5, fixed_params={"num_leaves": -3}, keep_model=False),
+        ConfigTask("good2", "lgbm", 1.0, 0.5, fixed_params={}, budget=0.3, keep_model=False),
+    ]
     held = [ConfigTask("held", "tree", 1.0, 0.5, fixed_params={"max_depth": 2})]
     queue.hold(held)
     queue.submit(batch, batch=2)
@@ -149,8 +175,15 @@ def test_hpm_shared_memory_warm_starts_the_second_run(ray_session, credit, tmp_p
     from hpm_ray.distill.auto import AutoDistiller
 
     X, y = credit
-    kw = dict(method="hpm", students=["lgbm", "logreg"], alphas=[0.5, 0.9], max_configs=3, hpm_trials=2,
-              memory_path=tmp_path / "memory.journal", **SMALL)
+    kw = dict(
+        method="hpm",
+        students=["lgbm", "logreg"],
+        alphas=[0.5, 0.9],
+        max_configs=3,
+        hpm_trials=2,
+        memory_path=tmp_path / "memory.journal",
+        **SMALL,
+    )
     first = AutoDistiller(X, y, **kw)
     df1 = first.run()
     stages = set(df1.stage)
@@ -159,8 +192,11 @@ def test_hpm_shared_memory_warm_starts_the_second_run(ray_session, credit, tmp_p
     for st in ("lgbm", "logreg"):  # a twin study per config of the type that reached the full budget
         n_full = ((df1.stage == "full") & (df1.student == st)).sum()
         assert ((df1.stage == "twin") & (df1.student == st)).sum() == max(1, n_full)
-    full1 = {(r["task"].student, r["task"].temperature, r["task"].alpha): r for r in first.records
-             if r["task"].stage == "full" and r["status"] == "ok"}
+    full1 = {
+        (r["task"].student, r["task"].temperature, r["task"].alpha): r
+        for r in first.records
+        if r["task"].stage == "full" and r["status"] == "ok"
+    }
     import optuna
 
     from hpm_ray.distill.memory import OptimizationMemory
@@ -192,16 +228,54 @@ def test_cli_distill_writes_outputs_and_registers(ray_session, mlflow_uri, tmp_p
     from hpm_ray.cli import main
 
     spec = tmp_path / "d.yaml"
-    spec.write_text("students: [lgbm, tree]\nalphas: [0.5, 0.9]\nhpm_trials: 2\nteacher_trees: 40\n"
-                    "teacher_folds: 3\nmin_improvement: 0.0\n")
+    spec.write_text(
+        "students: [lgbm, tree]\nalphas: [0.5, 0.9]\nhpm_trials: 2\nteacher_trees: 40\n"
+        "teacher_folds: 3\nmin_improvement: 0.0\n"
+    )
     out = tmp_path / "out"
-    rc = main(["distill", "--method", "hpm", "--spec", str(spec), "--max-rows", "1500", "--max-configs", "3",
-               "--out", str(out), "--seed", "1", "--register-name", "distill-test"])
+    rc = main(
+        [
+            "distill",
+            "--method",
+            "hpm",
+            "--spec",
+            str(spec),
+            "--max-rows",
+            "1500",
+            "--max-configs",
+            "3",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--register-name",
+            "distill-test",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"method", "wall_time_s", "n_fits", "n_configs_evaluated", "teacher", "best", "hard_label_twin"}
-    assert {"student", "temperature", "alpha", "params", "auc", "accuracy", "log_loss", "ks", "fidelity",
-            "predict_ms_per_1k", "model_uri"} <= set(summary["best"])
+    assert set(summary) == {
+        "method",
+        "wall_time_s",
+        "n_fits",
+        "n_configs_evaluated",
+        "teacher",
+        "best",
+        "hard_label_twin",
+    }
+    assert {
+        "student",
+        "temperature",
+        "alpha",
+        "params",
+        "auc",
+        "accuracy",
+        "log_loss",
+        "ks",
+        "fidelity",
+        "predict_ms_per_1k",
+        "model_uri",
+    } <= set(summary["best"])
     results = pd.read_csv(out / "results.csv")
     assert summary["n_fits"] == results.n_fits.sum()
     assert results[results.stage == "chain"].shape[0] >= 1
@@ -241,8 +315,18 @@ def test_multiclass_run_selects_by_log_loss(ray_session):
     n = 900
     X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": pd.Categorical(rng.choice(["u", "v"], n))})
     y = np.where(X.a + 0.5 * rng.normal(size=n) > 0.4, "high", np.where(X.b > 0, "mid", "low"))
-    d = AutoDistiller(X, y, method="legacy", students=["lgbm", "logreg"], temperatures=[2.0], alphas=[0.7],
-                      legacy_trials=1, teacher_trees=30, teacher_folds=3, progress=False)
+    d = AutoDistiller(
+        X,
+        y,
+        method="legacy",
+        students=["lgbm", "logreg"],
+        temperatures=[2.0],
+        alphas=[0.7],
+        legacy_trials=1,
+        teacher_trees=30,
+        teacher_folds=3,
+        progress=False,
+    )
     df = d.run()
     assert d.metric == "log_loss" and (df.status == "ok").all()
     s = d.summary()

@@ -41,8 +41,9 @@ def credit_splits():
     X, y = load_credit_default()
     X, y = X.iloc[:4000].reset_index(drop=True), y.iloc[:4000].to_numpy()
     tr, va, te = slice(0, 2000), slice(2000, 3000), slice(3000, 4000)
-    teacher = cross_val_predict(lgb.LGBMClassifier(n_estimators=100, verbose=-1, n_jobs=1), X[tr], y[tr], cv=3,
-                                method="predict_proba")
+    teacher = cross_val_predict(
+        lgb.LGBMClassifier(n_estimators=100, verbose=-1, n_jobs=1), X[tr], y[tr], cv=3, method="predict_proba"
+    )
     return X[tr], y[tr], teacher, X[va], y[va], X[te], y[te]
 
 

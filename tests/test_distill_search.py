@@ -16,10 +16,19 @@ def payload():
 
     X, y = load_credit_default()
     X, y = X.iloc[:1500].reset_index(drop=True), y.iloc[:1500].to_numpy()
-    teacher = cross_val_predict(lgb.LGBMClassifier(n_estimators=60, verbose=-1, n_jobs=1), X, y, cv=3,
-                                method="predict_proba")
-    return {"X_train": X.iloc[:1000], "y_train": y[:1000], "X_val": X.iloc[1000:], "y_val": y[1000:],
-            "teacher_train": teacher[:1000], "teacher_val": teacher[1000:], "X_aug": None, "teacher_aug": None}
+    teacher = cross_val_predict(
+        lgb.LGBMClassifier(n_estimators=60, verbose=-1, n_jobs=1), X, y, cv=3, method="predict_proba"
+    )
+    return {
+        "X_train": X.iloc[:1000],
+        "y_train": y[:1000],
+        "X_val": X.iloc[1000:],
+        "y_val": y[1000:],
+        "teacher_train": teacher[:1000],
+        "teacher_val": teacher[1000:],
+        "X_aug": None,
+        "teacher_aug": None,
+    }
 
 
 def test_study_seed_is_stable_and_distinct_per_config():
@@ -33,6 +42,7 @@ def test_study_seed_is_stable_and_distinct_per_config():
 
 def test_two_configs_of_one_student_draw_different_parameters(payload):
     """Done-when 1: the old shared sampler seed gave every config the same parameter sets."""
+
     def drawn(key):
         task = ConfigTask(key=key, student="gbm20", temperature=1.0, alpha=0.5, n_trials=3, seed=0)
         return [p for _, p in fit_config(payload, task, payload["teacher_train"])["top"]]  # top 3 of 3: all
@@ -53,8 +63,16 @@ def test_a_20_trial_study_learns(payload):
     """
     gains, best_gains = [], []
     for seed in range(5):
-        task = ConfigTask(key="hpm:full:gbm20:T2:a0.7", student="gbm20", temperature=2.0, alpha=0.7, n_trials=20,
-                          seed=seed, metric="ks", keep_model=False)
+        task = ConfigTask(
+            key="hpm:full:gbm20:T2:a0.7",
+            student="gbm20",
+            temperature=2.0,
+            alpha=0.7,
+            n_trials=20,
+            seed=seed,
+            metric="ks",
+            keep_model=False,
+        )
         h = np.asarray(fit_config(payload, task, payload["teacher_train"])["history"])
         assert len(h) == 20
         gains.append(h[5:].mean() - h[:5].mean())

@@ -58,8 +58,9 @@ def test_temperature_and_alpha_change_the_student(name, credit_small, credit_tea
 def test_multiclass_students_with_categoricals_and_missing(name):
     rng = np.random.default_rng(0)
     n = 600
-    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
-                      "c": pd.Categorical(rng.choice(["u", "v", "w"], n))})
+    X = pd.DataFrame(
+        {"a": rng.normal(size=n), "b": rng.normal(size=n), "c": pd.Categorical(rng.choice(["u", "v", "w"], n))}
+    )
     y = (X.a > 0.5).astype(int) + (X.c == "w").astype(int) * 1 + 0
     y = np.clip(y, 0, 2).to_numpy()
     X.loc[rng.choice(n, 40, replace=False), "b"] = np.nan
@@ -176,8 +177,10 @@ def test_chain_note_says_why_the_chain_ended():
         r = {"chain_step": step, "task": SimpleNamespace(student=student), "status": status}
         return r if gain is None else r | {"chain_gain": gain}
 
-    assert chain_note([rec(1, "logreg"), rec(2, "tree", gain=0.004)], 0.01) == \
-        "stage 2 (tree) gained 0.0040 < min_improvement 0.01"
+    assert (
+        chain_note([rec(1, "logreg"), rec(2, "tree", gain=0.004)], 0.01)
+        == "stage 2 (tree) gained 0.0040 < min_improvement 0.01"
+    )
     assert chain_note([rec(1, "logreg"), rec(2, "tree", status="failed")], 0.01) == "stage 2 (tree) failed"
     assert chain_note([rec(1, "logreg"), rec(2, "tree", gain=0.02)], 0.01) == "all stages improved"
 
@@ -225,8 +228,9 @@ def test_munge_rows_stay_in_the_data_domain():
     from hpm_ray.distill.augment import munge
 
     rng = np.random.default_rng(0)
-    X = pd.DataFrame({"a": rng.normal(size=300), "n": rng.integers(0, 5, 300),
-                      "c": pd.Categorical(rng.choice(["u", "v"], 300))})
+    X = pd.DataFrame(
+        {"a": rng.normal(size=300), "n": rng.integers(0, 5, 300), "c": pd.Categorical(rng.choice(["u", "v"], 300))}
+    )
     out = munge(X, 500, seed=1, time_budget=10.0, chunk=200)
     assert len(out) == 500 and list(out.columns) == list(X.columns)
     assert set(out.c.dropna()) <= {"u", "v"} and out.n.dtype == X.n.dtype
@@ -244,11 +248,14 @@ def test_auto_method_follows_the_seed_heuristic():
     assert choose_method(5_000, 10) == "hpm"  # between the seed's two rules: the cheaper method
 
 
-@pytest.mark.parametrize("y, match", [
-    (np.ones(10, dtype=np.int64), r"constant \(every value is 1\)"),
-    (np.linspace(0.0, 1.0, 50), "50 distinct non-integer values: it looks continuous"),
-    (np.arange(500), "500 classes \\(at most 100\\)"),
-])
+@pytest.mark.parametrize(
+    "y, match",
+    [
+        (np.ones(10, dtype=np.int64), r"constant \(every value is 1\)"),
+        (np.linspace(0.0, 1.0, 50), "50 distinct non-integer values: it looks continuous"),
+        (np.arange(500), "500 classes \\(at most 100\\)"),
+    ],
+)
 def test_a_target_that_is_not_class_labels_is_refused_in_one_short_line(y, match):
     with pytest.raises(DataError, match=match) as err:
         encode_target(y)

@@ -37,7 +37,9 @@ def test_categorical_psi_by_hand_with_unseen_category():
 
 def _frame(n, shift=0.0, seed=0):
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"x": rng.normal(shift, 1, n), "grade": rng.choice(["A", "B", "C"], n), "z": rng.uniform(0, 1, n)})
+    return pd.DataFrame(
+        {"x": rng.normal(shift, 1, n), "grade": rng.choice(["A", "B", "C"], n), "z": rng.uniform(0, 1, n)}
+    )
 
 
 def test_check_drift_flags_only_the_shifted_feature():

@@ -25,8 +25,16 @@ APP = "drift-app"
 TOKEN = "drift-token-91c2"
 # Gates the app is configured with: the retrained challenger must pass them (credit-scoring style, looser
 # than gates_credit.yaml because the test retrains on 2,000 rows with one config).
-GATES = {"classifier": {"accuracy": {"low": 0.7}, "f1": {"low": 0.4}, "precision_*": {"low": 0.0},
-                        "recall_*": {"low": 0.0}, "mean_confidence": {"low": 0.6}, "auc": {"low": 0.65}}}
+GATES = {
+    "classifier": {
+        "accuracy": {"low": 0.7},
+        "f1": {"low": 0.4},
+        "precision_*": {"low": 0.0},
+        "recall_*": {"low": 0.0},
+        "mean_confidence": {"low": 0.6},
+        "auc": {"low": 0.65},
+    }
+}
 SHIFT = ["LIMIT_BAL"] + [f"BILL_AMT{i}" for i in range(1, 7)] + [f"PAY_AMT{i}" for i in range(1, 7)]
 pytestmark = pytest.mark.slow
 
@@ -45,20 +53,38 @@ def served(mlflow_uri, serve_port):
     metrics = {**classifier_metrics(y[2000:], proba, m.classes_), "auc": roc_auc(y[2000:], proba[:, 1])}
     exp = mlflow_experiment("drift-tests")
     with mlflow.start_run(experiment_id=exp):
-        v = str(log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics,
-                                 input_example=X.iloc[:3], reference=X.iloc[:2000]).version)
+        v = str(
+            log_and_register(
+                ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X.iloc[:3], reference=X.iloc[:2000]
+            ).version
+        )
     with mlflow.start_run(experiment_id=exp):  # the same model without a reference (bad-input test)
-        bare = str(log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
+        bare = str(
+            log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version
+        )
     promote(NAME, v, GATES)
-    url = start_ab(NAME, "champion", port=serve_port, token=TOKEN, app_name=APP, resume=False, rollout={"auto": False}, gates=GATES)
-    yield {"url": url, "X": X.iloc[2000:].reset_index(drop=True), "champion": v, "bare": bare, "model": m, "reference": X.iloc[:2000]}
+    url = start_ab(
+        NAME, "champion", port=serve_port, token=TOKEN, app_name=APP, resume=False, rollout={"auto": False}, gates=GATES
+    )
+    yield {
+        "url": url,
+        "X": X.iloc[2000:].reset_index(drop=True),
+        "champion": v,
+        "bare": bare,
+        "model": m,
+        "reference": X.iloc[:2000],
+    }
     stop(APP)
 
 
 def _send(url, X, rows_per_request=50):
     for i in range(0, len(X), rows_per_request):
-        part = X.iloc[i:i + rows_per_request]
-        r = requests.post(f"{url}/predict", json={"dataframe_split": {"columns": list(part.columns), "data": part.to_numpy().tolist()}}, timeout=30)
+        part = X.iloc[i : i + rows_per_request]
+        r = requests.post(
+            f"{url}/predict",
+            json={"dataframe_split": {"columns": list(part.columns), "data": part.to_numpy().tolist()}},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
     time.sleep(0.6)  # the router appends its sampled rows every ~0.2 s
 
@@ -86,14 +112,44 @@ def _decisions(run_id):
 
 
 def _watch(served, tmp_path, *extra):
-    return main(["drift", "watch", "--once", "--app", APP, "--url", served["url"], "--token", TOKEN, "--window", "1000",
-                 "--out", str(tmp_path), "--max-rows", "2000", "--trials", "1", "--configs", "1", "--students", "lgbm",
-                 "--teacher-trees", "30", *extra])
+    return main(
+        [
+            "drift",
+            "watch",
+            "--once",
+            "--app",
+            APP,
+            "--url",
+            served["url"],
+            "--token",
+            TOKEN,
+            "--window",
+            "1000",
+            "--out",
+            str(tmp_path),
+            "--max-rows",
+            "2000",
+            "--trials",
+            "1",
+            "--configs",
+            "1",
+            "--students",
+            "lgbm",
+            "--teacher-trees",
+            "30",
+            *extra,
+        ]
+    )
 
 
 def _last_watch_run():
     exp = MlflowClient().get_experiment_by_name("hpm-ray-drift")
-    return MlflowClient().search_runs([exp.experiment_id], "tags.mlflow.runName = 'drift-watch'", order_by=["attributes.start_time DESC"], max_results=1)[0]
+    return MlflowClient().search_runs(
+        [exp.experiment_id],
+        "tags.mlflow.runName = 'drift-watch'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
 
 
 def test_bad_input_is_refused_without_retraining(served, tmp_path, capsys):
@@ -110,9 +166,17 @@ def test_bad_input_is_refused_without_retraining(served, tmp_path, capsys):
 
     log = ServedLog(tmp_path / "partial")
     part = served["X"].iloc[:300]
-    log.add(NAME, "champion", served["champion"], part.drop(columns=["AGE"]), part[["LIMIT_BAL"]].rename(columns={"LIMIT_BAL": "prediction"}))
+    log.add(
+        NAME,
+        "champion",
+        served["champion"],
+        part.drop(columns=["AGE"]),
+        part[["LIMIT_BAL"]].rename(columns={"LIMIT_BAL": "prediction"}),
+    )
     log.flush()
-    assert main(["drift", "check", "--app", APP, "--served-dir", str(tmp_path / "partial"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["drift", "check", "--app", APP, "--served-dir", str(tmp_path / "partial"), "--out", str(tmp_path)]) == 2
+    )
     assert "lack feature(s) 'AGE'" in capsys.readouterr().err
     # a version registered without a reference
     MlflowClient().set_registered_model_alias(NAME, "bare", served["bare"])
@@ -166,10 +230,15 @@ def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, 
     assert status["variants"]["challenger"] == new[0] and status["weights"] == {"champion": 90.0, "challenger": 10.0}
     assert status["stage"] == "rollout"
     decisions = _decisions(_last_watch_run().info.run_id)
-    assert decisions["decision.retrain"].startswith("started") and decisions["decision.gates"].startswith("passed (the app's gates)")
+    assert decisions["decision.retrain"].startswith("started") and decisions["decision.gates"].startswith(
+        "passed (the app's gates)"
+    )
     assert decisions["decision.ab"].startswith("started: challenger v" + new[0])
     ref = MlflowClient().list_artifacts(MlflowClient().get_model_version(NAME, new[0]).run_id, "drift_reference")
-    assert {a.path.split("/")[-1] for a in ref} == {"features.parquet", "outputs.parquet"}  # the challenger can be checked too
+    assert {a.path.split("/")[-1] for a in ref} == {
+        "features.parquet",
+        "outputs.parquet",
+    }  # the challenger can be checked too
     # a second drifted check while the A/B runs does not retrain again
     assert _watch(served, tmp_path / "again") == 0
     assert "already in an A/B" in _decisions(_last_watch_run().info.run_id)["decision.retrain"]

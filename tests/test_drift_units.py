@@ -16,7 +16,9 @@ from hpm_ray.drift.served import ServedLog, read_window
 from hpm_ray.errors import DataError, SpecError
 
 
-@pytest.mark.parametrize("text, seconds", [("30s", 30), ("60m", 3600), ("2h", 7200), ("1d", 86400), ("45", 45), ("1.5m", 90)])
+@pytest.mark.parametrize(
+    "text, seconds", [("30s", 30), ("60m", 3600), ("2h", 7200), ("1d", 86400), ("45", 45), ("1.5m", 90)]
+)
 def test_parse_interval(text, seconds):
     assert parse_interval(text) == seconds
 
@@ -79,7 +81,9 @@ def test_no_served_rows_is_a_data_error(tmp_path):
 def test_prediction_score():
     binary = pd.DataFrame({"prediction": [1, 0], "proba_0": [0.2, 0.9], "proba_1": [0.8, 0.1]})
     np.testing.assert_allclose(prediction_score(binary), [0.8, 0.1])
-    multi = pd.DataFrame({"prediction": ["a", "c"], "proba_a": [0.5, 0.1], "proba_b": [0.3, 0.2], "proba_c": [0.2, 0.7]})
+    multi = pd.DataFrame(
+        {"prediction": ["a", "c"], "proba_a": [0.5, 0.1], "proba_b": [0.3, 0.2], "proba_c": [0.2, 0.7]}
+    )
     np.testing.assert_allclose(prediction_score(multi), [0.5, 0.7])
     np.testing.assert_allclose(prediction_score(pd.DataFrame({"prediction": [1.5, 2.0]})), [1.5, 2.0])
     assert prediction_score(pd.DataFrame({"prediction": ["x", "y"]})) is None
@@ -89,7 +93,9 @@ def test_verdict_and_report(tmp_path):
     rng = np.random.default_rng(0)
     ref = pd.DataFrame({"x": rng.normal(size=1000), "y": rng.normal(size=1000)})
     cur = pd.DataFrame({"x": rng.normal(size=500), "y": rng.normal(loc=1.5, size=500)})
-    calm = check_drift(ref, ref.sample(500, random_state=1), reference_pred=ref.x.to_numpy(), current_pred=ref.x.to_numpy()[:500])
+    calm = check_drift(
+        ref, ref.sample(500, random_state=1), reference_pred=ref.x.to_numpy(), current_pred=ref.x.to_numpy()[:500]
+    )
     assert verdict(calm).startswith("no drift")
     result = check_drift(ref, cur, reference_pred=ref.x.to_numpy(), current_pred=cur.y.to_numpy())
     assert verdict(result).startswith("DRIFT") and "y" in verdict(result) and "prediction" in verdict(result)
@@ -137,7 +143,12 @@ class _App:
     """The admin API as the watcher sees it (``serving.cli.call``): a status and a record of POSTs."""
 
     def __init__(self, challenger=None, stage="idle"):
-        self.status = {"model": "m", "variants": {"champion": "1", "challenger": challenger}, "stage": stage, "gates": {"classifier": {"f1": {"low": 0.1}}}}
+        self.status = {
+            "model": "m",
+            "variants": {"champion": "1", "challenger": challenger},
+            "stage": stage,
+            "gates": {"classifier": {"f1": {"low": 0.1}}},
+        }
         self.posts = []
 
     def __call__(self, url, method, path, body=None, token=None, timeout=30.0):
@@ -163,7 +174,11 @@ def test_watch_gates_decide_the_ab(mlflow_uri, tmp_path, monkeypatch, passed):
     monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out: "7")
     monkeypatch.setattr(serving_cli, "call", app)
     monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: set_aliases.append(a))
-    monkeypatch.setattr(aliases, "check_gates", lambda name, v, g: gated.append((v, g)) or GateResult(passed, () if passed else ("auc: 0.6 < 0.75",)))
+    monkeypatch.setattr(
+        aliases,
+        "check_gates",
+        lambda name, v, g: gated.append((v, g)) or GateResult(passed, () if passed else ("auc: 0.6 < 0.75",)),
+    )
     r = monitor.watch_once(WatchSpec(token="tok", traffic=10), lambda msg: None)
     assert gated == [("7", app.status["gates"])]  # the app's configured gates
     tags = MlflowClient().get_run(r["run_id"]).data.tags

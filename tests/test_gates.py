@@ -6,7 +6,15 @@ import pytest
 from hpm_ray.errors import SpecError
 from hpm_ray.registry.gates import Bound, classifier_metrics, evaluate_gates, load_gate_file
 
-GOOD_CLF = {"accuracy": 0.80, "f1": 0.70, "precision_0": 0.85, "precision_1": 0.61, "recall_0": 0.9, "recall_1": 0.60, "mean_confidence": 0.75}
+GOOD_CLF = {
+    "accuracy": 0.80,
+    "f1": 0.70,
+    "precision_0": 0.85,
+    "precision_1": 0.61,
+    "recall_0": 0.9,
+    "recall_1": 0.60,
+    "mean_confidence": 0.75,
+}
 GOOD_Q = {"coverage_90": 0.90, "coverage_50": 0.50, "crossing_rate": 0.0}
 
 
@@ -31,8 +39,15 @@ def test_missing_metrics_fail_never_pass():
 
 @pytest.mark.parametrize(
     "change, failing",
-    [({}, []), ({"coverage_90": 0.86}, ["coverage_90"]), ({"coverage_90": 0.93}, []), ({"coverage_90": 0.931}, ["coverage_90"]),
-     ({"coverage_50": 0.46}, ["coverage_50"]), ({"crossing_rate": 0.01}, ["crossing_rate"]), ({"crossing_rate": 0.0099}, [])],
+    [
+        ({}, []),
+        ({"coverage_90": 0.86}, ["coverage_90"]),
+        ({"coverage_90": 0.93}, []),
+        ({"coverage_90": 0.931}, ["coverage_90"]),
+        ({"coverage_50": 0.46}, ["coverage_50"]),
+        ({"crossing_rate": 0.01}, ["crossing_rate"]),
+        ({"crossing_rate": 0.0099}, []),
+    ],
 )
 def test_quantile_bounds_edges(change, failing):
     r = evaluate_gates("quantile_forecaster", {**GOOD_Q, **change})
@@ -53,13 +68,16 @@ def test_overrides_replace_one_bound_and_unknown_kind_is_an_error():
         evaluate_gates("classifier", metrics, {"f1": {"minimum": 0.1}})
 
 
-@pytest.mark.parametrize("text, match", [
-    ("classifier: {f1: {low: [oops}", "not valid YAML"),
-    ("nosuchkind: {f1: {low: 0.1}}", "no quality gates for model kind 'nosuchkind'"),
-    ("classifier: {f1: {low: abc}}", "gate 'f1': low must be a number"),
-    ("quantile_forecaster: {coverage_90: {low: 0.95, high: 0.9}}", "low 0.95 is above high 0.9"),
-    ("classifier: {f1: 0.7}", "gate 'f1': expected {low: .., high: ..}"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("classifier: {f1: {low: [oops}", "not valid YAML"),
+        ("nosuchkind: {f1: {low: 0.1}}", "no quality gates for model kind 'nosuchkind'"),
+        ("classifier: {f1: {low: abc}}", "gate 'f1': low must be a number"),
+        ("quantile_forecaster: {coverage_90: {low: 0.95, high: 0.9}}", "low 0.95 is above high 0.9"),
+        ("classifier: {f1: 0.7}", "gate 'f1': expected {low: .., high: ..}"),
+    ],
+)
 def test_a_bad_gates_file_is_refused_when_read(tmp_path, text, match):
     path = tmp_path / "gates.yaml"
     path.write_text(text + "\n")

@@ -14,15 +14,18 @@ def small_csv(btc_small, tmp_path):
     return p
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--quantiles", "0.05,0.5,1.2"], "strictly between 0 and 1"),
-    (["--quantiles", "0.1,0.5,0.8"], "no symmetric partner 0.9"),
-    (["--horizons", "6,x"], "--horizons: expected comma-separated int"),
-    (["--horizons", "300"], "horizon 300 bars is longer than the calibration block"),
-    (["--trials-per-horizon", "0"], "trials_per_horizon"),
-    (["--quantiles", "0.001,0.5,0.999"], "too few for the 0.001 quantile pair (needs 499)"),
-    (["--horizons", "60"], "too few to choose an interval method for horizon 60 (needs 360)"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--quantiles", "0.05,0.5,1.2"], "strictly between 0 and 1"),
+        (["--quantiles", "0.1,0.5,0.8"], "no symmetric partner 0.9"),
+        (["--horizons", "6,x"], "--horizons: expected comma-separated int"),
+        (["--horizons", "300"], "horizon 300 bars is longer than the calibration block"),
+        (["--trials-per-horizon", "0"], "trials_per_horizon"),
+        (["--quantiles", "0.001,0.5,0.999"], "too few for the 0.001 quantile pair (needs 499)"),
+        (["--horizons", "60"], "too few to choose an interval method for horizon 60 (needs 360)"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(small_csv, tmp_path, capsys, flags, message):
     code = main(["hpo", "--data", str(small_csv), "--out", str(tmp_path / "out"), *flags])
     err = capsys.readouterr().err.strip()
@@ -31,13 +34,16 @@ def test_bad_input_is_one_line_exit_2(small_csv, tmp_path, capsys, flags, messag
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
-@pytest.mark.parametrize("spec_text, message", [
-    ("step_sizes: [0.01, 1.5]\n", "step_sizes: Value error, step sizes must lie strictly between 0 and 1"),
-    ("step_sizes: []\n", "step sizes must lie strictly between 0 and 1"),
-    ("interval_method: magic\n", "interval_method"),
-    ("interval_vol: vix\n", "interval_vol: no feature named 'vix'"),
-    ("interval_vol: ret_1\n", "interval_vol 'ret_1' must be positive and finite at every row"),
-])
+@pytest.mark.parametrize(
+    "spec_text, message",
+    [
+        ("step_sizes: [0.01, 1.5]\n", "step_sizes: Value error, step sizes must lie strictly between 0 and 1"),
+        ("step_sizes: []\n", "step sizes must lie strictly between 0 and 1"),
+        ("interval_method: magic\n", "interval_method"),
+        ("interval_vol: vix\n", "interval_vol: no feature named 'vix'"),
+        ("interval_vol: ret_1\n", "interval_vol 'ret_1' must be positive and finite at every row"),
+    ],
+)
 def test_bad_interval_settings_are_one_line_exit_2(small_csv, tmp_path, capsys, spec_text, message):
     spec = tmp_path / "s.yaml"
     spec.write_text(spec_text)
@@ -131,9 +137,19 @@ def test_target_scale_by_hand():
 def test_summary_table_shows_a_dash_for_levels_the_quantiles_lack():
     from hpm_ray.hpo.cli import summary_table
 
-    entry = {"n_trials": 3, "n_pruned": 1, "test_pinball": 0.0123456, "baselines": {"naive": {"test_pinball": 0.0125}},
-             "interval_method": "pid", "coverage_90": None, "coverage_90_by_vol_tercile": None, "coverage_90_cqr": None,
-             "coverage_90_aci": None, "coverage_50": None, "crossing_rate": 0.0}
+    entry = {
+        "n_trials": 3,
+        "n_pruned": 1,
+        "test_pinball": 0.0123456,
+        "baselines": {"naive": {"test_pinball": 0.0125}},
+        "interval_method": "pid",
+        "coverage_90": None,
+        "coverage_90_by_vol_tercile": None,
+        "coverage_90_cqr": None,
+        "coverage_90_aci": None,
+        "coverage_50": None,
+        "crossing_rate": 0.0,
+    }
     header, row = summary_table({"horizons": {"6": entry}}).splitlines()  # quantiles 0.1/0.5/0.9: only an 80 % pair
     assert row.split() == ["6", "3", "1", "0.012346", "0.012500", "pid"] + ["-"] * 7 + ["0.000"]
     assert len(row) == len(header)

@@ -20,12 +20,36 @@ import pytest
 
 SMALL_SPEC = "max_rounds: 60\nreport_every: 10\ngrace_period: 1\n"
 # A complete configuration LightGBM rejects (one leaf): the trial must fail and the search go on.
-BAD_POINT = dict(learning_rate=0.05, num_leaves=1, max_depth=4, min_child_samples=50, feature_fraction=0.8,
-                 bagging_fraction=0.8, lambda_l1=0.01, lambda_l2=0.01)
-SUMMARY_KEYS = {"best_params", "val_pinball", "test_pinball", "baselines", "coverage_90", "coverage_50",
-                "mean_width_90", "coverage_90_aci", "crossing_rate_raw", "crossing_rate", "n_trials", "n_pruned",
-                "model_uri", "interval_method", "interval_step", "coverage_90_by_vol_tercile", "longest_miss_run_90",
-                "coverage_90_cqr"}
+BAD_POINT = dict(
+    learning_rate=0.05,
+    num_leaves=1,
+    max_depth=4,
+    min_child_samples=50,
+    feature_fraction=0.8,
+    bagging_fraction=0.8,
+    lambda_l1=0.01,
+    lambda_l2=0.01,
+)
+SUMMARY_KEYS = {
+    "best_params",
+    "val_pinball",
+    "test_pinball",
+    "baselines",
+    "coverage_90",
+    "coverage_50",
+    "mean_width_90",
+    "coverage_90_aci",
+    "crossing_rate_raw",
+    "crossing_rate",
+    "n_trials",
+    "n_pruned",
+    "model_uri",
+    "interval_method",
+    "interval_step",
+    "coverage_90_by_vol_tercile",
+    "longest_miss_run_90",
+    "coverage_90_cqr",
+}
 
 
 @pytest.fixture
@@ -57,8 +81,15 @@ def test_data_goes_to_the_object_store_once_and_bad_trials_fail_alone(ray_sessio
     monkeypatch.setattr(ray, "put", lambda v, *a, **k: puts.append(type(v).__name__) or real_put(v, *a, **k))
     ref = ray.put(data)
     settings = search.SearchSettings(
-        name="put-once", storage=str(tmp_path), num_samples=4, max_reports=2, grace_period=1, reduction_factor=3,
-        max_concurrent=2, seed=0, points_to_evaluate=[BAD_POINT],
+        name="put-once",
+        storage=str(tmp_path),
+        num_samples=4,
+        max_reports=2,
+        grace_period=1,
+        reduction_factor=3,
+        max_concurrent=2,
+        seed=0,
+        points_to_evaluate=[BAD_POINT],
     )
     recs = search.records(search.make_tuner(settings, ref).fit(), settings.max_reports)
     assert puts.count(SearchData.__name__) == 1  # the explicit put above; trials reuse the ObjectRef
@@ -79,8 +110,21 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
 
     out = tmp_path / "out"
     spec = _spec(tmp_path, f"points_to_evaluate: [{json.dumps(BAD_POINT)}]\nmodel_prefix: e2e\n")
-    code = main(["hpo", "--data", str(small_csv), "--horizons", "6,12", "--trials-per-horizon", "7",
-                 "--spec", str(spec), "--out", str(out)])
+    code = main(
+        [
+            "hpo",
+            "--data",
+            str(small_csv),
+            "--horizons",
+            "6,12",
+            "--trials-per-horizon",
+            "7",
+            "--spec",
+            str(spec),
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "h=6:" in printed and "pruned" in printed and "best val pinball" in printed
@@ -94,13 +138,22 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
         assert e["mean_width_90"] > 0
         assert set(e["baselines"]) == {"naive", "rolling", "ewma", "har", "garch", "default_lgbm"}
         for name, be in e["baselines"].items():
-            assert be["test_pinball"] > 0 and set(be["test_pinball_by_quantile"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
+            assert be["test_pinball"] > 0 and set(be["test_pinball_by_quantile"]) == {
+                "0.05",
+                "0.25",
+                "0.5",
+                "0.75",
+                "0.95",
+            }
             assert 0 <= be["dm_pvalue"] <= 1 and name in be["verdict"] and f"at h={h} (DM" in be["verdict"]
         # the shipped interval: conformal PID (the default), its step chosen on calibration among the spec's steps
         d = summary["details"][h]
         assert e["interval_method"] == "pid" and e["interval_step"] in (0.002, 0.005, 0.01, 0.02, 0.05)
-        assert min(d["interval_candidates_calibration_score"], key=d["interval_candidates_calibration_score"].get) \
-            == d["interval_choice"] == f"pid(step={e['interval_step']:g})"
+        assert (
+            min(d["interval_candidates_calibration_score"], key=d["interval_candidates_calibration_score"].get)
+            == d["interval_choice"]
+            == f"pid(step={e['interval_step']:g})"
+        )
         assert len(e["coverage_90_by_vol_tercile"]) == 3 and sum(d["test_rows_by_vol_tercile"]) == d["blocks"]["test"]
         assert 1 <= e["longest_miss_run_90"] < d["blocks"]["test"]
         assert set(e["best_params"]) >= {"learning_rate", "num_leaves", "lambda_l2"}
@@ -133,8 +186,9 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     # MLflow: one parent, a child per trial (history per report, pruned flag) and one model run per horizon
     client = MlflowClient()
     parent = client.get_run(summary["mlflow_run_id"])
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     trial_runs = [r for r in children if "trial_id" in r.data.tags]
     assert len(trial_runs) == 14 and len(children) == 16
     assert {r.data.tags["status"] for r in trial_runs} >= {"pruned", "failed", "completed"}
@@ -158,8 +212,13 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
         f"m = mlflow.pyfunc.load_model({summary['horizons']['6']['model_uri']!r})\n"
         f"m.predict(pd.read_pickle({str(rows_path)!r})).to_json(sys.stdout, orient='split', double_precision=15)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     pred = pd.read_json(io.StringIO(proc.stdout), orient="split")
     assert list(pred.columns) == ["q_0.05", "q_0.25", "q_0.5", "q_0.75", "q_0.95", "lo_90", "hi_90", "lo_50", "hi_50"]
@@ -169,20 +228,41 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     y_test = hz.y.iloc[hz.blocks.test].to_numpy()
     calibrated = pred[["lo_90", "lo_50", "q_0.5", "hi_50", "hi_90"]].to_numpy()
     h6 = summary["horizons"]["6"]
-    assert mean_pinball(y_test, calibrated, [0.05, 0.25, 0.5, 0.75, 0.95]) == pytest.approx(h6["test_pinball"], rel=1e-6)
+    assert mean_pinball(y_test, calibrated, [0.05, 0.25, 0.5, 0.75, 0.95]) == pytest.approx(
+        h6["test_pinball"], rel=1e-6
+    )
     assert coverage(y_test, pred.lo_90, pred.hi_90) == pytest.approx(h6["coverage_90_cqr"])
 
     # --resume of a run that already registered its models reuses them: no second version, no second model run
-    assert main(["hpo", "--data", str(small_csv), "--horizons", "6,12", "--trials-per-horizon", "7",
-                 "--spec", str(spec), "--out", str(out), "--resume"]) == 0
+    assert (
+        main(
+            [
+                "hpo",
+                "--data",
+                str(small_csv),
+                "--horizons",
+                "6,12",
+                "--trials-per-horizon",
+                "7",
+                "--spec",
+                str(spec),
+                "--out",
+                str(out),
+                "--resume",
+            ]
+        )
+        == 0
+    )
     again = json.loads((out / "summary.json").read_text())
-    assert {h: e["model_uri"] for h, e in again["horizons"].items()} == \
-        {h: e["model_uri"] for h, e in summary["horizons"].items()}
+    assert {h: e["model_uri"] for h, e in again["horizons"].items()} == {
+        h: e["model_uri"] for h, e in summary["horizons"].items()
+    }
     for h in ("6", "12"):
         versions = client.search_model_versions(f"name = 'e2e-h{h}'")
         assert sum(v.tags.get("hpo_run") == run_id for v in versions) == 1
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert len(children) == 16
 
 
@@ -210,11 +290,27 @@ def test_resume_after_sigkill(sub_env, small_csv, tmp_path, lines_until):
     from hpm_ray.runtime import tune_storage
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "hpm_ray", "hpo", "--data", str(small_csv), "--horizons", "6",
-           "--trials-per-horizon", "8", "--spec", str(_spec(tmp_path)), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpm_ray",
+        "hpo",
+        "--data",
+        str(small_csv),
+        "--horizons",
+        "6",
+        "--trials-per-horizon",
+        "8",
+        "--spec",
+        str(_spec(tmp_path)),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, env=sub_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done_lines = lines_until(proc, lambda line: bool(re.match(r"h=6: [3-7]/8 trials done", line)), timeout=150)
-    assert proc.poll() is None and done_lines, f"run ended or stalled before it could be killed: {''.join(done_lines)[-2000:]}"
+    assert proc.poll() is None and done_lines, (
+        f"run ended or stalled before it could be killed: {''.join(done_lines)[-2000:]}"
+    )
     counted = int(re.match(r"h=6: (\d)/8", done_lines[-1]).group(1))
     time.sleep(0.5)  # the progress line lags the controller; any trial it counted is long finished
     proc.send_signal(signal.SIGKILL)

@@ -46,8 +46,9 @@ def teacher(credit):
     from sklearn.model_selection import cross_val_predict
 
     X, y = credit
-    return cross_val_predict(lgb.LGBMClassifier(n_estimators=80, verbose=-1, n_jobs=1), X, y, cv=3,
-                             method="predict_proba")
+    return cross_val_predict(
+        lgb.LGBMClassifier(n_estimators=80, verbose=-1, n_jobs=1), X, y, cv=3, method="predict_proba"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,9 @@ def test_scorecard_export_reproduces_predict_proba(credit, teacher, new_rows, tm
 @pytest.mark.parametrize("soft_mode", ["logit", "regression", "duplicate"])
 def test_rules_reproduce_the_tree(soft_mode, credit, teacher, new_rows, tmp_path):
     X, y = credit
-    model = Tree4Student(min_samples_leaf=30, soft_mode=soft_mode).fit(X, y, soft_targets=soft_targets(teacher, y, 1.0, 0.7))
+    model = Tree4Student(min_samples_leaf=30, soft_mode=soft_mode).fit(
+        X, y, soft_targets=soft_targets(teacher, y, 1.0, 0.7)
+    )
     write_artifacts(model, tmp_path, "tree4")
     rules = json.loads((tmp_path / "tree4_rules.json").read_text())
     assert len(rules) == model.size()
@@ -108,8 +111,10 @@ def test_tree4_soft_modes(credit, teacher):
     """Squared error on probabilities = Gini on duplicated rows; log-odds differ on soft targets only."""
     X, y = credit
     q = soft_targets(teacher, y, 1.0, 1.0)
-    fit = {m: Tree4Student(max_depth=3, min_samples_leaf=1, soft_mode=m).fit(X, y, soft_targets=q)
-           for m in ("logit", "regression", "duplicate")}
+    fit = {
+        m: Tree4Student(max_depth=3, min_samples_leaf=1, soft_mode=m).fit(X, y, soft_targets=q)
+        for m in ("logit", "regression", "duplicate")
+    }
     assert np.abs(fit["regression"].predict_proba(X) - fit["duplicate"].predict_proba(X)).max() < 1e-9
     assert rules_text(tree_rules(fit["regression"])) == rules_text(tree_rules(fit["duplicate"]))
     assert rules_text(tree_rules(fit["logit"])) != rules_text(tree_rules(fit["regression"]))
@@ -197,9 +202,19 @@ def test_experiment_selects_on_validation_with_equal_budgets(ray_session):
     from hpm_ray.distill.interpretable import run_seed, summarise
 
     X, y = load_credit_default()
-    spec = validate_spec(InterpretableSpec, {"presets": ["tree4", "scorecard"], "trials": 1, "temperatures": [1.0],
-                                             "alphas": [0.5, 1.0], "teacher_trees": 20, "teacher_folds": 2,
-                                             "augment_seconds": 5.0, "max_rows": 1500})
+    spec = validate_spec(
+        InterpretableSpec,
+        {
+            "presets": ["tree4", "scorecard"],
+            "trials": 1,
+            "temperatures": [1.0],
+            "alphas": [0.5, 1.0],
+            "teacher_trees": 20,
+            "teacher_folds": 2,
+            "augment_seconds": 5.0,
+            "max_rows": 1500,
+        },
+    )
     res = run_seed(X, y, spec, seed=0)
     assert res["n_augmented"] > 0
     for o in res["outcomes"]:
@@ -220,11 +235,28 @@ def test_cli_students_presets_write_exports(ray_session, mlflow_uri, tmp_path, c
     from hpm_ray.cli import main
 
     spec = tmp_path / "distill.yaml"
-    spec.write_text("teacher_trees: 20\nteacher_folds: 2\nhpm_trials: 2\ntemperatures: [1.0, 2.0]\n"
-                    "alphas: [0.5, 1.0]\nadaptive_temperature: false\nchain: false\n")
+    spec.write_text(
+        "teacher_trees: 20\nteacher_folds: 2\nhpm_trials: 2\ntemperatures: [1.0, 2.0]\n"
+        "alphas: [0.5, 1.0]\nadaptive_temperature: false\nchain: false\n"
+    )
     out = tmp_path / "out"
-    code = main(["distill", "--students", "scorecard,tree4,gbm20", "--max-rows", "1500", "--method", "hpm",
-                 "--spec", str(spec), "--out", str(out), "--register-name", "interp-cli-test"])
+    code = main(
+        [
+            "distill",
+            "--students",
+            "scorecard,tree4,gbm20",
+            "--max-rows",
+            "1500",
+            "--method",
+            "hpm",
+            "--spec",
+            str(spec),
+            "--out",
+            str(out),
+            "--register-name",
+            "interp-cli-test",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     for name in ("scorecard.csv", "scorecard.json", "tree4_rules.json", "tree4_rules.txt"):
         assert (out / "exports" / name).is_file()
@@ -238,8 +270,12 @@ def test_cli_students_presets_write_exports(ray_session, mlflow_uri, tmp_path, c
     html = (out / "report.html").read_text()
     assert "Preset scorecard" in html and "Points table" in html and "Rules (one per leaf" in html
     assert "Preset gbm20" in html
-    run = mlflow.search_runs(experiment_names=["hpm-ray-distill"], filter_string="attributes.run_name = 'distill-hpm'",
-                             order_by=["start_time DESC"], max_results=1)  # the parent run, not a config's child
+    run = mlflow.search_runs(
+        experiment_names=["hpm-ray-distill"],
+        filter_string="attributes.run_name = 'distill-hpm'",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )  # the parent run, not a config's child
     logged = [a.path for a in mlflow.MlflowClient().list_artifacts(run.run_id.iloc[0], "exports")]
     assert "exports/scorecard.csv" in logged and "exports/tree4_rules.json" in logged
 

@@ -19,14 +19,26 @@ from hpm_ray import cli
 
 PACKAGE = Path(hpm_ray.__file__).parent
 _ENV_WRITERS = {"setdefault", "pop", "update", "clear", "popitem", "__setitem__", "__delitem__"}
-_PROCESS_CALLS = {("os", "putenv"), ("os", "unsetenv"), ("warnings", "filterwarnings"), ("warnings", "simplefilter"),
-                  ("warnings", "resetwarnings"), ("mlflow", "set_tracking_uri"), ("mlflow", "set_registry_uri"),
-                  ("logging", "basicConfig"), ("logging", "disable")}
+_PROCESS_CALLS = {
+    ("os", "putenv"),
+    ("os", "unsetenv"),
+    ("warnings", "filterwarnings"),
+    ("warnings", "simplefilter"),
+    ("warnings", "resetwarnings"),
+    ("mlflow", "set_tracking_uri"),
+    ("mlflow", "set_registry_uri"),
+    ("logging", "basicConfig"),
+    ("logging", "disable"),
+}
 
 
 def _is_environ(node) -> bool:
-    return isinstance(node, ast.Attribute) and node.attr == "environ" and isinstance(node.value, ast.Name) \
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "environ"
+        and isinstance(node.value, ast.Name)
         and node.value.id == "os"
+    )
 
 
 def process_changes(source: str) -> list[tuple[int, str]]:
@@ -35,8 +47,11 @@ def process_changes(source: str) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
-            found += [(node.lineno, "os.environ[...]") for t in targets
-                      if isinstance(t, ast.Subscript) and _is_environ(t.value)]
+            found += [
+                (node.lineno, "os.environ[...]")
+                for t in targets
+                if isinstance(t, ast.Subscript) and _is_environ(t.value)
+            ]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner, attr = node.func.value, node.func.attr
             if _is_environ(owner) and attr in _ENV_WRITERS:
@@ -47,11 +62,18 @@ def process_changes(source: str) -> list[tuple[int, str]]:
 
 
 def test_the_scan_finds_each_kind_of_process_change():
-    source = ("import os, warnings, mlflow\nos.environ['A'] = '1'\nos.environ.setdefault('B', '2')\n"
-              "del os.environ['A']\nwarnings.filterwarnings('ignore')\nmlflow.set_tracking_uri('x')\n"
-              "x = os.environ.get('A')\nwarnings.warn('fine')\n")
+    source = (
+        "import os, warnings, mlflow\nos.environ['A'] = '1'\nos.environ.setdefault('B', '2')\n"
+        "del os.environ['A']\nwarnings.filterwarnings('ignore')\nmlflow.set_tracking_uri('x')\n"
+        "x = os.environ.get('A')\nwarnings.warn('fine')\n"
+    )
     assert [what for _, what in process_changes(source)] == [
-        "os.environ[...]", "os.environ.setdefault", "os.environ[...]", "warnings.filterwarnings", "mlflow.set_tracking_uri"]
+        "os.environ[...]",
+        "os.environ.setdefault",
+        "os.environ[...]",
+        "warnings.filterwarnings",
+        "mlflow.set_tracking_uri",
+    ]
 
 
 def test_only_the_cli_changes_the_process():
@@ -66,8 +88,11 @@ def test_only_the_cli_changes_the_process():
             continue
         changes = process_changes(path.read_text())
         if rel == "_compat.py":
-            fallback = next(n for n in ast.parse(path.read_text()).body
-                            if isinstance(n, ast.FunctionDef) and n.name == "set_mlflow_uris")
+            fallback = next(
+                n
+                for n in ast.parse(path.read_text()).body
+                if isinstance(n, ast.FunctionDef) and n.name == "set_mlflow_uris"
+            )
             changes = [c for c in changes if not fallback.lineno <= c[0] <= fallback.end_lineno]
         if changes:
             offenders[rel] = changes
@@ -112,8 +137,9 @@ def test_autodistiller_run_leaves_the_callers_warnings_and_environment_alone(sub
     # Without what an in-process CLI test may have left in this process's environment (the CLI's own writes).
     env = {k: v for k, v in sub_env.items() if k not in (*cli._QUIET_ENV, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}
     env["HPM_RAY_RUNS_DIR"] = str(tmp_path / "runs")  # a teacher cache of its own: the teachers are trained
-    out = subprocess.run([sys.executable, "-c", _DISTILL_IN_A_NOTEBOOK], env=env, capture_output=True, text=True,
-                         timeout=240)
+    out = subprocess.run(
+        [sys.executable, "-c", _DISTILL_IN_A_NOTEBOOK], env=env, capture_output=True, text=True, timeout=240
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"ok": 2, "filters_unchanged": True, "env_changes": []}  # the config and its hard-label twin

@@ -57,7 +57,9 @@ def test_kl_and_agreement():
 
 def test_psi_by_hand():
     # counts 50/50 vs 80/20: (0.8-0.5)ln(1.6) + (0.2-0.5)ln(0.4)
-    assert m.psi_counts(np.array([50, 50]), np.array([80, 20])) == pytest.approx(0.3 * np.log(1.6) + (-0.3) * np.log(0.4))
+    assert m.psi_counts(np.array([50, 50]), np.array([80, 20])) == pytest.approx(
+        0.3 * np.log(1.6) + (-0.3) * np.log(0.4)
+    )
     rng = np.random.default_rng(0)
     ref = rng.normal(size=5000)
     assert m.psi(ref, rng.normal(size=5000)) < 0.02
@@ -90,7 +92,9 @@ def test_registry_scores_by_hand_and_f1_is_macro():
     # class 0: precision 2/2, recall 2/3, F1 4/5; class 1: precision 1/2, recall 1/1, F1 2/3
     assert got["precision"] == pytest.approx((1 + 0.5) / 2) and got["recall"] == pytest.approx((2 / 3 + 1) / 2)
     assert got["f1"] == pytest.approx((4 / 5 + 2 / 3) / 2)
-    assert m.per_class(y, proba) == pytest.approx({"precision_0": 1.0, "precision_1": 0.5, "recall_0": 2 / 3, "recall_1": 1.0})
+    assert m.per_class(y, proba) == pytest.approx(
+        {"precision_0": 1.0, "precision_1": 0.5, "recall_0": 2 / 3, "recall_1": 1.0}
+    )
     assert got["auc"] == 1.0 and got["ks"] == 1.0  # every positive outscores every negative
     assert got["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.6, 0.3, 0.8])))
     assert got["brier"] == pytest.approx(np.mean([0.01, 0.16, 0.49, 0.04]))

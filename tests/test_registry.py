@@ -63,7 +63,14 @@ def test_promote_gates_rollback_cycle(versions):
     with pytest.raises(HPMError, match="no previous champion"):
         rollback(NAME)
     # an override per kind lets a team relax a bound deliberately
-    assert promote(NAME, bad, {"classifier": {m: {"low": 0.0} for m in ("accuracy", "f1", "precision_*", "recall_*", "mean_confidence")}}) == good
+    assert (
+        promote(
+            NAME,
+            bad,
+            {"classifier": {m: {"low": 0.0} for m in ("accuracy", "f1", "precision_*", "recall_*", "mean_confidence")}},
+        )
+        == good
+    )
     assert rollback(NAME) == good
     assert MlflowClient().get_registered_model(NAME).tags[HISTORY_TAG] == f'["{good}"]'
 

@@ -9,8 +9,10 @@ from hpm_ray.report import Report
 
 def test_report_is_self_contained_and_escaped(tmp_path):
     r = Report("Coverage <by> horizon")
-    r.table([{"horizon": "42", "coverage_90": 0.91}, {"horizon": "48", "coverage_90": 0.84}],
-            flags={"coverage_90": lambda v: 0.87 <= v <= 0.93})
+    r.table(
+        [{"horizon": "42", "coverage_90": 0.91}, {"horizon": "48", "coverage_90": 0.84}],
+        flags={"coverage_90": lambda v: 0.87 <= v <= 0.93},
+    )
     x = np.arange(50)
     r.line_chart({"pinball": (x, np.linspace(1, 0.5, 50))}, "pinball by trial", markers=True, hlines={"naive": 0.9})
     r.bar_chart(["42", "48"], {"cov": [0.91, 0.84]}, "coverage", hlines={"target": 0.9})
@@ -30,8 +32,14 @@ def test_hpo_rolling_coverage_section_draws_the_band_or_says_why_not():
     n = 100
     y = np.zeros(n)
     lo, hi = -np.ones(n), np.ones(n)
-    fig = {"y": y, "time": pd.date_range("2022-01-01", periods=n, freq="h"), "window": 24, "method": "pid(step=0.01)",
-           "shipped": {"90": (lo, hi)}, "cqr": {"90": (lo + 2, hi + 2)}}
+    fig = {
+        "y": y,
+        "time": pd.date_range("2022-01-01", periods=n, freq="h"),
+        "window": 24,
+        "method": "pid(step=0.01)",
+        "shipped": {"90": (lo, hi)},
+        "cqr": {"90": (lo + 2, hi + 2)},
+    }
     r = Report("t")
     rolling_section(r, fig, 48, 1)
     html = r.to_html()

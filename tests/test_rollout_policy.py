@@ -9,7 +9,9 @@ P = RolloutPolicy(min_samples=100, min_duration_s=10, min_improvement=0.02)
 
 
 def stats(labelled, correct, requests=None, errors=0):
-    return VariantStats(requests=requests if requests is not None else labelled, errors=errors, labelled=labelled, correct=correct)
+    return VariantStats(
+        requests=requests if requests is not None else labelled, errors=errors, labelled=labelled, correct=correct
+    )
 
 
 def test_next_step():
@@ -52,6 +54,7 @@ def test_steps_validation():
 
 
 # --- with per-variant score streams: the sequential test decides --------------------------------------------
+
 
 def scores(champion, challenger, elapsed_s=600.0, diffs=None):
     return ScoreStats(Moments.of(champion), Moments.of(challenger), elapsed_s, diffs)

@@ -65,10 +65,13 @@ def test_a_busy_port_is_refused_before_ray_starts_unless_joining_a_cluster(monke
     require_free_port("127.0.0.1", port, None)  # free again once the listener is gone
 
 
-@pytest.mark.parametrize("address, match", [
-    ("not an address", "expected 'auto', 'host:port' or 'ray://host:port'"),
-    ("127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1"),
-])
+@pytest.mark.parametrize(
+    "address, match",
+    [
+        ("not an address", "expected 'auto', 'host:port' or 'ray://host:port'"),
+        ("127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1"),
+    ],
+)
 def test_a_bad_or_silent_cluster_address_is_refused_in_one_line(address, match):
     from hpm_ray.errors import SpecError
 

@@ -10,15 +10,26 @@ from hpm_ray.data.schema import FrameSchema, SchemaError
 
 @pytest.fixture
 def train():
-    raw = pd.DataFrame({"city": ["Oslo", "Lima", None, "Oslo"], "age": [30, 41, 52, 63], "income": [1.5, np.nan, 2.0, 3.0],
-                        "vip": [True, False, False, True], "y": [0, 1, 0, 1]})
+    raw = pd.DataFrame(
+        {
+            "city": ["Oslo", "Lima", None, "Oslo"],
+            "age": [30, 41, 52, 63],
+            "income": [1.5, np.nan, 2.0, 3.0],
+            "vip": [True, False, False, True],
+            "y": [0, 1, 0, 1],
+        }
+    )
     return prepare_tabular(raw, "y").X
 
 
 def test_schema_learns_kinds_gaps_and_categories(train):
     s = FrameSchema.from_frame(train)
     assert [(c.name, c.kind, c.optional) for c in s.columns] == [
-        ("city", "category", True), ("age", "integer", False), ("income", "number", True), ("vip", "boolean", False)]
+        ("city", "category", True),
+        ("age", "integer", False),
+        ("income", "number", True),
+        ("vip", "boolean", False),
+    ]
     assert s.columns[0].categories == ("Lima", "Oslo")
     assert FrameSchema.from_dict(s.to_dict()) == s
 
@@ -34,8 +45,15 @@ def test_training_form_round_trips_unchanged(train):
 
 def test_raw_rows_reorder_map_unseen_and_accept_floats_in_integer_columns(train):
     s = FrameSchema.from_frame(train)
-    raw = pd.DataFrame({"extra": [1, 2, 3], "income": [None, 4.0, 5.0], "age": [33.0, np.nan, 20.0],
-                        "vip": ["true", False, 1], "city": ["Quito", "Oslo", None]})
+    raw = pd.DataFrame(
+        {
+            "extra": [1, 2, 3],
+            "income": [None, 4.0, 5.0],
+            "age": [33.0, np.nan, 20.0],
+            "vip": ["true", False, 1],
+            "city": ["Quito", "Oslo", None],
+        }
+    )
     out, report = s.transform(raw)
     assert list(out.columns) == ["city", "age", "income", "vip"]
     assert report.dropped == ("extra",) and report.unseen == {"city": 1}  # Quito: unseen; None: just missing

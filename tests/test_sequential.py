@@ -173,8 +173,13 @@ def test_simulation_is_seeded_and_honours_the_label_delay():
 
 
 def test_simulate_refuses_bad_input():
-    for kw in ({"scenario": "ab"}, {"scenario": "aa", "effect": 1.0}, {"scenario": "aa", "runs": 0},
-               {"scenario": "aa", "hours": 0.01, "label_delay_s": 3600}, {"scenario": "aa", "label_rate": 0}):
+    for kw in (
+        {"scenario": "ab"},
+        {"scenario": "aa", "effect": 1.0},
+        {"scenario": "aa", "runs": 0},
+        {"scenario": "aa", "hours": 0.01, "label_delay_s": 3600},
+        {"scenario": "aa", "label_rate": 0},
+    ):
         with pytest.raises(SpecError):
             simulate(SequentialTest(), **kw)
 
@@ -188,13 +193,16 @@ def test_cli_simulate_json_last_line(capsys, monkeypatch, tmp_path):
     assert result["runs"] == 20 and result["rollback"] >= 0.8 and any("95% CI" in line for line in out)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--scenario", "aa", "--effect", "two"], "expected a number"),
-    (["--scenario", "aa", "--runs", "0"], "at least 1"),
-    (["--scenario", "nope"], "invalid choice"),
-    (["--scenario", "aa", "--effect", "-0.1"], "--effect"),
-    (["--scenario", "aa", "--config", "missing.yaml"], "not found"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--scenario", "aa", "--effect", "two"], "expected a number"),
+        (["--scenario", "aa", "--runs", "0"], "at least 1"),
+        (["--scenario", "nope"], "invalid choice"),
+        (["--scenario", "aa", "--effect", "-0.1"], "--effect"),
+        (["--scenario", "aa", "--config", "missing.yaml"], "not found"),
+    ],
+)
 def test_cli_simulate_bad_input_exit_2_one_line(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert exit_code(["ab", "simulate", *argv]) == 2
@@ -204,8 +212,10 @@ def test_cli_simulate_bad_input_exit_2_one_line(argv, message, capsys, monkeypat
 
 def test_cli_simulate_reads_the_config_rollout_test(capsys, monkeypatch, tmp_path):
     cfg = tmp_path / "ab.yaml"
-    cfg.write_text("applications:\n  - name: x\n    args:\n      challenger_traffic: 50\n"
-                   "      rollout:\n        test:\n          alpha: 0.2\n          optimise_for: 5000\n")
+    cfg.write_text(
+        "applications:\n  - name: x\n    args:\n      challenger_traffic: 50\n"
+        "      rollout:\n        test:\n          alpha: 0.2\n          optimise_for: 5000\n"
+    )
     assert main(["ab", "simulate", "--config", str(cfg), "--scenario", "aa", "--runs", "5", "--hours", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "challenger 50% of labelled rows" in out and "alpha 0.2" in out and "5,000 labels" in out

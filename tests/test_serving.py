@@ -44,12 +44,16 @@ def models(ray_session, mlflow_uri):
         m = lgb.LGBMClassifier(n_estimators=30, verbose=-1).fit(X.iloc[:2000], target)
         metrics = classifier_metrics(y[2000:], m.predict_proba(X.iloc[2000:]), m.classes_)
         with mlflow.start_run(experiment_id=exp):
-            out[label] = str(log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
+            out[label] = str(
+                log_and_register(ClassifierPyfunc(m, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version
+            )
         out[f"{label}_accuracy"] = metrics["accuracy"]
     # A broken version: its booster was fitted on 22 of the 23 columns it declares, so every prediction raises.
     broken = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X.iloc[:500, :22], y[:500])
     with mlflow.start_run(experiment_id=exp):
-        out["broken"] = str(log_and_register(ClassifierPyfunc(broken, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version)
+        out["broken"] = str(
+            log_and_register(ClassifierPyfunc(broken, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version
+        )
     return out
 
 
@@ -74,7 +78,7 @@ def launch(models, serve_port):
 def rows(models, i, n=1):
     X = models["X"]
     i = i % (len(X) - n)
-    return {"dataframe_records": X.iloc[i:i + n].to_dict(orient="records")}
+    return {"dataframe_records": X.iloc[i : i + n].to_dict(orient="records")}
 
 
 def fire(url, bodies, headers=None, workers=8):
@@ -123,7 +127,9 @@ def test_split_and_sticky_keys(models, launch):
 
 
 def test_weights_change_live_under_load(models, launch):
-    url = launch("ab-live", models["strong"], models["weak"], {"champion": 90, "challenger": 10}, placement="deployments")
+    url = launch(
+        "ab-live", models["strong"], models["weak"], {"champion": 90, "challenger": 10}, placement="deployments"
+    )
     results, changed_at = [], []
     stop_at = time.time() + 60
 
@@ -163,7 +169,11 @@ def _drive_rollout(url, models, until, timeout=90):
     while time.time() < deadline:
         for _ in range(10):
             r = session.post(url + "/predict", json=rows(models, i, 10), timeout=30).json()
-            session.post(url + "/feedback", json={"request_id": r["request_id"], "labels": models["y"][i % 990:i % 990 + 10].tolist()}, timeout=10)
+            session.post(
+                url + "/feedback",
+                json={"request_id": r["request_id"], "labels": models["y"][i % 990 : i % 990 + 10].tolist()},
+                timeout=10,
+            )
             i += 10
         s = status(url)
         if s["stage"] in until:
@@ -177,8 +187,14 @@ ROUTER_LAG_S = 1.0  # a state change reaches every router replica at its next re
 
 def test_better_challenger_is_promoted(models, launch):
     # the strong model misses the seed's per-class recall gate (minority recall ~0.35): relaxed deliberately here
-    url = launch("ab-better", models["weak"], models["strong"], {"champion": 90, "challenger": 10},
-                 rollout=FAST_ROLLOUT, gates={"classifier": {"recall_*": {"low": 0.3}}})
+    url = launch(
+        "ab-better",
+        models["weak"],
+        models["strong"],
+        {"champion": 90, "challenger": 10},
+        rollout=FAST_ROLLOUT,
+        gates={"classifier": {"recall_*": {"low": 0.3}}},
+    )
     s = _drive_rollout(url, models, {"promoted", "rolled_back"})
     events = [(h["event"], h["weights"].get("challenger")) for h in s["history"]]
     assert events[:5] == [("start", 10.0), ("expand", 25.0), ("expand", 50.0), ("expand", 100.0), ("promote", None)]
@@ -189,7 +205,9 @@ def test_better_challenger_is_promoted(models, launch):
     assert served == {("champion", models["strong"])}  # routers follow the new champion
     run = mlflow.get_run(s["mlflow_run_id"])  # every state change is in MLflow too
     assert run.data.tags["ab.last_event"].startswith("promote")
-    history = sorted(mlflow.MlflowClient().get_metric_history(run.info.run_id, "weight_challenger"), key=lambda m: m.step)
+    history = sorted(
+        mlflow.MlflowClient().get_metric_history(run.info.run_id, "weight_challenger"), key=lambda m: m.step
+    )
     assert [m.value for m in history] == [10, 25, 50, 100, 0]
 
 
@@ -205,9 +223,13 @@ def test_worse_challenger_is_rolled_back(models, launch):
 
 
 def test_erroring_challenger_is_rolled_back_and_users_get_answers(models, launch):
-    url = launch("ab-broken", models["strong"], models["broken"], {"champion": 50, "challenger": 50}, rollout=FAST_ROLLOUT)
+    url = launch(
+        "ab-broken", models["strong"], models["broken"], {"champion": 50, "challenger": 50}, rollout=FAST_ROLLOUT
+    )
     out = fire(url, [rows(models, i) for i in range(120)])
-    assert {s for s, _ in out} == {200}, [r for s, r in out if s != 200][:3]  # a failing challenger call falls back to the champion
+    assert {s for s, _ in out} == {200}, [r for s, r in out if s != 200][
+        :3
+    ]  # a failing challenger call falls back to the champion
     assert {(r["variant"], r["model_version"]) for _, r in out} == {("champion", models["strong"])}
     deadline = time.time() + 10
     while (s := status(url))["stage"] != "rolled_back" and time.time() < deadline:
@@ -220,14 +242,25 @@ def test_erroring_challenger_is_rolled_back_and_users_get_answers(models, launch
 def test_restart_restores_state(models, launch):
     from hpm_ray.serving import stop
 
-    url = launch("ab-restart", models["strong"], models["weak"], {"champion": 90, "challenger": 10}, shadow=models["weak"])
-    assert requests.post(url + "/ab/weights", json={"champion": 70, "challenger": 30}, headers=AUTH, timeout=10).status_code == 200
+    url = launch(
+        "ab-restart", models["strong"], models["weak"], {"champion": 90, "challenger": 10}, shadow=models["weak"]
+    )
+    assert (
+        requests.post(
+            url + "/ab/weights", json={"champion": 70, "challenger": 30}, headers=AUTH, timeout=10
+        ).status_code
+        == 200
+    )
     out = fire(url, [rows(models, i) for i in range(200)])
     assert {r["variant"] for _, r in out} == {"champion", "challenger"}  # the shadow's answers are never returned
     # label feedback scores every variant that answered, the shadow included
     for i in range(30):
         _, r = fire(url, [rows(models, 100 + i, 5)])[0]
-        fb = requests.post(url + "/feedback", json={"request_id": r["request_id"], "labels": models["y"][100 + i:105 + i].tolist()}, timeout=10)
+        fb = requests.post(
+            url + "/feedback",
+            json={"request_id": r["request_id"], "labels": models["y"][100 + i : 105 + i].tolist()},
+            timeout=10,
+        )
         assert fb.status_code == 200 and "shadow" in fb.json()["variants"]
     assert requests.post(url + "/feedback", json={"request_id": "nope", "label": 1}, timeout=10).status_code == 404
     time.sleep(0.5)
@@ -237,7 +270,14 @@ def test_restart_restores_state(models, launch):
     assert m["shadow"]["labelled"] == 150 and m["shadow"]["accuracy"] < 0.5 < m["champion"]["accuracy"]
     stop("ab-restart")  # the app and its state actor are gone; the state is in sqlite
     assert requests.get(url + "/healthz", timeout=10).status_code == 404
-    url = launch("ab-restart", models["strong"], models["weak"], {"champion": 90, "challenger": 10}, shadow=models["weak"], resume=True)
+    url = launch(
+        "ab-restart",
+        models["strong"],
+        models["weak"],
+        {"champion": 90, "challenger": 10},
+        shadow=models["weak"],
+        resume=True,
+    )
     after = status(url)
     assert after["restored"] is True
     for key in ("weights", "variants", "stage", "revision", "history", "mlflow_run_id"):
@@ -266,7 +306,9 @@ def _malformed(models, rng: random.Random) -> tuple[bytes, dict]:
         lambda: json.dumps(rng.choice([[], None, 3, "text", {"inputs": [1]}])).encode(),
         lambda: b'{"instances": [[' + rng.choice([b"NaN", b"Infinity", b"-Infinity", b"1e999"]) + b"]]}",
         lambda: b"[" * 50_000 + b"]" * 50_000,  # nesting deep enough to break a recursive parser
-        lambda: b'{"instances": [' + b",".join([json.dumps(list(rec.values())).encode()] * 12_000) + b"]}",  # over the size limit
+        lambda: (
+            b'{"instances": [' + b",".join([json.dumps(list(rec.values())).encode()] * 12_000) + b"]}"
+        ),  # over the size limit
         lambda: json.dumps({"instances": [list(rec.values())] * 10_001}).encode()[:999_000],
         lambda: json.dumps({**json.loads(good), "instances": [list(rec.values())]}).encode(),
     ]
@@ -302,8 +344,13 @@ def test_admin_calls_need_the_token(models, launch, capsys):
     url = launch("ab-admin", models["strong"], models["weak"], {"champion": 90, "challenger": 10})
     for path in ("/ab/weights", "/ab/expand", "/ab/rollback", "/ab/promote", "/ab/start"):
         assert requests.post(url + path, json={}, timeout=10).status_code == 401
-        assert requests.post(url + path, json={}, headers={"Authorization": "Basic " + TOKEN}, timeout=10).status_code == 401
-        assert requests.post(url + path, json={}, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
+        assert (
+            requests.post(url + path, json={}, headers={"Authorization": "Basic " + TOKEN}, timeout=10).status_code
+            == 401
+        )
+        assert (
+            requests.post(url + path, json={}, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
+        )
     assert status(url)["revision"] == 1  # nothing changed
     r = requests.post(url + "/ab/weights", json={"champion": 1, "ghost": 2}, headers=AUTH, timeout=10)
     assert r.status_code == 422 and "ghost" in r.json()["error"]
@@ -330,7 +377,9 @@ def test_serve_cli_refuses_unknown_model(tmp_path, ray_session, capsys):
     from hpm_ray.cli import main
 
     cfg = tmp_path / "ab.yaml"
-    cfg.write_text("applications:\n  - name: x\n    import_path: hpm_ray.serving.app:build_app\n    args:\n      model: no-such-model\n")
+    cfg.write_text(
+        "applications:\n  - name: x\n    import_path: hpm_ray.serving.app:build_app\n    args:\n      model: no-such-model\n"
+    )
     assert main(["serve", "--config", str(cfg), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err == "hpm-ray: error: unknown registered model 'no-such-model'\n"
@@ -347,11 +396,29 @@ def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, 
     # Serve keeps a stopping direct-ingress replica draining for >= 30 s (for load balancers); 1 s here
     env = {**os.environ, "HPM_RAY_SERVE_TOKEN": TOKEN, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "hpm_ray", "serve", "--config", "ab.yaml", "--model", NAME, "--champion",
-           models["strong"], "--challenger", models["weak"], "--port", str(port), "--num-cpus", "1", "--direct-ingress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpm_ray",
+        "serve",
+        "--config",
+        "ab.yaml",
+        "--model",
+        NAME,
+        "--champion",
+        models["strong"],
+        "--challenger",
+        models["weak"],
+        "--port",
+        str(port),
+        "--num-cpus",
+        "1",
+        "--direct-ingress",
+    ]
     with open(tmp_path / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True
+        )
     try:
         lines = lines_until(proc, lambda line: line.startswith("direct ingress"), timeout=180)
         found = re.search(r"(http://127\.0\.0\.1:(\d+))\S*$", lines[-1].strip()) if lines else None
@@ -360,11 +427,17 @@ def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, 
         assert int(found.group(2)) != port
         answers = {}
         for base in (proxy, direct):
-            r = requests.post(base + "/predict", json=rows(models, 3, 5), headers={"X-Request-Key": "user-42"}, timeout=30)
+            r = requests.post(
+                base + "/predict", json=rows(models, 3, 5), headers={"X-Request-Key": "user-42"}, timeout=30
+            )
             assert r.status_code == 200, r.text
             answers[base] = r.json()
         a, b = answers[proxy], answers[direct]
-        assert (a["variant"], a["model_version"], a["predictions"]) == (b["variant"], b["model_version"], b["predictions"])
+        assert (a["variant"], a["model_version"], a["predictions"]) == (
+            b["variant"],
+            b["model_version"],
+            b["predictions"],
+        )
         assert requests.post(direct + "/ab/expand", json={}, timeout=10).status_code == 401
         assert requests.post(direct + "/ab/expand", json={}, headers=AUTH, timeout=30).status_code == 200
         assert status(proxy)["weights"]["challenger"] == 25  # one state behind both doors
@@ -388,7 +461,22 @@ def test_direct_ingress_on_a_ray_without_it_is_refused(models, serve_port, tmp_p
     cfg = tmp_path / "ab.yaml"
     cfg.write_text("app_name: ab-refused\nresume: false\n")
     monkeypatch.setenv(ingress.ENV, "0")  # restored at teardown: the CLI sets it for Ray instances it starts
-    assert main(["serve", "--config", str(cfg), "--model", NAME, "--champion", models["strong"], "--port",
-                 str(serve_port), "--direct-ingress"]) == 2
+    assert (
+        main(
+            [
+                "serve",
+                "--config",
+                str(cfg),
+                "--model",
+                NAME,
+                "--champion",
+                models["strong"],
+                "--port",
+                str(serve_port),
+                "--direct-ingress",
+            ]
+        )
+        == 2
+    )
     assert "direct ingress looks off on this Ray cluster" in capsys.readouterr().err
     assert "ab-refused" not in serve.status().applications

@@ -66,20 +66,26 @@ def test_integer_columns_cast_and_refuse_fractions():
 )
 def test_malformed_payloads(body, status, message):
     if isinstance(body, dict) and body.get("instances") == [[10**400, 1, 1]]:
-        body = b'{"instances": [[1' + b"0" * 400 + b', 1, 1]]}'
+        body = b'{"instances": [[1' + b"0" * 400 + b", 1, 1]]}"
     with pytest.raises(PayloadError) as err:
         parse(body)
     assert err.value.status == status
     assert message in err.value.message
 
 
-MIXED = InputSpec(("city", "age", "income"), strings=("city",), optional=("income", "city"),
-                  categories={"city": frozenset({"Oslo", "Lima"})})
+MIXED = InputSpec(
+    ("city", "age", "income"),
+    strings=("city",),
+    optional=("income", "city"),
+    categories={"city": frozenset({"Oslo", "Lima"})},
+)
 FLAGS = InputSpec(("mobile", "age"), integer=("age",), booleans=("mobile",), nullable=True)
 
 
 def test_true_false_columns_pass_booleans_and_integers_stay_whole():
-    p = parse_payload(json.dumps({"instances": [{"mobile": True, "age": 3}, {"mobile": None, "age": None}]}).encode(), FLAGS)
+    p = parse_payload(
+        json.dumps({"instances": [{"mobile": True, "age": 3}, {"mobile": None, "age": None}]}).encode(), FLAGS
+    )
     assert p.frame["mobile"].tolist()[0] is True and pd.isna(p.frame["mobile"].tolist()[1])
     assert p.frame["age"].dtype == float and np.isnan(p.frame.loc[1, "age"])  # a gap keeps the column float
     whole = parse_payload(json.dumps({"instances": [{"mobile": False, "age": 3.0}]}).encode(), FLAGS)
@@ -89,15 +95,21 @@ def test_true_false_columns_pass_booleans_and_integers_stay_whole():
 
 
 def test_string_columns_optional_gaps_extra_columns_and_unseen_categories():
-    body = {"dataframe_records": [{"age": 30, "city": "Oslo", "income": None, "id": 7},
-                                  {"age": 41, "city": "Quito", "income": 2.5, "id": 8},
-                                  {"age": 52, "city": None, "income": 1.0, "id": 9}]}
+    body = {
+        "dataframe_records": [
+            {"age": 30, "city": "Oslo", "income": None, "id": 7},
+            {"age": 41, "city": "Quito", "income": 2.5, "id": 8},
+            {"age": 52, "city": None, "income": 1.0, "id": 9},
+        ]
+    }
     p = parse_payload(json.dumps(body).encode(), MIXED)
     assert list(p.frame.columns) == ["city", "age", "income"] and p.ignored == ("id",)
     assert p.frame["city"].tolist()[:2] == ["Oslo", "Quito"] and p.frame["city"].isna().tolist() == [False, False, True]
     assert p.unseen == {"city": 1}
     assert p.frame["age"].tolist() == [30.0, 41.0, 52.0] and np.isnan(p.frame.loc[0, "income"])
-    left_out = parse_payload(json.dumps({"dataframe_split": {"columns": ["age", "city"], "data": [[1, "Lima"]]}}).encode(), MIXED)
+    left_out = parse_payload(
+        json.dumps({"dataframe_split": {"columns": ["age", "city"], "data": [[1, "Lima"]]}}).encode(), MIXED
+    )
     assert np.isnan(left_out.frame.loc[0, "income"]) and left_out.unseen == {}  # an optional column may be absent
 
 
@@ -154,12 +166,16 @@ def test_sticky_keys_are_stable_and_move_one_way():
     at10 = {k: choose({"champion": 90, "challenger": 10}, k) for k in keys}
     assert at10 == {k: choose({"champion": 90, "challenger": 10}, k) for k in keys}
     at50 = {k: choose({"champion": 50, "challenger": 50}, k) for k in keys}
-    assert all(at50[k] == "challenger" for k in keys if at10[k] == "challenger")  # raising a weight never moves keys back
+    assert all(
+        at50[k] == "challenger" for k in keys if at10[k] == "challenger"
+    )  # raising a weight never moves keys back
     assert abs(sum(v == "challenger" for v in at10.values()) / len(keys) - 0.10) < 0.03
 
 
 def test_confidence_and_labels_from_a_prediction_frame():
-    out = pd.DataFrame({"prediction": [1, 0, 2], "proba_0": [0.3, 0.8, 0.1], "proba_1": [0.7, 0.2, 0.3], "proba_2": [0.0, 0.0, 0.6]})
+    out = pd.DataFrame(
+        {"prediction": [1, 0, 2], "proba_0": [0.3, 0.8, 0.1], "proba_1": [0.7, 0.2, 0.3], "proba_2": [0.0, 0.0, 0.6]}
+    )
     assert confidence(out) == pytest.approx((0.7 + 0.8 + 0.6) / 3)
     assert labels(out) == [1, 0, 2]
     assert confidence(pd.DataFrame({"q_0.5": [1.0]})) is None and labels(pd.DataFrame({"q_0.5": [1.0]})) is None

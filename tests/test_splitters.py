@@ -27,7 +27,7 @@ def test_walk_forward_blocks_are_ordered_and_purged(n, horizon, embargo):
     for earlier, later in zip(blocks, blocks[1:]):
         assert _min_gap(earlier, later) > horizon + embargo
     for i, earlier in enumerate(blocks):
-        for later in blocks[i + 1:]:
+        for later in blocks[i + 1 :]:
             # Every earlier row's label window (i, i + h] plus the embargo ends before the later block.
             assert earlier.max() + horizon + embargo < later.min()
     assert all(len(x) >= 10 for x in blocks)
@@ -85,8 +85,9 @@ def test_bad_parameters_are_named():
         CombinatorialPurgedCV(5, n_groups=3, n_test_groups=3)
 
 
-@pytest.mark.parametrize("cv", [PurgedWalkForward(5, min_block=10, n_folds=3),
-                                CombinatorialPurgedCV(5, n_groups=5, n_test_groups=2)])
+@pytest.mark.parametrize(
+    "cv", [PurgedWalkForward(5, min_block=10, n_folds=3), CombinatorialPurgedCV(5, n_groups=5, n_test_groups=2)]
+)
 def test_sklearn_cross_validate_uses_the_purged_splits(cv):
     """Both splitters are scikit-learn CVs: cross_validate fits one model per split, on the purged indices."""
     from sklearn.base import clone
@@ -102,7 +103,8 @@ def test_sklearn_cross_validate_uses_the_purged_splits(cv):
     pairs = cv.folds(len(X)) if isinstance(cv, PurgedWalkForward) else cv.pairs(len(X))
     assert cv.get_n_splits(X) == len(pairs) == len(out["test_score"])
     for (train, test), got_train, got_test, model, score in zip(
-            pairs, out["indices"]["train"], out["indices"]["test"], out["estimator"], out["test_score"]):
+        pairs, out["indices"]["train"], out["indices"]["test"], out["estimator"], out["test_score"]
+    ):
         np.testing.assert_array_equal(got_train, train)
         np.testing.assert_array_equal(got_test, test)
         # no training row within horizon + embargo (= 10) of a test row, on either side

@@ -5,6 +5,15 @@ from hpm_ray.data.io import Series, Tabular, prepare_series, prepare_tabular, re
 from hpm_ray.data.splitters import Blocks, CombinatorialPurgedCV, PurgedWalkForward
 
 __all__ = [
-    "Blocks", "CombinatorialPurgedCV", "PurgedWalkForward", "Series", "Tabular",
-    "forward_log_return", "make_supervised", "ohlcv_features", "prepare_series", "prepare_tabular", "read_table",
+    "Blocks",
+    "CombinatorialPurgedCV",
+    "PurgedWalkForward",
+    "Series",
+    "Tabular",
+    "forward_log_return",
+    "make_supervised",
+    "ohlcv_features",
+    "prepare_series",
+    "prepare_tabular",
+    "read_table",
 ]

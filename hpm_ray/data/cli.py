@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--target", help="target column: show its class balance")
     d.add_argument("--time-col", help="time column: show the time range (guessed from timestamp/date/time if absent)")
     d.add_argument("--price-col", default="close", help="price column checked with --horizons (default: close)")
-    d.add_argument("--horizons", help="comma-separated horizons in bars: check the series and show the block sizes of each")
+    d.add_argument(
+        "--horizons", help="comma-separated horizons in bars: check the series and show the block sizes of each"
+    )
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
     d.set_defaults(func=describe_cmd)
 

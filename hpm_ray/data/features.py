@@ -21,7 +21,8 @@ _VOLUME_NAME = re.compile(r"vol", re.IGNORECASE)
 def detect_volume_columns(frame: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
     """Numeric columns whose name mentions volume ("volume", "Volume USD", "vol_btc", ...)."""
     return [
-        c for c in frame.columns
+        c
+        for c in frame.columns
         if c not in exclude and _VOLUME_NAME.search(str(c)) and pd.api.types.is_numeric_dtype(frame[c])
     ]
 

@@ -75,7 +75,9 @@ def prepare_tabular(df: pd.DataFrame, target: str, drop: list[str] | None = None
         raise DataError(f"target {target!r} is constant (every value is {y.iloc[0]}): nothing to learn")
     unknown = [c for c in (drop or []) if c not in df.columns]
     if unknown:  # a mistyped id column would otherwise stay in as a feature
-        raise DataError(f"cannot drop {unknown[0]!r}: no such column (columns: {', '.join(map(str, df.columns[:8]))}{', ...' if len(df.columns) > 8 else ''})")
+        raise DataError(
+            f"cannot drop {unknown[0]!r}: no such column (columns: {', '.join(map(str, df.columns[:8]))}{', ...' if len(df.columns) > 8 else ''})"
+        )
     drop_cols = [c for c in (drop or []) if c != target]
     X = df.drop(columns=[target, *drop_cols])
     if X.shape[1] == 0:
@@ -111,8 +113,10 @@ def prepare_series(df: pd.DataFrame, time_col: str = "timestamp", price_col: str
     require_columns(df, [time_col], what="time column")
     require_columns(df, [price_col], what="price column")
     if pd.api.types.is_numeric_dtype(df[time_col]):  # pandas would read 0, 1, 2 ... as nanoseconds since 1970
-        raise DataError(f"time column {time_col!r} holds numbers, not timestamps; convert it first "
-                        "(e.g. pd.to_datetime(col, unit='s') for Unix seconds)")
+        raise DataError(
+            f"time column {time_col!r} holds numbers, not timestamps; convert it first "
+            "(e.g. pd.to_datetime(col, unit='s') for Unix seconds)"
+        )
     try:
         times = pd.to_datetime(df[time_col], utc=True)
     except (ValueError, TypeError) as exc:
@@ -132,7 +136,9 @@ def prepare_series(df: pd.DataFrame, time_col: str = "timestamp", price_col: str
     if n_bad:
         raise DataError(f"price column {price_col!r} has {n_bad} non-numeric, missing or infinite value(s)")
     if (price <= 0).any():
-        raise DataError(f"price column {price_col!r} has {int((price <= 0).sum())} value(s) <= 0; log returns need positive prices")
+        raise DataError(
+            f"price column {price_col!r} has {int((price <= 0).sum())} value(s) <= 0; log returns need positive prices"
+        )
     if price.nunique() < 2:
         raise DataError(f"price column {price_col!r} is constant: a flat series has no returns to forecast")
     frame = df.drop(columns=[time_col]).copy()

@@ -53,7 +53,9 @@ class Conformance:
 
 
 def _kind(s: pd.Series) -> Kind:
-    if isinstance(s.dtype, pd.CategoricalDtype) or not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+    if isinstance(s.dtype, pd.CategoricalDtype) or not (
+        pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+    ):
         return "category"
     if pd.api.types.is_bool_dtype(s):
         return "boolean"
@@ -75,7 +77,11 @@ class FrameSchema:
             kind = _kind(s)
             cats: tuple = ()
             if kind == "category":
-                levels = s.cat.categories if isinstance(s.dtype, pd.CategoricalDtype) else pd.Index(s.dropna().unique()).sort_values()
+                levels = (
+                    s.cat.categories
+                    if isinstance(s.dtype, pd.CategoricalDtype)
+                    else pd.Index(s.dropna().unique()).sort_values()
+                )
                 cats = tuple(levels.tolist())
             specs.append(ColumnSpec(str(name), kind, bool(s.isna().any()), cats))
         return cls(tuple(specs))
@@ -91,12 +97,18 @@ class FrameSchema:
 
     def to_dict(self) -> dict:
         """JSON-ready form, stored in the MLflow model's metadata so servers can read it without the pickle."""
-        return {"columns": [{"name": c.name, "kind": c.kind, "optional": c.optional, "categories": list(c.categories)}
-                            for c in self.columns]}
+        return {
+            "columns": [
+                {"name": c.name, "kind": c.kind, "optional": c.optional, "categories": list(c.categories)}
+                for c in self.columns
+            ]
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> FrameSchema:
-        return cls(tuple(ColumnSpec(c["name"], c["kind"], bool(c["optional"]), tuple(c["categories"])) for c in d["columns"]))
+        return cls(
+            tuple(ColumnSpec(c["name"], c["kind"], bool(c["optional"]), tuple(c["categories"])) for c in d["columns"])
+        )
 
     def transform(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, Conformance]:
         """``frame`` as the model saw its training rows, and what was dropped or unseen on the way."""
@@ -104,7 +116,9 @@ class FrameSchema:
             return frame, Conformance()  # already in training form (a server's parser built it): nothing to do
         absent = [c.name for c in self.columns if c.name not in frame.columns and not c.optional]
         if absent:
-            raise SchemaError(f"input lacks column(s) {', '.join(map(repr, absent[:5]))}; the model takes {len(self.columns)} columns")
+            raise SchemaError(
+                f"input lacks column(s) {', '.join(map(repr, absent[:5]))}; the model takes {len(self.columns)} columns"
+            )
         n = len(frame)
         out, unseen = {}, {}
         for c in self.columns:
@@ -123,8 +137,13 @@ class FrameSchema:
 
     def raw(self, X: pd.DataFrame) -> pd.DataFrame:
         """Training-form rows as a file would hold them (categories as plain values): an input example."""
-        return pd.DataFrame({c.name: (X[c.name].astype(object).where(X[c.name].notna(), None)
-                                      if c.kind == "category" else X[c.name]) for c in self.columns}, index=X.index)
+        return pd.DataFrame(
+            {
+                c.name: (X[c.name].astype(object).where(X[c.name].notna(), None) if c.kind == "category" else X[c.name])
+                for c in self.columns
+            },
+            index=X.index,
+        )
 
 
 _DTYPES = {"number": np.dtype(float), "integer": np.dtype(np.int64), "boolean": np.dtype(bool)}
@@ -155,8 +174,9 @@ def _missing(v) -> bool:
 
 
 def _to_number(raw: pd.Series, c: ColumnSpec) -> pd.Series:
-    if pd.api.types.is_bool_dtype(raw) or not (pd.api.types.is_numeric_dtype(raw) or raw.dtype == object
-                                               or pd.api.types.is_string_dtype(raw)):
+    if pd.api.types.is_bool_dtype(raw) or not (
+        pd.api.types.is_numeric_dtype(raw) or raw.dtype == object or pd.api.types.is_string_dtype(raw)
+    ):
         raise SchemaError(f"column {c.name!r} must hold numbers; got {raw.dtype}")
     num = pd.to_numeric(raw, errors="coerce") if not pd.api.types.is_numeric_dtype(raw) else raw
     bad = num.isna() & raw.notna()
@@ -166,7 +186,9 @@ def _to_number(raw: pd.Series, c: ColumnSpec) -> pd.Series:
     if c.kind == "integer":
         finite = values[~np.isnan(values)]
         if (finite != np.round(finite)).any():
-            raise SchemaError(f"column {c.name!r} takes whole numbers; got {float(finite[finite != np.round(finite)][0]):g}")
+            raise SchemaError(
+                f"column {c.name!r} takes whole numbers; got {float(finite[finite != np.round(finite)][0]):g}"
+            )
         if not np.isnan(values).any():
             return pd.Series(values.astype(np.int64), index=raw.index, name=c.name)
     return pd.Series(values, index=raw.index, name=c.name)

@@ -99,7 +99,9 @@ class PurgedWalkForward(BaseCrossValidator):
     def __post_init__(self) -> None:
         _check(self.horizon, self.embargo)
         if len(self.fractions) != 4 or any(f <= 0 for f in self.fractions):
-            raise DataError(f"fractions must be 4 positive numbers (train, validation, calibration, test), got {self.fractions}")
+            raise DataError(
+                f"fractions must be 4 positive numbers (train, validation, calibration, test), got {self.fractions}"
+            )
 
     @property
     def gap(self) -> int:
@@ -177,9 +179,7 @@ class CombinatorialPurgedCV(BaseCrossValidator):
     def pairs(self, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """(train, test) index pairs over ``n`` time-ordered rows, one per combination of test groups."""
         if n < self.n_groups * (2 * self.gap + 2):
-            raise DataError(
-                f"{n} rows are too few for {self.n_groups} purged groups with a {self.gap}-row gap"
-            )
+            raise DataError(f"{n} rows are too few for {self.n_groups} purged groups with a {self.gap}-row gap")
         groups = np.array_split(np.arange(n), self.n_groups)
         out = []
         for test_ids in combinations(range(self.n_groups), self.n_test_groups):

@@ -18,8 +18,16 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 
-def munge(X: pd.DataFrame, n_rows: int, seed: int = 0, p_swap: float = 0.5, s: float = 1.0,
-          time_budget: float = 30.0, chunk: int = 2000, max_codes: int = 20) -> pd.DataFrame:
+def munge(
+    X: pd.DataFrame,
+    n_rows: int,
+    seed: int = 0,
+    p_swap: float = 0.5,
+    s: float = 1.0,
+    time_budget: float = 30.0,
+    chunk: int = 2000,
+    max_codes: int = 20,
+) -> pd.DataFrame:
     """Up to ``n_rows`` synthetic rows (fewer if ``time_budget`` seconds run out).
 
     Vectorised per chunk of ``chunk`` rows (one neighbour query, one array operation per column); the

@@ -83,14 +83,24 @@ def _stderr_progress(min_interval: float = 2.0) -> Callable[[str], None]:
         if finished or phase != last["phase"] or now - last["t"] >= min_interval:
             print(f"[distill] {msg}", file=sys.stderr, flush=True)
             last.update(t=now, phase=phase)
+
     return show
 
 
 class AutoDistiller:
     """Distil teachers into small sklearn-compatible students; see the module docstring for the methods."""
 
-    def __init__(self, X, y, teachers: list | None = None, method: str = "auto", spec: DistillSpec | None = None,
-                 progress: bool | Callable[[str], None] = True, memory_path=None, **overrides: Any):
+    def __init__(
+        self,
+        X,
+        y,
+        teachers: list | None = None,
+        method: str = "auto",
+        spec: DistillSpec | None = None,
+        progress: bool | Callable[[str], None] = True,
+        memory_path=None,
+        **overrides: Any,
+    ):
         if method not in METHODS:
             raise SpecError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         base = (spec or DistillSpec()).model_dump()
@@ -134,18 +144,43 @@ class AutoDistiller:
             "attention": (lambda P: fusion.combine(P, fusion.attention_weights(P, beta))),
         }
         self.fuse = options[self.spec.fusion]
-        rows = [{"teacher": n, "weight": float(w[i]), "val_log_loss": singles[i],
-                 **{f"test_{k}": v for k, v in test_metrics(sp.y_test, ts.test[i]).items() if k in ("auc", "log_loss", "ks", "accuracy")}}
-                for i, n in enumerate(ts.names)]
+        rows = [
+            {
+                "teacher": n,
+                "weight": float(w[i]),
+                "val_log_loss": singles[i],
+                **{
+                    f"test_{k}": v
+                    for k, v in test_metrics(sp.y_test, ts.test[i]).items()
+                    if k in ("auc", "log_loss", "ks", "accuracy")
+                },
+            }
+            for i, n in enumerate(ts.names)
+        ]
         if len(ts.names) > 1:
             for name in ("weights", "attention"):
                 f = options[name]
-                rows.append({"teacher": f"fusion:{name}" + (f" (beta={beta:g})" if name == "attention" else ""),
-                             "weight": float("nan"), "val_log_loss": score("log_loss", y_val, f(ts.val)),
-                             **{f"test_{k}": v for k, v in test_metrics(sp.y_test, f(ts.test)).items() if k in ("auc", "log_loss", "ks", "accuracy")}})
+                rows.append(
+                    {
+                        "teacher": f"fusion:{name}" + (f" (beta={beta:g})" if name == "attention" else ""),
+                        "weight": float("nan"),
+                        "val_log_loss": score("log_loss", y_val, f(ts.val)),
+                        **{
+                            f"test_{k}": v
+                            for k, v in test_metrics(sp.y_test, f(ts.test)).items()
+                            if k in ("auc", "log_loss", "ks", "accuracy")
+                        },
+                    }
+                )
         self.teacher_table = pd.DataFrame(rows)
-        self.teacher_train, self.teacher_val, self.teacher_test = self.fuse(ts.train), self.fuse(ts.val), self.fuse(ts.test)
-        self.teacher_name = ts.names[best_i] if self.spec.fusion == "best" or len(ts.names) == 1 else f"fusion:{self.spec.fusion}"
+        self.teacher_train, self.teacher_val, self.teacher_test = (
+            self.fuse(ts.train),
+            self.fuse(ts.val),
+            self.fuse(ts.test),
+        )
+        self.teacher_name = (
+            ts.names[best_i] if self.spec.fusion == "best" or len(ts.names) == 1 else f"fusion:{self.spec.fusion}"
+        )
 
     def _augment(self, ts: TeacherSet):
         from hpm_ray.distill.augment import munge
@@ -159,14 +194,18 @@ class AutoDistiller:
     # --- methods --------------------------------------------------------------------------------------
     def _task(self, method: str, stage: str, student: str, t: float, a: float, study: int = 0, **kw) -> ConfigTask:
         key = f"{method}:{stage}:{student}:T{t:g}:a{a:g}" + (f":{study}" if study else "")
-        return ConfigTask(key=key, student=student, temperature=t, alpha=a, metric=self.metric,
-                          seed=self.spec.seed, stage=stage, **kw)
+        return ConfigTask(
+            key=key, student=student, temperature=t, alpha=a, metric=self.metric, seed=self.spec.seed, stage=stage, **kw
+        )
 
     def _twins(self, method: str, n_trials: int, studies: dict[str, range], warm: dict[str, list]) -> list[ConfigTask]:
         """Hard-label twin studies: as many per student type as it has tuned configs, so the twin gets the same
         number of fits and the same freedom of selection (its best study on validation is the twin)."""
-        return [self._task(method, "twin", st, 1.0, 0.0, i, n_trials=n_trials, warm_params=warm.get(_hard(st), []))
-                for st in self.spec.students for i in studies[st]]
+        return [
+            self._task(method, "twin", st, 1.0, 0.0, i, n_trials=n_trials, warm_params=warm.get(_hard(st), []))
+            for st in self.spec.students
+            for i in studies[st]
+        ]
 
     def _run_legacy(self, ref) -> list[dict]:
         s = self.spec
@@ -196,7 +235,9 @@ class AutoDistiller:
         twins = self._twins("hpm", s.hpm_trials, {st: range(1) for st in s.students}, twin_warm)
         queue.hold(twins)  # one study per type now; one more per further config that reaches the full budget
         records: list[dict] = []
-        temps = {st: FixedGrid().choose(None, None, s.temperatures) for st in s.students}  # unless a probe says otherwise
+        temps = {
+            st: FixedGrid().choose(None, None, s.temperatures) for st in s.students
+        }  # unless a probe says otherwise
         probing = s.adaptive_temperature and len(s.temperatures) > s.temperatures_per_student
         n_grid = len(s.students) * len(s.alphas) * (s.temperatures_per_student if probing else len(s.temperatures))
         screening = s.adaptive_selection and n_grid > s.max_configs
@@ -209,8 +250,10 @@ class AutoDistiller:
                 tasks = [self._task("hpm", "screen", st, t, a, fixed_params=start[st], **cheap) for _, t, a in grid]
                 queue.submit(tasks, batch_size(n_grid, queue.n_cpus))
             else:
-                tasks = [self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm(st, t, a))
-                         for _, t, a in grid]
+                tasks = [
+                    self._task("hpm", "full", st, t, a, n_trials=s.hpm_trials, warm_params=warm(st, t, a))
+                    for _, t, a in grid
+                ]
                 queue.submit(tasks)
             return tasks
 
@@ -243,9 +286,18 @@ class AutoDistiller:
             screened = list(queue.results(first))
             records += screened
             lap("hpm screening")
-            full = [self._task("hpm", "full", t.student, t.temperature, t.alpha, n_trials=s.hpm_trials,
-                               warm_params=warm(t.student, t.temperature, t.alpha))
-                    for t in (r["task"] for r in promote(screened, s.max_configs, self.metric))]
+            full = [
+                self._task(
+                    "hpm",
+                    "full",
+                    t.student,
+                    t.temperature,
+                    t.alpha,
+                    n_trials=s.hpm_trials,
+                    warm_params=warm(t.student, t.temperature, t.alpha),
+                )
+                for t in (r["task"] for r in promote(screened, s.max_configs, self.metric))
+            ]
             queue.submit(full)
         n_full = Counter(t.student for t in full)
         more = self._twins("hpm", s.hpm_trials, {st: range(1, n_full[st]) for st in s.students}, twin_warm)
@@ -259,9 +311,17 @@ class AutoDistiller:
         if s.chain and len(stage_src) >= 2:
             order = [st for st in COMPLEXITY_ORDER if st in stage_src] + sorted(set(stage_src) - set(COMPLEXITY_ORDER))
             src = {st: stage_src[st] for st in order}
-            stages = [self._task("hpm", "chain", st, r["task"].temperature, r["task"].alpha,
-                                 fixed_params=r["task"].fixed_params if r["task"].stage == "screen" else r["params"])
-                      for st, r in src.items()]
+            stages = [
+                self._task(
+                    "hpm",
+                    "chain",
+                    st,
+                    r["task"].temperature,
+                    r["task"].alpha,
+                    fixed_params=r["task"].fixed_params if r["task"].stage == "screen" else r["params"],
+                )
+                for st, r in src.items()
+            ]
             chain_recs = list(queue.results(submit_chain(queue, stages, self.metric, s.min_improvement)))
             self.chain_note = chain_note(chain_recs, s.min_improvement)
             records += chain_recs
@@ -301,8 +361,9 @@ class AutoDistiller:
         self.n_augmented = 0 if X_aug is None else len(X_aug)
         self.timings["teachers"] = time.perf_counter() - t0
         sp = self.splits
-        self.payload_ref = put_payload(sp.X_train, sp.y_train, sp.X_val, sp.y_val, self.teacher_train,
-                                       self.teacher_val, X_aug, t_aug)
+        self.payload_ref = put_payload(
+            sp.X_train, sp.y_train, sp.X_val, sp.y_val, self.teacher_train, self.teacher_val, X_aug, t_aug
+        )
         methods = ["legacy", "hpm"] if self.method == "hybrid" else [self.method]
         for m in methods:
             t1 = time.perf_counter()
@@ -320,11 +381,22 @@ class AutoDistiller:
         rows = []
         for r in self.records:
             task = r["task"]
-            row = {"method": r["method"], "stage": task.stage, "student": task.student, "temperature": task.temperature,
-                   "alpha": task.alpha, "status": r["status"], "val_score": r["val_score"], "n_fits": r["n_fits"],
-                   "fit_seconds": r.get("fit_seconds", float("nan")), "params": json.dumps(r["params"], sort_keys=True),
-                   "error": r.get("error", ""), "key": task.key, "node_id": r.get("node_id", ""),
-                   "attempt": r.get("attempt", 0)}
+            row = {
+                "method": r["method"],
+                "stage": task.stage,
+                "student": task.student,
+                "temperature": task.temperature,
+                "alpha": task.alpha,
+                "status": r["status"],
+                "val_score": r["val_score"],
+                "n_fits": r["n_fits"],
+                "fit_seconds": r.get("fit_seconds", float("nan")),
+                "params": json.dumps(r["params"], sort_keys=True),
+                "error": r.get("error", ""),
+                "key": task.key,
+                "node_id": r.get("node_id", ""),
+                "attempt": r.get("attempt", 0),
+            }
             if r["status"] == "ok" and task.stage in (*STUDENT_STAGES, "twin"):
                 model = r["model"]
                 t = time.perf_counter()
@@ -341,12 +413,18 @@ class AutoDistiller:
         df = pd.DataFrame(rows)
         # a type's twin is its best twin study on validation (the same selection its soft configs get)
         hib = better(self.metric, 1.0, 0.0)
-        twins = (df[(df.stage == "twin") & (df.status == "ok")].sort_values("val_score", ascending=not hib)
-                 .drop_duplicates(["method", "student"]).set_index(["method", "student"]))
+        twins = (
+            df[(df.stage == "twin") & (df.status == "ok")]
+            .sort_values("val_score", ascending=not hib)
+            .drop_duplicates(["method", "student"])
+            .set_index(["method", "student"])
+        )
         for col in ("auc", "accuracy", "ece", "brier"):
             if col in df:
-                df[f"twin_{col}"] = [twins[col].get((m, st), np.nan) if stage in STUDENT_STAGES else np.nan
-                                     for m, st, stage in zip(df.method, df.student, df.stage)]
+                df[f"twin_{col}"] = [
+                    twins[col].get((m, st), np.nan) if stage in STUDENT_STAGES else np.nan
+                    for m, st, stage in zip(df.method, df.student, df.stage)
+                ]
         return df
 
     def _best_index(self) -> int:
@@ -382,12 +460,19 @@ class AutoDistiller:
             "n_fits": int(df.n_fits.sum()),
             "n_configs_evaluated": len(evaluated),
             "teacher": {k: _num(tm[k]) for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier")}
-                       | {"name": self.teacher_name},
-            "best": {"student": b.student, "temperature": float(b.temperature), "alpha": float(b.alpha),
-                     "params": json.loads(b.params), "calibration": b.calibration,
-                     **{k: _num(b[k]) for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier", "fidelity",
-                                                "predict_ms_per_1k")},
-                     "model_uri": model_uri},
+            | {"name": self.teacher_name},
+            "best": {
+                "student": b.student,
+                "temperature": float(b.temperature),
+                "alpha": float(b.alpha),
+                "params": json.loads(b.params),
+                "calibration": b.calibration,
+                **{
+                    k: _num(b[k])
+                    for k in ("auc", "accuracy", "log_loss", "ks", "ece", "brier", "fidelity", "predict_ms_per_1k")
+                },
+                "model_uri": model_uri,
+            },
             "hard_label_twin": {k: _num(b[f"twin_{k}"]) for k in ("auc", "accuracy", "ece", "brier")},
         }
 

@@ -16,8 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", help="YAML spec (see tune/distill.yaml)")
     p.add_argument("--max-configs", type=int, help="configs carried to full budget by hpm (default 16)")
     p.add_argument("--max-rows", type=int, help="stratified row subsample before splitting")
-    p.add_argument("--students", help="comma-separated student types, e.g. scorecard,tree4,gbm20 "
-                                      "(default: the spec's; presets export a points table / rules)")
+    p.add_argument(
+        "--students",
+        help="comma-separated student types, e.g. scorecard,tree4,gbm20 "
+        "(default: the spec's; presets export a points table / rules)",
+    )
     p.add_argument("--out", default=None, help="output folder (default: <runs dir>/distill)")
     p.add_argument("--seed", type=int)
     p.add_argument("--register-name", default="hpm-distilled-student", help="MLflow registered model name")
@@ -48,8 +51,14 @@ def run_distill(args: argparse.Namespace) -> int:
         if unknown or not students:
             what = f"unknown student {unknown[0]!r}" if unknown else "no student given"
             raise SpecError(f"--students: {what}; known: {', '.join(sorted(STUDENTS))}")
-    overrides = {"method": args.method, "max_configs": args.max_configs, "seed": args.seed, "max_rows": args.max_rows,
-                 "students": students, "runtime": runtime_flags(args)}
+    overrides = {
+        "method": args.method,
+        "max_configs": args.max_configs,
+        "seed": args.seed,
+        "max_rows": args.max_rows,
+        "students": students,
+        "runtime": runtime_flags(args),
+    }
     spec = load_spec(DistillSpec, args.spec, overrides)
     if args.data is None:
         path, target, drop = bundled_path("credit"), args.target or CREDIT_TARGET, ["ID"]
@@ -75,12 +84,16 @@ def run_distill(args: argparse.Namespace) -> int:
     s = json.loads((out / "summary.json").read_text())
     b, t = s["best"], s["teacher"]
     print(f"method {s['method']}: {s['n_fits']} fits, {s['n_configs_evaluated']} configs, {s['wall_time_s']:.1f} s")
-    print(f"teacher test AUC {t['auc']:.4f}; best student {b['student']} (T={b['temperature']:g}, alpha={b['alpha']:g}) "
-          f"test AUC {b['auc']:.4f}, hard-label twin {s['hard_label_twin']['auc']:.4f}")
+    print(
+        f"teacher test AUC {t['auc']:.4f}; best student {b['student']} (T={b['temperature']:g}, alpha={b['alpha']:g}) "
+        f"test AUC {b['auc']:.4f}, hard-label twin {s['hard_label_twin']['auc']:.4f}"
+    )
     if exports:
         print(f"readable exports: {', '.join(str(f) for f in exports)}")
-    print(f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'report.html'}"
-          + (f"; registered {b['model_uri']}" if b.get("model_uri") else ""))
+    print(
+        f"wrote {out / 'results.csv'}, {out / 'summary.json'}, {out / 'report.html'}"
+        + (f"; registered {b['model_uri']}" if b.get("model_uri") else "")
+    )
     return 0
 
 

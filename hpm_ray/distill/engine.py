@@ -56,10 +56,18 @@ def put_payload(X_train, y_train, X_val, y_val, teacher_train, teacher_val, X_au
     """Put the shared arrays in the object store once; returns the ObjectRef."""
     import ray
 
-    return ray.put({"X_train": X_train, "y_train": np.asarray(y_train), "X_val": X_val, "y_val": np.asarray(y_val),
-                    "teacher_train": np.asarray(teacher_train, dtype=float),
-                    "teacher_val": np.asarray(teacher_val, dtype=float),
-                    "X_aug": X_aug, "teacher_aug": None if teacher_aug is None else np.asarray(teacher_aug, dtype=float)})
+    return ray.put(
+        {
+            "X_train": X_train,
+            "y_train": np.asarray(y_train),
+            "X_val": X_val,
+            "y_val": np.asarray(y_val),
+            "teacher_train": np.asarray(teacher_train, dtype=float),
+            "teacher_val": np.asarray(teacher_val, dtype=float),
+            "X_aug": X_aug,
+            "teacher_aug": None if teacher_aug is None else np.asarray(teacher_aug, dtype=float),
+        }
+    )
 
 
 def _subsample(n: int, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -67,8 +75,10 @@ def _subsample(n: int, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     if fraction >= 1.0:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    parts = [rng.choice(np.flatnonzero(y == c), max(2, round(fraction * np.sum(y == c))), replace=False)
-             for c in np.unique(y)]
+    parts = [
+        rng.choice(np.flatnonzero(y == c), max(2, round(fraction * np.sum(y == c))), replace=False)
+        for c in np.unique(y)
+    ]
     return np.sort(np.concatenate(parts))
 
 
@@ -123,8 +133,9 @@ def make_sampler(task: ConfigTask):
     """TPE (multivariate by default in Optuna 5) seeded from the config's key, learning within its budget."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=study_seed(task.key, task.seed),
-                                      n_startup_trials=startup_trials(task.n_trials))
+    return optuna.samplers.TPESampler(
+        seed=study_seed(task.key, task.seed), n_startup_trials=startup_trials(task.n_trials)
+    )
 
 
 def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> dict:
@@ -165,15 +176,28 @@ def fit_config(payload: dict, task: ConfigTask, teacher_train: np.ndarray) -> di
             study.enqueue_trial(params, skip_if_exists=True)
         study.optimize(lambda trial: fit_and_score(cls.suggest(trial)), n_trials=task.n_trials)
     # what is served: the best fit with its temperature undone and a calibrator chosen on validation
-    served = CalibratedStudent(best["model"], task.temperature).fit(payload["X_val"], payload["y_val"]) \
-        if task.keep_model else None
+    served = (
+        CalibratedStudent(best["model"], task.temperature).fit(payload["X_val"], payload["y_val"])
+        if task.keep_model
+        else None
+    )
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""  # "" in-process (unit tests)
-    return {"key": task.key, "status": "ok", "node_id": node,
-            "attempt": _attempt(), "val_score": best["score"], "params": best["params"],
-            "model": best["model"] if task.keep_model else None, "calibrated": served,
-            "calibration": served.method_ if served else "", "val_proba": best["val_proba"], "history": history,
-            "top": sorted(tried, key=lambda sp: -sp[0] if HIGHER_IS_BETTER[task.metric] else sp[0])[:3], "n_fits": len(history),
-            "fit_seconds": time.perf_counter() - t0}
+    return {
+        "key": task.key,
+        "status": "ok",
+        "node_id": node,
+        "attempt": _attempt(),
+        "val_score": best["score"],
+        "params": best["params"],
+        "model": best["model"] if task.keep_model else None,
+        "calibrated": served,
+        "calibration": served.method_ if served else "",
+        "val_proba": best["val_proba"],
+        "history": history,
+        "top": sorted(tried, key=lambda sp: -sp[0] if HIGHER_IS_BETTER[task.metric] else sp[0])[:3],
+        "n_fits": len(history),
+        "fit_seconds": time.perf_counter() - t0,
+    }
 
 
 def shared_payload(payload_box: list) -> tuple[dict, bool]:
@@ -205,9 +229,16 @@ def run_configs(payload_box: list, tasks: list[ConfigTask]) -> list[dict]:
 
 def failed_record(task: ConfigTask, exc: BaseException) -> dict:
     cause = getattr(exc, "cause", None) or exc  # a RayTaskError carries the exception raised in the task
-    return {"key": task.key, "status": "failed", "error": f"{type(cause).__name__}: {cause}".splitlines()[0],
-            "n_fits": 0, "history": [], "val_score": None, "params": task.fixed_params or {},
-            "traceback": traceback.format_exception_only(type(exc), exc)[-1].strip()}
+    return {
+        "key": task.key,
+        "status": "failed",
+        "error": f"{type(cause).__name__}: {cause}".splitlines()[0],
+        "n_fits": 0,
+        "history": [],
+        "val_score": None,
+        "params": task.fixed_params or {},
+        "traceback": traceback.format_exception_only(type(exc), exc)[-1].strip(),
+    }
 
 
 def _attempt() -> int:
@@ -251,7 +282,7 @@ class TaskQueue:
     def submit(self, tasks: list[ConfigTask], batch: int = 1) -> None:
         """One Ray task per ``batch`` configs (``batch`` > 1 only for cheap single fits)."""
         for i in range(0, len(tasks), batch):
-            group = resolve_students(tasks[i:i + batch])
+            group = resolve_students(tasks[i : i + batch])
             body = ray_task(run_config if len(group) == 1 else run_configs)
             self.track(body.remote([self.payload_ref], group[0] if len(group) == 1 else group), group)
 
@@ -300,9 +331,11 @@ class TaskQueue:
         self._n_done += len(group)
         self._n_failed += sum(r["status"] == "failed" for r in recs)
         if self.progress:
-            self.progress(f"{self.label}: {self._n_done}/{self._n_tasks} done"
-                          + (f", {self._n_failed} failed" if self._n_failed else "")
-                          + f" ({time.perf_counter() - self._t0:.0f}s)")
+            self.progress(
+                f"{self.label}: {self._n_done}/{self._n_tasks} done"
+                + (f", {self._n_failed} failed" if self._n_failed else "")
+                + f" ({time.perf_counter() - self._t0:.0f}s)"
+            )
 
 
 def resolve_students(tasks: list[ConfigTask]) -> list[ConfigTask]:
@@ -325,8 +358,9 @@ def ray_task(fn: Callable):
     return _REMOTES[fn]
 
 
-def run_tasks(payload_ref, tasks: list[ConfigTask], progress: Callable[[str], None] | None = None,
-              label: str = "configs") -> list[dict]:
+def run_tasks(
+    payload_ref, tasks: list[ConfigTask], progress: Callable[[str], None] | None = None, label: str = "configs"
+) -> list[dict]:
     """One Ray task per config (Ray schedules them on free CPUs); the records in the order they finish."""
     queue = TaskQueue(payload_ref, progress, label)
     queue.submit(tasks)

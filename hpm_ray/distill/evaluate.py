@@ -38,8 +38,10 @@ def gain(metric: str, new: float, old: float) -> float:
 
 def test_metrics(y: np.ndarray, proba: np.ndarray, teacher: np.ndarray | None = None) -> dict[str, float]:
     binary = proba.shape[1] == 2
-    out = {name: M.SCORERS[name](y, proba) for name in ("accuracy", "f1", "auc", "log_loss", "brier", "ece")
-           + (("ks",) if binary else ())}
+    out = {
+        name: M.SCORERS[name](y, proba)
+        for name in ("accuracy", "f1", "auc", "log_loss", "brier", "ece") + (("ks",) if binary else ())
+    }
     if not binary:
         out["ks"] = float("nan")
     if teacher is not None:

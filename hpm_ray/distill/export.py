@@ -35,7 +35,7 @@ def scorecard(model: ScorecardStudent, pdo: float = DEFAULT_PDO) -> dict[str, An
     coef, off = model.model_.coef_[0] * factor, model.binner_.offsets_
     features = []
     for j, f in enumerate(model.binner_.features_):
-        pts = coef[off[j]:off[j + 1]].tolist()
+        pts = coef[off[j] : off[j + 1]].tolist()
         if f["type"] == "numeric":
             bounds = [None, *f["edges"], None]
             bins = [{"lower": bounds[i], "upper": bounds[i + 1], "points": pts[i]} for i in range(len(bounds) - 1)]
@@ -43,10 +43,14 @@ def scorecard(model: ScorecardStudent, pdo: float = DEFAULT_PDO) -> dict[str, An
             bins = [{"category": c, "points": p} for c, p in zip(f["categories"], pts)]
         bins.append({"missing": True, "points": pts[-1]})
         features.append({"feature": f["feature"], "type": f["type"], "bins": bins})
-    return {"kind": "scorecard", "points_to_double_odds": pdo, "factor": factor,
-            "base_points": float(model.model_.intercept_[0] * factor),
-            "link": "P(positive) = 1 / (1 + exp(-score / factor)), score = base_points + sum of bin points",
-            "features": features}
+    return {
+        "kind": "scorecard",
+        "points_to_double_odds": pdo,
+        "factor": factor,
+        "base_points": float(model.model_.intercept_[0] * factor),
+        "link": "P(positive) = 1 / (1 + exp(-score / factor)), score = base_points + sum of bin points",
+        "features": features,
+    }
 
 
 def _label(b: dict) -> str:
@@ -62,14 +66,28 @@ def _label(b: dict) -> str:
 
 def points_table(card: dict[str, Any]) -> pd.DataFrame:
     """One row per bin (feature, bin, lower, upper, category, points), the base points first."""
-    rows = [{"feature": "(base points)", "bin": "", "lower": np.nan, "upper": np.nan, "category": "",
-             "points": card["base_points"]}]
+    rows = [
+        {
+            "feature": "(base points)",
+            "bin": "",
+            "lower": np.nan,
+            "upper": np.nan,
+            "category": "",
+            "points": card["base_points"],
+        }
+    ]
     for f in card["features"]:
         for b in f["bins"]:
-            rows.append({"feature": f["feature"], "bin": _label(b),
-                         "lower": np.nan if b.get("lower") is None else b["lower"],
-                         "upper": np.nan if b.get("upper") is None else b["upper"],
-                         "category": b.get("category", ""), "points": b["points"]})
+            rows.append(
+                {
+                    "feature": f["feature"],
+                    "bin": _label(b),
+                    "lower": np.nan if b.get("lower") is None else b["lower"],
+                    "upper": np.nan if b.get("upper") is None else b["upper"],
+                    "category": b.get("category", ""),
+                    "points": b["points"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -125,14 +143,20 @@ def tree_rules(model: Tree4Student) -> list[dict[str, Any]]:
                 merged = {**new, "missing": c["missing"] and new["missing"]}
                 if "in" in new:
                     merged["in"] = [v for v in new["in"] if v in c["in"]]
-                return [*conds[:i], *conds[i + 1:], merged]
+                return [*conds[:i], *conds[i + 1 :], merged]
         return [*conds, new]
 
     def walk(node: int, conds: list[dict]) -> None:
         if t.children_left[node] == -1:
             p = values[node]
-            rules.append({"conditions": conds, "probability": float(p[1]) if len(p) == 2 else None,
-                          "class_probabilities": p.tolist(), "rows": float(t.weighted_n_node_samples[node])})
+            rules.append(
+                {
+                    "conditions": conds,
+                    "probability": float(p[1]) if len(p) == 2 else None,
+                    "class_probabilities": p.tolist(),
+                    "rows": float(t.weighted_n_node_samples[node]),
+                }
+            )
             return
         walk(int(t.children_left[node]), tighten(conds, condition(node, True)))
         walk(int(t.children_right[node]), tighten(conds, condition(node, False)))
@@ -183,20 +207,31 @@ def rules_text(rules: list[dict[str, Any]], positive: str = "1") -> str:
     for r in rules:
         parts = []
         for c in r["conditions"]:
-            body = (f"{c['feature']} in {{{', '.join(map(str, c['in']))}}}" if "in" in c
-                    else f"{c['feature']} {c['op']} {c['threshold']:g}")
+            body = (
+                f"{c['feature']} in {{{', '.join(map(str, c['in']))}}}"
+                if "in" in c
+                else f"{c['feature']} {c['op']} {c['threshold']:g}"
+            )
             parts.append(body + (" (or missing)" if c["missing"] else ""))
-        then = (f"P({positive}) = {r['probability']:.4f}" if r["probability"] is not None
-                else "P = [" + ", ".join(f"{p:.3f}" for p in r["class_probabilities"]) + "]")
+        then = (
+            f"P({positive}) = {r['probability']:.4f}"
+            if r["probability"] is not None
+            else "P = [" + ", ".join(f"{p:.3f}" for p in r["class_probabilities"]) + "]"
+        )
         lines.append(f"IF {' AND '.join(parts) or 'always'} THEN {then}  [{r['rows']:,.0f} rows]")
     return "\n".join(lines)
 
 
 def rules_table(rules: list[dict[str, Any]]) -> pd.DataFrame:
     """The rules as report rows (rule text, probability, rows), riskiest first."""
-    rows = [{"rule": rules_text([r]).split(" THEN ")[0].removeprefix("IF "),
-             "probability": r["probability"] if r["probability"] is not None else max(r["class_probabilities"]),
-             "rows": r["rows"]} for r in rules]
+    rows = [
+        {
+            "rule": rules_text([r]).split(" THEN ")[0].removeprefix("IF "),
+            "probability": r["probability"] if r["probability"] is not None else max(r["class_probabilities"]),
+            "rows": r["rows"],
+        }
+        for r in rules
+    ]
     return pd.DataFrame(rows).sort_values("probability", ascending=False, ignore_index=True)
 
 

@@ -43,7 +43,8 @@ class InterpretableSpec(SplitTeacherSpec):
     selection_metric: Literal["auc", "ks", "log_loss"] = "auc"
     assistant: str = "lgbm"
     assistant_params: dict[str, Any] = Field(
-        default_factory=lambda: {"n_estimators": 100, "num_leaves": 15, "learning_rate": 0.05})
+        default_factory=lambda: {"n_estimators": 100, "num_leaves": 15, "learning_rate": 0.05}
+    )
     assistant_alpha: float = Field(1.0, ge=0.0, le=1.0)
     augment_fraction: float = Field(1.0, gt=0.0, le=5.0)  # synthetic rows as a share of training rows
     augment_seconds: float = Field(30.0, gt=0.0)
@@ -133,9 +134,17 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
     warm = {p: [default_params(p)] if spec.warm_start else [] for p in spec.presets}
 
     def task(preset: str, technique: str, t: float, a: float, study_seed: int = seed) -> ConfigTask:
-        return ConfigTask(key=f"{preset}:{technique}:T{t:g}:a{a:g}:s{study_seed}", student=preset, temperature=t,
-                          alpha=a, n_trials=spec.trials, metric=metric, seed=study_seed, stage=technique,
-                          warm_params=warm[preset])
+        return ConfigTask(
+            key=f"{preset}:{technique}:T{t:g}:a{a:g}:s{study_seed}",
+            student=preset,
+            temperature=t,
+            alpha=a,
+            n_trials=spec.trials,
+            metric=metric,
+            seed=study_seed,
+            stage=technique,
+            warm_params=warm[preset],
+        )
 
     plain = TaskQueue(ref, progress, f"seed {seed}")
     by_technique: dict[str, list] = {}
@@ -149,9 +158,16 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
     if "chain" in spec.techniques:
         for p in spec.presets:
             for t, a in grid:
-                assistant = ConfigTask(key=f"{p}:assistant", student=spec.assistant, temperature=1.0,
-                                       alpha=spec.assistant_alpha, fixed_params=spec.assistant_params,
-                                       metric=metric, seed=seed, stage="chain")
+                assistant = ConfigTask(
+                    key=f"{p}:assistant",
+                    student=spec.assistant,
+                    temperature=1.0,
+                    alpha=spec.assistant_alpha,
+                    fixed_params=spec.assistant_params,
+                    metric=metric,
+                    seed=seed,
+                    stage="chain",
+                )
                 # min_improvement -inf: the preset stage always runs (a weak student never beats the assistant)
                 chain_tasks += submit_chain(plain, [assistant, task(p, "chain", t, a)], metric, -math.inf)
     aug_queue, n_aug = None, 0
@@ -159,12 +175,16 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
         from hpm_ray.distill.augment import munge
 
         t1 = time.perf_counter()
-        X_aug = munge(sp.X_train, int(spec.augment_fraction * len(sp.y_train)), seed=seed,
-                      time_budget=spec.augment_seconds)
+        X_aug = munge(
+            sp.X_train, int(spec.augment_fraction * len(sp.y_train)), seed=seed, time_budget=spec.augment_seconds
+        )
         t_aug = fusion.combine([m.predict_proba(X_aug) for m in ts.models], w)
         n_aug, timings["augment"] = len(X_aug), time.perf_counter() - t1
-        aug_queue = TaskQueue(put_payload(sp.X_train, sp.y_train, sp.X_val, sp.y_val, t_train, t_val, X_aug, t_aug),
-                              progress, f"seed {seed} augmented")
+        aug_queue = TaskQueue(
+            put_payload(sp.X_train, sp.y_train, sp.X_val, sp.y_val, t_train, t_val, X_aug, t_aug),
+            progress,
+            f"seed {seed} augmented",
+        )
         by_technique["augment"] = [task(p, "augment", t, a) for p in spec.presets for t, a in grid]
         aug_queue.submit(by_technique["augment"])
     records = list(plain.results([*by_technique.get("soft", []), *twins, *chain_tasks]))
@@ -177,8 +197,9 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
         progress(f"seed {seed}: {len(failed)} config(s) failed, first: {failed[0].get('error', '')}")
     outcomes = []
     for p in spec.presets:
-        mine = [r for r in records if r["status"] == "ok" and r["task"].student == p
-                and r.get("chain_step") != 1]  # a chain's first stage is the assistant, not the preset
+        mine = [
+            r for r in records if r["status"] == "ok" and r["task"].student == p and r.get("chain_step") != 1
+        ]  # a chain's first stage is the assistant, not the preset
         for r in mine:
             r["technique"] = r["task"].stage
             r["test_auc"] = roc_auc(sp.y_test, r["model"].predict_proba(sp.X_test))
@@ -191,8 +212,14 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
 
             raise HPMError(f"every {p} config failed on seed {seed}: {failed[0].get('error', '') if failed else ''}")
         outcomes.append(PresetOutcome(p, seed, roc_auc(sp.y_test, t_test), student, twin, cands))
-    return {"seed": seed, "outcomes": outcomes, "timings": timings, "n_augmented": n_aug,
-            "n_fits": int(sum(r["n_fits"] for r in records)), "rows": (len(sp.y_train), len(sp.y_val), len(sp.y_test))}
+    return {
+        "seed": seed,
+        "outcomes": outcomes,
+        "timings": timings,
+        "n_augmented": n_aug,
+        "n_fits": int(sum(r["n_fits"] for r in records)),
+        "rows": (len(sp.y_train), len(sp.y_val), len(sp.y_test)),
+    }
 
 
 def default_params(student: str) -> dict[str, Any]:
@@ -219,8 +246,13 @@ def _best(records: list[dict], metric: str) -> dict | None:
 
 
 # --- across seeds -----------------------------------------------------------------------------------------
-def run_experiment(X, y, spec: InterpretableSpec, progress: Callable[[str], None] | None = None,
-                   on_seed: Callable[[dict], None] | None = None) -> list[dict]:
+def run_experiment(
+    X,
+    y,
+    spec: InterpretableSpec,
+    progress: Callable[[str], None] | None = None,
+    on_seed: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Every seed in turn (``on_seed`` sees each seed's result as soon as it is done)."""
     from hpm_ray.runtime import init_ray
 
@@ -240,16 +272,31 @@ def summarise(seeds: list[dict]) -> pd.DataFrame:
     presets = [o.preset for o in seeds[0]["outcomes"]]
     for p in presets:
         outs = [o for s in seeds for o in s["outcomes"] if o.preset == p]
-        teacher, student, twin = (float(np.mean(v)) for v in zip(*[(o.teacher_auc, o.student["test_auc"], o.twin["test_auc"]) for o in outs]))
+        teacher, student, twin = (
+            float(np.mean(v)) for v in zip(*[(o.teacher_auc, o.student["test_auc"], o.twin["test_auc"]) for o in outs])
+        )
         mean, lo, hi = t_interval([o.diff for o in outs])
-        per_tech = {tech: float(np.mean([o.techniques[tech]["test_auc"] - o.twin["test_auc"] for o in outs]))
-                    for tech in outs[0].techniques if all(tech in o.techniques for o in outs)}
+        per_tech = {
+            tech: float(np.mean([o.techniques[tech]["test_auc"] - o.twin["test_auc"] for o in outs]))
+            for tech in outs[0].techniques
+            if all(tech in o.techniques for o in outs)
+        }
         chosen = pd.Series([o.student["technique"] for o in outs]).value_counts()
-        rows.append({"preset": p, "teacher_auc": teacher, "student_auc": student, "twin_auc": twin,
-                     "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "gap_closed": gap_closed(student, twin, teacher),
-                     "chosen_technique": ", ".join(f"{k} x{v}" for k, v in chosen.items()),
-                     "best_technique": max(per_tech, key=per_tech.get) if per_tech else "",
-                     **{f"diff_{k}": v for k, v in per_tech.items()}})
+        rows.append(
+            {
+                "preset": p,
+                "teacher_auc": teacher,
+                "student_auc": student,
+                "twin_auc": twin,
+                "diff_mean": mean,
+                "diff_lo": lo,
+                "diff_hi": hi,
+                "gap_closed": gap_closed(student, twin, teacher),
+                "chosen_technique": ", ".join(f"{k} x{v}" for k, v in chosen.items()),
+                "best_technique": max(per_tech, key=per_tech.get) if per_tech else "",
+                **{f"diff_{k}": v for k, v in per_tech.items()},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -259,14 +306,19 @@ def build_report(seeds: list[dict], spec: InterpretableSpec):
     from hpm_ray.report import Report
 
     summary = summarise(seeds)
-    rep = Report("Distillation for small, interpretable students",
-                 f"{len(seeds)} seed(s); techniques {', '.join(spec.techniques)}; T in {spec.temperatures}, "
-                 f"alpha in {spec.alphas}; selection by validation {spec.selection_metric}; test AUC for reporting only")
+    rep = Report(
+        "Distillation for small, interpretable students",
+        f"{len(seeds)} seed(s); techniques {', '.join(spec.techniques)}; T in {spec.temperatures}, "
+        f"alpha in {spec.alphas}; selection by validation {spec.selection_metric}; test AUC for reporting only",
+    )
     rep.heading("Summary over seeds")
     rep.table(summary, flags={"diff_mean": lambda v: v >= 0.005})
-    rep.text("diff = distilled student's test AUC - its hard-label twin's (same preset, same number of fits); "
-             "[diff_lo, diff_hi] is the 95 % t-interval over seeds; gap closed = (student - twin) / (teacher - twin) "
-             "of the means; diff_<technique> is the mean test gain of that technique's validation-best config.", note=True)
+    rep.text(
+        "diff = distilled student's test AUC - its hard-label twin's (same preset, same number of fits); "
+        "[diff_lo, diff_hi] is the 95 % t-interval over seeds; gap closed = (student - twin) / (teacher - twin) "
+        "of the means; diff_<technique> is the mean test gain of that technique's validation-best config.",
+        note=True,
+    )
     for p in summary.preset:
         outs = [o for s in seeds for o in s["outcomes"] if o.preset == p]
         preset_section(rep, p, [_row(o) for o in outs], outs[0].student["model"])
@@ -276,11 +328,21 @@ def build_report(seeds: list[dict], spec: InterpretableSpec):
 def _row(o: PresetOutcome) -> dict:
     """One preset on one seed for the tables: test AUCs, the validation scores selection saw, the winner's config."""
     s, tw = o.student, o.twin
-    return {"preset": o.preset, "seed": o.seed, "teacher_auc": o.teacher_auc, "student_auc": s["test_auc"],
-            "twin_auc": tw["test_auc"], "student_val": s["val_score"], "twin_val": tw["val_score"],
-            "gap_closed": gap_closed(s["test_auc"], tw["test_auc"], o.teacher_auc), "technique": s["technique"],
-            "temperature": s["task"].temperature, "alpha": s["task"].alpha, "params": s["params"],
-            **{f"{k}_auc": v["test_auc"] for k, v in o.techniques.items()}}
+    return {
+        "preset": o.preset,
+        "seed": o.seed,
+        "teacher_auc": o.teacher_auc,
+        "student_auc": s["test_auc"],
+        "twin_auc": tw["test_auc"],
+        "student_val": s["val_score"],
+        "twin_val": tw["val_score"],
+        "gap_closed": gap_closed(s["test_auc"], tw["test_auc"], o.teacher_auc),
+        "technique": s["technique"],
+        "temperature": s["task"].temperature,
+        "alpha": s["task"].alpha,
+        "params": s["params"],
+        **{f"{k}_auc": v["test_auc"] for k, v in o.techniques.items()},
+    }
 
 
 def write_outputs(seeds: list[dict], spec: InterpretableSpec, out_dir: str | Path) -> list[Path]:

@@ -74,8 +74,9 @@ class OptimizationMemory:
                 best[k] = (t.value, params)
         return sorted(best.values(), key=lambda e: -e[0] if hib else e[0])
 
-    def best_params(self, student: str, fp: str, metric: str, temperature: float | None = None,
-                    alpha: float | None = None) -> list[dict[str, Any]]:
+    def best_params(
+        self, student: str, fp: str, metric: str, temperature: float | None = None, alpha: float | None = None
+    ) -> list[dict[str, Any]]:
         """Up to ``keep`` stored parameter sets: the (T, alpha) config's own, best first, then the best of the
         student's other configs on this fingerprint (all of them, best first, when no config is given)."""
         import optuna
@@ -83,9 +84,12 @@ class OptimizationMemory:
         own = [] if temperature is None else self._entries(config_key(student, temperature, alpha, metric, fp), metric)
         prefix, suffix = f"{student}|", f"|{metric}|{fp}"
         own_key = None if temperature is None else config_key(student, temperature, alpha, metric, fp)
-        others = [e for name in optuna.get_all_study_names(self.storage)
-                  if name.startswith(prefix) and name.endswith(suffix) and name != own_key
-                  for e in self._entries(name, metric)]
+        others = [
+            e
+            for name in optuna.get_all_study_names(self.storage)
+            if name.startswith(prefix) and name.endswith(suffix) and name != own_key
+            for e in self._entries(name, metric)
+        ]
         others.sort(key=lambda e: -e[0] if HIGHER_IS_BETTER[metric] else e[0])
         out: list[dict[str, Any]] = []
         for _, params in own + others:
@@ -93,8 +97,9 @@ class OptimizationMemory:
                 out.append(params)
         return out[: self.keep]
 
-    def record(self, student: str, fp: str, metric: str, temperature: float, alpha: float,
-               params: dict[str, Any], score: float) -> None:
+    def record(
+        self, student: str, fp: str, metric: str, temperature: float, alpha: float, params: dict[str, Any], score: float
+    ) -> None:
         """Append one scored parameter set to its config's study (created on first use); one locked write."""
         import optuna
 

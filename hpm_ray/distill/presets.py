@@ -101,8 +101,9 @@ class Binner:
 
         idx = self.transform(X) + self.offsets_[:-1]
         n, k = idx.shape
-        return sparse.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), idx.ravel())),
-                                 shape=(n, int(self.offsets_[-1])))
+        return sparse.csr_matrix(
+            (np.ones(n * k), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, int(self.offsets_[-1]))
+        )
 
 
 def bin_index(feature: dict[str, Any], col: pd.Series) -> np.ndarray:
@@ -129,8 +130,7 @@ class ScorecardStudent(SoftStudent):
 
     @staticmethod
     def suggest(trial) -> dict[str, Any]:
-        return {"n_bins": trial.suggest_int("n_bins", 4, 20),
-                "C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+        return {"n_bins": trial.suggest_int("n_bins", 4, 20), "C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
 
     def _fit_soft(self, X, q):
         from sklearn.linear_model import LogisticRegression
@@ -142,8 +142,9 @@ class ScorecardStudent(SoftStudent):
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         rows, labels, w = expand_rows(q)
         # Newton on the sparse one-hot design: a few iterations where lbfgs needs hundreds (measured 0.7 s vs 17 s)
-        self.model_ = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=200, tol=1e-6,
-                                         random_state=self.random_state)
+        self.model_ = LogisticRegression(
+            C=self.C, solver="newton-cholesky", max_iter=200, tol=1e-6, random_state=self.random_state
+        )
         self.model_.fit(self.binner_.one_hot(X)[rows], labels, sample_weight=w)
 
     def _proba(self, X):
@@ -168,8 +169,13 @@ class Tree4Student(SoftStudent):
 
     name = "tree4"
 
-    def __init__(self, max_depth: int = MAX_TREE_DEPTH, min_samples_leaf: int = 100, soft_mode: str = "logit",
-                 random_state: int = 0):
+    def __init__(
+        self,
+        max_depth: int = MAX_TREE_DEPTH,
+        min_samples_leaf: int = 100,
+        soft_mode: str = "logit",
+        random_state: int = 0,
+    ):
         self.max_depth = max_depth
         self.min_samples_leaf = min_samples_leaf
         self.soft_mode = soft_mode
@@ -177,8 +183,10 @@ class Tree4Student(SoftStudent):
 
     @staticmethod
     def suggest(trial) -> dict[str, Any]:
-        return {"max_depth": trial.suggest_int("max_depth", 3, MAX_TREE_DEPTH),
-                "min_samples_leaf": trial.suggest_int("min_samples_leaf", 20, 1000, log=True)}
+        return {
+            "max_depth": trial.suggest_int("max_depth", 3, MAX_TREE_DEPTH),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 20, 1000, log=True),
+        }
 
     def encode(self, X) -> np.ndarray:
         """Numeric columns as floats, categories as their training code; missing/unseen -> NaN (trees route it)."""
@@ -203,8 +211,11 @@ class Tree4Student(SoftStudent):
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         self.categories_ = {c: sorted(X[c].dropna().astype(str).unique().tolist()) for c in _categorical_columns(X)}
         Z = self.encode(X)
-        kw = {"max_depth": int(self.max_depth), "min_samples_leaf": int(self.min_samples_leaf),
-              "random_state": self.random_state}
+        kw = {
+            "max_depth": int(self.max_depth),
+            "min_samples_leaf": int(self.min_samples_leaf),
+            "random_state": self.random_state,
+        }
         if self.soft_mode == "duplicate":  # leaves count real rows, not weighted copies
             rows, labels, w = expand_rows(q)
             kw |= real_rows_leaf(self.min_samples_leaf, len(q))
@@ -245,17 +256,30 @@ class GBM20Student(LightGBMStudent):
 
     name = "gbm20"
 
-    def __init__(self, n_estimators: int = MAX_GBM_TREES, num_leaves: int = MAX_GBM_LEAVES, learning_rate: float = 0.2,
-                 min_child_samples: int = 20, random_state: int = 0):
-        super().__init__(n_estimators=n_estimators, num_leaves=num_leaves, learning_rate=learning_rate,
-                         min_child_samples=min_child_samples, random_state=random_state)
+    def __init__(
+        self,
+        n_estimators: int = MAX_GBM_TREES,
+        num_leaves: int = MAX_GBM_LEAVES,
+        learning_rate: float = 0.2,
+        min_child_samples: int = 20,
+        random_state: int = 0,
+    ):
+        super().__init__(
+            n_estimators=n_estimators,
+            num_leaves=num_leaves,
+            learning_rate=learning_rate,
+            min_child_samples=min_child_samples,
+            random_state=random_state,
+        )
 
     @staticmethod
     def suggest(trial) -> dict[str, Any]:
-        return {"n_estimators": trial.suggest_int("n_estimators", 5, MAX_GBM_TREES),
-                "num_leaves": trial.suggest_int("num_leaves", 2, MAX_GBM_LEAVES),
-                "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.5, log=True),
-                "min_child_samples": trial.suggest_int("min_child_samples", 5, 300, log=True)}
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 5, MAX_GBM_TREES),
+            "num_leaves": trial.suggest_int("num_leaves", 2, MAX_GBM_LEAVES),
+            "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.5, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 5, 300, log=True),
+        }
 
     def _fit_soft(self, X, q):
         if not 1 <= int(self.n_estimators) <= MAX_GBM_TREES:

@@ -13,7 +13,9 @@ from itertools import product
 from hpm_ray.distill.evaluate import HIGHER_IS_BETTER, better
 
 
-def config_grid(students: list[str], temperatures: dict[str, list[float]], alphas: list[float]) -> list[tuple[str, float, float]]:
+def config_grid(
+    students: list[str], temperatures: dict[str, list[float]], alphas: list[float]
+) -> list[tuple[str, float, float]]:
     """Every (student, T, alpha) with the temperatures allowed for that student."""
     return [(s, t, a) for s in students for t, a in product(temperatures[s], alphas)]
 

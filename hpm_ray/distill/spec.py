@@ -18,7 +18,9 @@ def check_students(names: list[str]) -> list[str]:
 
     unknown = [n for n in names if n not in STUDENTS]
     if unknown or not names:
-        raise ValueError(f"unknown student {unknown[0] if unknown else '(none)'!r}; known: {', '.join(sorted(STUDENTS))}")
+        raise ValueError(
+            f"unknown student {unknown[0] if unknown else '(none)'!r}; known: {', '.join(sorted(STUDENTS))}"
+        )
     return names
 
 
@@ -72,7 +74,9 @@ class DistillSpec(SplitTeacherSpec):
     hpm_trials: int = Field(2, ge=1)
     max_configs: int = Field(16, ge=1)
     adaptive_selection: bool = True  # screen every config cheaply, carry the best max_configs to full budget
-    screen_fraction: float = Field(0.3, gt=0.0, le=1.0)  # share of the training rows and boosting rounds a screening fit gets
+    screen_fraction: float = Field(
+        0.3, gt=0.0, le=1.0
+    )  # share of the training rows and boosting rounds a screening fit gets
     adaptive_temperature: bool = True  # keep the temperatures closest (KL) to what each student can represent
     temperatures_per_student: int = Field(2, ge=1)
     shared_memory: bool = True

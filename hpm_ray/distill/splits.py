@@ -33,6 +33,7 @@ class Splits:
 # More labels than this is almost always a continuous or id column given as --target by mistake.
 MAX_CLASSES = 100
 
+
 def encode_target(y) -> tuple[np.ndarray, np.ndarray]:
     """Labels -> codes 0..k-1; refuses a missing, empty or constant target."""
     s = pd.Series(np.asarray(y)) if not isinstance(y, pd.Series) else y.reset_index(drop=True)
@@ -44,15 +45,20 @@ def encode_target(y) -> tuple[np.ndarray, np.ndarray]:
     if len(classes) < 2:
         raise DataError(f"the target is constant (every value is {classes[0]}): nothing to distil")
     if pd.api.types.is_float_dtype(s) and not np.all(np.mod(classes, 1) == 0):
-        raise DataError(f"the target has {len(classes)} distinct non-integer values: it looks continuous, and "
-                        "distillation needs class labels")
+        raise DataError(
+            f"the target has {len(classes)} distinct non-integer values: it looks continuous, and "
+            "distillation needs class labels"
+        )
     if len(classes) > MAX_CLASSES:
-        raise DataError(f"the target has {len(classes)} classes (at most {MAX_CLASSES}): is it an id or a continuous column?")
+        raise DataError(
+            f"the target has {len(classes)} classes (at most {MAX_CLASSES}): is it an id or a continuous column?"
+        )
     return codes.astype(int), classes
 
 
-def make_splits(X: pd.DataFrame, y, validation_size: float, test_size: float, seed: int,
-                max_rows: int | None = None) -> Splits:
+def make_splits(
+    X: pd.DataFrame, y, validation_size: float, test_size: float, seed: int, max_rows: int | None = None
+) -> Splits:
     if not isinstance(X, pd.DataFrame):
         X = pd.DataFrame(np.asarray(X), columns=[f"x{i}" for i in range(np.asarray(X).shape[1])])
     X = X.reset_index(drop=True)
@@ -64,8 +70,9 @@ def make_splits(X: pd.DataFrame, y, validation_size: float, test_size: float, se
         idx, _ = train_test_split(idx, train_size=max_rows, stratify=codes, random_state=seed)
     try:
         rest, test = train_test_split(idx, test_size=test_size, stratify=codes[idx], random_state=seed)
-        train, val = train_test_split(rest, test_size=validation_size / (1 - test_size), stratify=codes[rest],
-                                      random_state=seed)
+        train, val = train_test_split(
+            rest, test_size=validation_size / (1 - test_size), stratify=codes[rest], random_state=seed
+        )
     except ValueError as exc:
         raise DataError(f"cannot split the data into train/validation/test with every class present: {exc}") from None
     parts = {"train": train, "validation": val, "test": test}
@@ -73,5 +80,12 @@ def make_splits(X: pd.DataFrame, y, validation_size: float, test_size: float, se
         present = np.unique(codes[rows])
         if len(present) < 2:
             raise DataError(f"the {name} split has one class only ({classes[present[0]]}); give more rows per class")
-    return Splits(X.iloc[train].reset_index(drop=True), codes[train], X.iloc[val].reset_index(drop=True), codes[val],
-                  X.iloc[test].reset_index(drop=True), codes[test], classes)
+    return Splits(
+        X.iloc[train].reset_index(drop=True),
+        codes[train],
+        X.iloc[val].reset_index(drop=True),
+        codes[val],
+        X.iloc[test].reset_index(drop=True),
+        codes[test],
+        classes,
+    )

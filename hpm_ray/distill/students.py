@@ -112,11 +112,19 @@ class LogisticStudent(SoftStudent):
         X = pd.DataFrame(X)
         cat = _categorical_columns(X)
         num = [c for c in X.columns if c not in cat]
-        prep = ColumnTransformer([
-            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), num),
-            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")), cat),
-        ])
-        self.model_ = Pipeline([("prep", prep), ("clf", LogisticRegression(C=self.C, max_iter=300, random_state=self.random_state))])
+        prep = ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), num),
+                (
+                    "cat",
+                    make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+                    cat,
+                ),
+            ]
+        )
+        self.model_ = Pipeline(
+            [("prep", prep), ("clf", LogisticRegression(C=self.C, max_iter=300, random_state=self.random_state))]
+        )
         rows, labels, w = expand_rows(q)
         self.model_.fit(_take(X, rows), labels, clf__sample_weight=w)
 
@@ -142,8 +150,10 @@ class TreeStudent(SoftStudent):
 
     @staticmethod
     def suggest(trial) -> dict[str, Any]:
-        return {"max_depth": trial.suggest_int("max_depth", 2, 10),
-                "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 200, log=True)}
+        return {
+            "max_depth": trial.suggest_int("max_depth", 2, 10),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 200, log=True),
+        }
 
     def _fit_soft(self, X, q):
         from sklearn.compose import ColumnTransformer
@@ -154,10 +164,18 @@ class TreeStudent(SoftStudent):
         X = pd.DataFrame(X)
         cat = _categorical_columns(X)
         prep = ColumnTransformer(
-            [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1), cat)],
-            remainder="passthrough")
-        tree = DecisionTreeClassifier(max_depth=self.max_depth, **real_rows_leaf(self.min_samples_leaf, len(q)),
-                                      random_state=self.random_state)
+            [
+                (
+                    "cat",
+                    OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),
+                    cat,
+                )
+            ],
+            remainder="passthrough",
+        )
+        tree = DecisionTreeClassifier(
+            max_depth=self.max_depth, **real_rows_leaf(self.min_samples_leaf, len(q)), random_state=self.random_state
+        )
         self.model_ = Pipeline([("prep", prep), ("clf", tree)])
         rows, labels, w = expand_rows(q)
         self.model_.fit(_take(X, rows), labels, clf__sample_weight=w)
@@ -174,8 +192,14 @@ class LightGBMStudent(SoftStudent):
 
     name = "lgbm"
 
-    def __init__(self, n_estimators: int = 100, num_leaves: int = 31, learning_rate: float = 0.1,
-                 min_child_samples: int = 20, random_state: int = 0):
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        num_leaves: int = 31,
+        learning_rate: float = 0.1,
+        min_child_samples: int = 20,
+        random_state: int = 0,
+    ):
         self.n_estimators = n_estimators
         self.num_leaves = num_leaves
         self.learning_rate = learning_rate
@@ -184,14 +208,23 @@ class LightGBMStudent(SoftStudent):
 
     @staticmethod
     def suggest(trial) -> dict[str, Any]:
-        return {"n_estimators": trial.suggest_int("n_estimators", 20, 100),
-                "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
-                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-                "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True)}
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 20, 100),
+            "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 5, 100, log=True),
+        }
 
     def _params(self) -> dict:
-        return dict(n_estimators=self.n_estimators, num_leaves=self.num_leaves, learning_rate=self.learning_rate,
-                    min_child_samples=self.min_child_samples, random_state=self.random_state, n_jobs=1, verbose=-1)
+        return dict(
+            n_estimators=self.n_estimators,
+            num_leaves=self.num_leaves,
+            learning_rate=self.learning_rate,
+            min_child_samples=self.min_child_samples,
+            random_state=self.random_state,
+            n_jobs=1,
+            verbose=-1,
+        )
 
     def _fit_soft(self, X, q):
         import lightgbm as lgb
@@ -216,8 +249,14 @@ class XGBoostStudent(SoftStudent):
 
     name = "xgb"
 
-    def __init__(self, n_estimators: int = 100, max_depth: int = 4, learning_rate: float = 0.1,
-                 min_child_weight: float = 1.0, random_state: int = 0):
+    def __init__(
+        self,
+        n_estimators: int = 100,
+        max_depth: int = 4,
+        learning_rate: float = 0.1,
+        min_child_weight: float = 1.0,
+        random_state: int = 0,
+    ):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -226,15 +265,24 @@ class XGBoostStudent(SoftStudent):
 
     @staticmethod
     def suggest(trial) -> dict[str, Any]:
-        return {"n_estimators": trial.suggest_int("n_estimators", 20, 100),
-                "max_depth": trial.suggest_int("max_depth", 2, 8),
-                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-                "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 20.0, log=True)}
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 20, 100),
+            "max_depth": trial.suggest_int("max_depth", 2, 8),
+            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+            "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 20.0, log=True),
+        }
 
     def _params(self) -> dict:
-        return dict(n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
-                    min_child_weight=self.min_child_weight, random_state=self.random_state, n_jobs=1,
-                    tree_method="hist", enable_categorical=True)
+        return dict(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            min_child_weight=self.min_child_weight,
+            random_state=self.random_state,
+            n_jobs=1,
+            tree_method="hist",
+            enable_categorical=True,
+        )
 
     def _fit_soft(self, X, q):
         import xgboost as xgb

@@ -41,14 +41,31 @@ def make_teacher(name: str, n_trees: int, seed: int):
     if name == "lgbm_large":
         import lightgbm as lgb
 
-        return lgb.LGBMClassifier(n_estimators=n_trees, num_leaves=63, learning_rate=0.03, subsample=0.8,
-                                  subsample_freq=1, colsample_bytree=0.8, random_state=seed, n_jobs=1, verbose=-1)
+        return lgb.LGBMClassifier(
+            n_estimators=n_trees,
+            num_leaves=63,
+            learning_rate=0.03,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.8,
+            random_state=seed,
+            n_jobs=1,
+            verbose=-1,
+        )
     if name == "xgb_large":
         import xgboost as xgb
 
-        return xgb.XGBClassifier(n_estimators=n_trees, max_depth=6, learning_rate=0.03, subsample=0.8,
-                                 colsample_bytree=0.8, random_state=seed, n_jobs=1, tree_method="hist",
-                                 enable_categorical=True)
+        return xgb.XGBClassifier(
+            n_estimators=n_trees,
+            max_depth=6,
+            learning_rate=0.03,
+            subsample=0.8,
+            colsample_bytree=0.8,
+            random_state=seed,
+            n_jobs=1,
+            tree_method="hist",
+            enable_categorical=True,
+        )
     if name == "random_forest":
         from sklearn.compose import ColumnTransformer, make_column_selector
         from sklearn.ensemble import RandomForestClassifier
@@ -56,10 +73,20 @@ def make_teacher(name: str, n_trees: int, seed: int):
         from sklearn.preprocessing import OrdinalEncoder
 
         encode = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1)
-        prep = ColumnTransformer([("cat", encode, make_column_selector(dtype_include=["category", "object"]))],
-                                 remainder="passthrough")
-        return Pipeline([("prep", prep), ("rf", RandomForestClassifier(
-            n_estimators=n_trees, min_samples_leaf=5, max_features="sqrt", random_state=seed, n_jobs=1))])
+        prep = ColumnTransformer(
+            [("cat", encode, make_column_selector(dtype_include=["category", "object"]))], remainder="passthrough"
+        )
+        return Pipeline(
+            [
+                ("prep", prep),
+                (
+                    "rf",
+                    RandomForestClassifier(
+                        n_estimators=n_trees, min_samples_leaf=5, max_features="sqrt", random_state=seed, n_jobs=1
+                    ),
+                ),
+            ]
+        )
     raise DataError(f"unknown default teacher {name!r}")
 
 
@@ -88,8 +115,9 @@ def content_hash(splits: Splits, *settings) -> str:
     return h.hexdigest()[:20]
 
 
-def train_default_teachers(splits: Splits, n_trees: int, folds: int, seed: int, progress=None,
-                           names=DEFAULT_TEACHERS) -> TeacherSet:
+def train_default_teachers(
+    splits: Splits, n_trees: int, folds: int, seed: int, progress=None, names=DEFAULT_TEACHERS
+) -> TeacherSet:
     """Cross-fitted default ensemble, cached in ``runs_dir()/distill_cache`` by content hash."""
     import ray
     from sklearn.model_selection import StratifiedKFold

@@ -116,5 +116,7 @@ def check_drift(
         numeric = pd.api.types.is_numeric_dtype(reference[f]) and not pd.api.types.is_bool_dtype(reference[f])
         result.features.append(_one(f, reference[f], current[f], "numeric" if numeric else "categorical", threshold))
     if reference_pred is not None and current_pred is not None:
-        result.prediction = _one("prediction", pd.Series(reference_pred), pd.Series(current_pred), "prediction", threshold)
+        result.prediction = _one(
+            "prediction", pd.Series(reference_pred), pd.Series(current_pred), "prediction", threshold
+        )
     return result

@@ -12,12 +12,16 @@ from hpm_ray.errors import SpecError
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="registered model name (default: the one the app serves)")
-    p.add_argument("--alias", default="champion", help="version alias whose reference is the baseline (default champion)")
+    p.add_argument(
+        "--alias", default="champion", help="version alias whose reference is the baseline (default champion)"
+    )
     p.add_argument("--app", default="hpm-ab", help="A/B app name whose served rows are checked (default hpm-ab)")
     p.add_argument("--served-dir", help="served-rows folder (default <runs dir>/served/<app>)")
     p.add_argument("--window", type=int, default=2000, help="newest served rows to check (default 2000)")
     p.add_argument("--min-rows", type=int, default=200, help="refuse a check on fewer served rows (default 200)")
-    p.add_argument("--threshold", type=float, default=0.2, help="PSI at which a feature counts as drifted (default 0.2)")
+    p.add_argument(
+        "--threshold", type=float, default=0.2, help="PSI at which a feature counts as drifted (default 0.2)"
+    )
     p.add_argument("--out", help="folder for drift.json / drift.html (default <runs dir>/drift/<app>)")
 
 
@@ -30,13 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = actions.add_parser("check", help="one drift check: PSI + KS per feature and on predictions; JSON + HTML report")
     _common(c)
     c.set_defaults(func=_check)
-    w = actions.add_parser("watch", help="check every --interval; on drift retrain, gate, register a challenger, start an A/B")
+    w = actions.add_parser(
+        "watch", help="check every --interval; on drift retrain, gate, register a challenger, start an A/B"
+    )
     _common(w)
     w.add_argument("--interval", default="60m", help="time between checks: 30s, 60m, 2h (default 60m)")
     w.add_argument("--once", action="store_true", help="one check (and its actions), then exit")
     w.add_argument("--iterations", type=int, help="stop after this many checks (default: run until stopped)")
-    w.add_argument("--dry-run", action="store_true", help="report what would be done; change nothing in the registry or the app")
-    w.add_argument("--url", default=os.environ.get("HPM_RAY_SERVE_URL", DEFAULT_URL), help=f"the A/B app's base URL (default {DEFAULT_URL})")
+    w.add_argument(
+        "--dry-run", action="store_true", help="report what would be done; change nothing in the registry or the app"
+    )
+    w.add_argument(
+        "--url",
+        default=os.environ.get("HPM_RAY_SERVE_URL", DEFAULT_URL),
+        help=f"the A/B app's base URL (default {DEFAULT_URL})",
+    )
     w.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
     w.add_argument("--data", help="retraining table (CSV/Parquet; default: the bundled credit data)")
     w.add_argument("--target", help="label column of --data")
@@ -52,8 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fields(args: argparse.Namespace) -> dict:
-    return {"model": args.model, "alias": args.alias, "app": args.app, "served_dir": args.served_dir,
-            "window": args.window, "min_rows": args.min_rows, "threshold": args.threshold, "out": args.out}
+    return {
+        "model": args.model,
+        "alias": args.alias,
+        "app": args.app,
+        "served_dir": args.served_dir,
+        "window": args.window,
+        "min_rows": args.min_rows,
+        "threshold": args.threshold,
+        "out": args.out,
+    }
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -82,17 +102,40 @@ def _watch(args: argparse.Namespace) -> int:
 
     parse_interval(args.interval)  # bad flags fail before anything starts, not at the first drift
     if args.data and not (Path(args.data).is_file() and args.target):
-        raise SpecError(f"--data {args.data}: file not found" if not Path(args.data).is_file() else "--data needs --target (the label column)")
+        raise SpecError(
+            f"--data {args.data}: file not found"
+            if not Path(args.data).is_file()
+            else "--data needs --target (the label column)"
+        )
     distill = DistillSpec().model_dump()
-    distill.update(method="hpm", max_rows=args.max_rows, max_configs=8, teacher_trees=200,
-                   runtime={"address": args.address, "num_cpus": args.num_cpus, "verbose": args.verbose})
-    for key, value in (("hpm_trials", args.trials), ("max_configs", args.configs), ("teacher_trees", args.teacher_trees),
-                       ("students", parse_list(args.students, str, "--students"))):
+    distill.update(
+        method="hpm",
+        max_rows=args.max_rows,
+        max_configs=8,
+        teacher_trees=200,
+        runtime={"address": args.address, "num_cpus": args.num_cpus, "verbose": args.verbose},
+    )
+    for key, value in (
+        ("hpm_trials", args.trials),
+        ("max_configs", args.configs),
+        ("teacher_trees", args.teacher_trees),
+        ("students", parse_list(args.students, str, "--students")),
+    ):
         if value is not None:
             distill[key] = value
-    fields = {**_fields(args), "url": args.url, "token": args.token or os.environ.get(TOKEN_ENV), "interval": args.interval,
-              "iterations": 1 if args.once else args.iterations, "dry_run": args.dry_run, "data": args.data,
-              "target": args.target, "traffic": args.traffic, "gates": args.gates, "distill": distill}
+    fields = {
+        **_fields(args),
+        "url": args.url,
+        "token": args.token or os.environ.get(TOKEN_ENV),
+        "interval": args.interval,
+        "iterations": 1 if args.once else args.iterations,
+        "dry_run": args.dry_run,
+        "data": args.data,
+        "target": args.target,
+        "traffic": args.traffic,
+        "gates": args.gates,
+        "distill": distill,
+    }
     spec = load_spec(WatchSpec, None, fields)
     if not args.dry_run:
         init_ray(args.address, args.num_cpus, args.verbose)  # retraining runs on Ray

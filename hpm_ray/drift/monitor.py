@@ -54,7 +54,9 @@ class WatchSpec(CheckSpec):
     target: str | None = None
     traffic: float = Field(10.0, gt=0, lt=100)
     gates: str | None = None  # gates YAML; default: the app's configured gates
-    distill: DistillSpec = Field(default_factory=lambda: DistillSpec(method="hpm", max_rows=10_000, max_configs=8, teacher_trees=200))
+    distill: DistillSpec = Field(
+        default_factory=lambda: DistillSpec(method="hpm", max_rows=10_000, max_configs=8, teacher_trees=200)
+    )
 
 
 class DecisionLog:
@@ -75,8 +77,11 @@ class DecisionLog:
 
         now = int(time.time() * 1000)
         clean = lambda s: re.sub(r"[^0-9A-Za-z_\-. /]", "_", s)
-        metrics = [Metric("max_psi", result.max_psi, now, 0), Metric("drifted", float(result.drifted), now, 0),
-                   Metric("n_current", float(result.n_current), now, 0)]
+        metrics = [
+            Metric("max_psi", result.max_psi, now, 0),
+            Metric("drifted", float(result.drifted), now, 0),
+            Metric("n_current", float(result.n_current), now, 0),
+        ]
         for f in result.features + ([result.prediction] if result.prediction else []):
             metrics.append(Metric(f"psi.{clean(f.feature)}", f.psi, now, 0))
             if f.ks is not None:
@@ -130,11 +135,24 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
     ref = load_reference(model, version, client)
     answered = (window.meta["_version"] == str(version)).to_numpy()
     current_pred = prediction_score(window.outputs[answered]) if answered.sum() >= spec.min_rows else None
-    result = check_drift(ref.features, window.features, list(ref.features.columns), prediction_score(ref.outputs),
-                         current_pred, spec.threshold, spec.min_rows)
+    result = check_drift(
+        ref.features,
+        window.features,
+        list(ref.features.columns),
+        prediction_score(ref.outputs),
+        current_pred,
+        spec.threshold,
+        spec.min_rows,
+    )
     out = Path(spec.out) if spec.out else runs_dir() / "drift" / spec.app
-    meta = {"model": model, "version": version, "alias": spec.alias, "app": spec.app, "window": spec.window,
-            "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {
+        "model": model,
+        "version": version,
+        "alias": spec.alias,
+        "app": spec.app,
+        "window": spec.window,
+        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     json_path, html_path = write_report(result, meta, out)
     if log is not None:
         log.drift(result, model, version)
@@ -200,8 +218,14 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
 
     say(f"{c.model} v{c.version}: {verdict(c.result)} (report {c.html_path})")
     log.decide("check", verdict(c.result))
-    base = {"model": c.model, "version": c.version, "drifted": c.result.drifted, "max_psi": c.result.max_psi,
-            "report": str(c.html_path), "run_id": log.run_id}
+    base = {
+        "model": c.model,
+        "version": c.version,
+        "drifted": c.result.drifted,
+        "max_psi": c.result.max_psi,
+        "report": str(c.html_path),
+        "run_id": log.run_id,
+    }
     if not c.result.drifted:
         log.decide("retrain", "not started: no drift")
         return {**base, "action": "none"}
@@ -215,9 +239,11 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     gates, gates_from = _gate_overrides(spec, status)
     source = spec.data or "the bundled credit data"
     if spec.dry_run:
-        plan = (f"would retrain (HPM distillation on {source}, max_rows={spec.distill.max_rows}, warm-started from the "
-                f"shared optimisation memory), gate with {gates_from}, register {c.model} as 'challenger' and start "
-                f"an A/B at {spec.traffic:g}% on {spec.url}")
+        plan = (
+            f"would retrain (HPM distillation on {source}, max_rows={spec.distill.max_rows}, warm-started from the "
+            f"shared optimisation memory), gate with {gates_from}, register {c.model} as 'challenger' and start "
+            f"an A/B at {spec.traffic:g}% on {spec.url}"
+        )
         log.decide("dry_run", plan)
         say(f"dry run: {plan}")
         return {**base, "action": "dry_run", "plan": plan}
@@ -240,7 +266,9 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     return {**base, "action": "ab_started", "challenger": version}
 
 
-def watch(spec: WatchSpec, say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> list[dict]:
+def watch(
+    spec: WatchSpec, say: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep
+) -> list[dict]:
     """Run :func:`watch_once` every ``interval``; a check refused for bad input is reported and retried next time."""
     interval = parse_interval(spec.interval)
     if spec.gates:  # a bad gates file fails now, not after a drift check and a retrain

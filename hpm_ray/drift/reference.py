@@ -42,7 +42,9 @@ def log_reference(python_model, features: pd.DataFrame, max_rows: int = MAX_ROWS
     """Sample up to ``max_rows`` rows, score them with ``python_model``, log both to the active run."""
     import mlflow
 
-    sample = features.sample(n=min(max_rows, len(features)), random_state=seed) if len(features) > max_rows else features
+    sample = (
+        features.sample(n=min(max_rows, len(features)), random_state=seed) if len(features) > max_rows else features
+    )
     sample = sample.reset_index(drop=True)
     out = python_model.predict(None, sample)
     outputs = out if isinstance(out, pd.DataFrame) else pd.DataFrame({"prediction": np.asarray(out)})
@@ -63,7 +65,9 @@ def load_reference(name: str, version: str, client=None) -> Reference:
         raise DataError(f"{name} v{version} has no run, so no stored drift reference")
     names = {Path(f.path).name for f in client.list_artifacts(mv.run_id, ARTIFACT)}
     if not {"features.parquet", "outputs.parquet"} <= names:
-        raise DataError(f"{name} v{version} has no stored drift reference (register it with log_and_register(..., reference=X_train))")
+        raise DataError(
+            f"{name} v{version} has no stored drift reference (register it with log_and_register(..., reference=X_train))"
+        )
     # (MLflow's download progress bar: hpm-ray's CLI turns it off for its own process)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(client.download_artifacts(mv.run_id, ARTIFACT, tmp))

@@ -15,8 +15,10 @@ def verdict(result: DriftResult) -> str:
         drifted.append("prediction")
     if not drifted:
         return f"no drift: max PSI {result.max_psi:.3f} < {result.threshold:g} over {result.n_current} served rows"
-    return (f"DRIFT: PSI >= {result.threshold:g} on {len(drifted)} of {len(result.features) + (result.prediction is not None)} "
-            f"({', '.join(drifted[:6])}{', ...' if len(drifted) > 6 else ''}); max PSI {result.max_psi:.3f}")
+    return (
+        f"DRIFT: PSI >= {result.threshold:g} on {len(drifted)} of {len(result.features) + (result.prediction is not None)} "
+        f"({', '.join(drifted[:6])}{', ...' if len(drifted) > 6 else ''}); max PSI {result.max_psi:.3f}"
+    )
 
 
 def write_report(result: DriftResult, meta: dict, out_dir: str | Path) -> tuple[Path, Path]:
@@ -29,15 +31,37 @@ def write_report(result: DriftResult, meta: dict, out_dir: str | Path) -> tuple[
     json_path = out / "drift.json"
     json_path.write_text(json.dumps(payload, indent=2, default=str))
     rows = [f for f in result.features] + ([result.prediction] if result.prediction else [])
-    r = Report(f"Drift: {meta.get('model', '')} v{meta.get('version', '')}",
-               f"{result.n_current} served rows vs {result.n_reference} training reference rows; PSI threshold {result.threshold:g}")
+    r = Report(
+        f"Drift: {meta.get('model', '')} v{meta.get('version', '')}",
+        f"{result.n_current} served rows vs {result.n_reference} training reference rows; PSI threshold {result.threshold:g}",
+    )
     r.heading("Verdict").text(verdict(result))
-    r.text("PSI: population stability index (numeric features on reference deciles, categorical on categories). "
-           "KS: two-sample Kolmogorov-Smirnov statistic and p-value (numeric only). The prediction row compares the "
-           "model's scores on the reference with its scores on the served rows it answered.", note=True)
-    r.bar_chart([f.feature for f in rows], {"PSI": [f.psi for f in rows]}, "PSI per feature", "PSI", hlines={"threshold": result.threshold})
-    r.table([{"feature": f.feature, "kind": f.kind, "PSI": round(f.psi, 4), "KS": None if f.ks is None else round(f.ks, 4),
-              "KS p-value": None if f.ks_pvalue is None else f"{f.ks_pvalue:.2g}", "drifted": f.drifted} for f in rows],
-            flags={"PSI": lambda v: v < result.threshold})
+    r.text(
+        "PSI: population stability index (numeric features on reference deciles, categorical on categories). "
+        "KS: two-sample Kolmogorov-Smirnov statistic and p-value (numeric only). The prediction row compares the "
+        "model's scores on the reference with its scores on the served rows it answered.",
+        note=True,
+    )
+    r.bar_chart(
+        [f.feature for f in rows],
+        {"PSI": [f.psi for f in rows]},
+        "PSI per feature",
+        "PSI",
+        hlines={"threshold": result.threshold},
+    )
+    r.table(
+        [
+            {
+                "feature": f.feature,
+                "kind": f.kind,
+                "PSI": round(f.psi, 4),
+                "KS": None if f.ks is None else round(f.ks, 4),
+                "KS p-value": None if f.ks_pvalue is None else f"{f.ks_pvalue:.2g}",
+                "drifted": f.drifted,
+            }
+            for f in rows
+        ],
+        flags={"PSI": lambda v: v < result.threshold},
+    )
     html_path = r.save(out / "drift.html")
     return json_path, Path(html_path)

@@ -31,7 +31,14 @@ def served_dir(app: str, base: str | Path | None = None) -> Path:
 class ServedLog:
     """Buffers sampled rows in memory (``add``) and appends them to disk on ``flush`` (off the request path)."""
 
-    def __init__(self, directory: str | Path, fraction: float = 1.0, file_rows: int = 5000, max_files: int = 10, seed: int | None = None):
+    def __init__(
+        self,
+        directory: str | Path,
+        fraction: float = 1.0,
+        file_rows: int = 5000,
+        max_files: int = 10,
+        seed: int | None = None,
+    ):
         if not 0 <= fraction <= 1 or file_rows < 1 or max_files < 1:
             raise ValueError("served log: fraction in [0, 1], file_rows >= 1, max_files >= 1")
         self.dir = Path(directory)
@@ -57,13 +64,18 @@ class ServedLog:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        df = pd.concat([pd.concat([p[0] for p in pending], ignore_index=True),
-                        pd.concat([p[1] for p in pending], ignore_index=True).add_prefix(OUT_PREFIX)], axis=1)
+        df = pd.concat(
+            [
+                pd.concat([p[0] for p in pending], ignore_index=True),
+                pd.concat([p[1] for p in pending], ignore_index=True).add_prefix(OUT_PREFIX),
+            ],
+            axis=1,
+        )
         for i, col in enumerate(META, start=2):
             df[col] = [v for p in pending for v in [p[i]] * len(p[0])]
         self.dir.mkdir(parents=True, exist_ok=True)
         while len(df):
-            chunk, df = df.iloc[: self.file_rows - self.rows_in_file], df.iloc[self.file_rows - self.rows_in_file:]
+            chunk, df = df.iloc[: self.file_rows - self.rows_in_file], df.iloc[self.file_rows - self.rows_in_file :]
             text = chunk.to_json(orient="records", lines=True)
             with open(self._path(), "a") as f:
                 f.write(text if text.endswith("\n") else text + "\n")
@@ -109,5 +121,5 @@ def read_window(directory: str | Path, n: int) -> ServedWindow:
     df = pd.concat(parts[::-1], ignore_index=True).sort_values("_time", kind="stable").tail(n).reset_index(drop=True)
     out_cols = [c for c in df.columns if c.startswith(OUT_PREFIX)]
     features = df.drop(columns=out_cols + [c for c in META if c in df.columns])
-    outputs = df[out_cols].rename(columns=lambda c: c[len(OUT_PREFIX):])
+    outputs = df[out_cols].rename(columns=lambda c: c[len(OUT_PREFIX) :])
     return ServedWindow(features, outputs, df[[c for c in META if c in df.columns]].astype({"_version": str}))

@@ -65,7 +65,7 @@ def rolling_quantiles(y: np.ndarray, rows: np.ndarray, h: int, window: int, quan
     """Quantiles of the labels of rows ``t - h - window + 1 .. t - h`` (all known at t) for each row t of ``rows``."""
     out = np.empty((len(rows), len(quantiles)))
     for k, t in enumerate(rows):
-        past = y[max(t - h - window + 1, 0): t - h + 1]
+        past = y[max(t - h - window + 1, 0) : t - h + 1]
         if len(past) == 0:
             raise DataError(f"row {t} has no label known {h} bars earlier for a rolling window")
         out[k] = np.quantile(past, quantiles)
@@ -102,7 +102,7 @@ def forward_rv(r: np.ndarray, h: int) -> np.ndarray:
     c = np.concatenate([[0.0], np.cumsum(r2)])
     n = len(r2)
     out = np.full(n, np.nan)
-    out[: n - h] = c[h + 1: n + 1] - c[1: n - h + 1]
+    out[: n - h] = c[h + 1 : n + 1] - c[1 : n - h + 1]
     return out
 
 
@@ -152,7 +152,9 @@ def baselines(r: np.ndarray, y: np.ndarray, b: Blocks3, h: int, quantiles) -> li
     n_best = min(scores, key=scores.get)
     out.append(Baseline("rolling", rolling_quantiles(y, b.test, h, n_best, q), float(n_best)))
     scales = {lam: ewma_vol(r, lam) * math.sqrt(h) for lam in EWMA_DECAYS}
-    scores = {lam: mean_pinball(y[b.validation], _scaled(y, s, b.train, b.validation, q), q) for lam, s in scales.items()}
+    scores = {
+        lam: mean_pinball(y[b.validation], _scaled(y, s, b.train, b.validation, q), q) for lam, s in scales.items()
+    }
     lam = min(scores, key=scores.get)
     out.append(Baseline("ewma", _scaled(y, scales[lam], search, b.test, q), lam))
     out.append(Baseline("har", _scaled(y, har_scale(r, h, b.train), search, b.test, q)))
@@ -196,7 +198,9 @@ def dm_test(loss_a: np.ndarray, loss_b: np.ndarray, h: int) -> DMResult:
         raise DataError(f"a Diebold-Mariano test at horizon {h} needs more than {2 * h + 1} rows, got {len(d)}")
     ones = np.ones((len(d), 1))
     for kernel in ("uniform", "bartlett"):
-        fit = sm.OLS(d, ones).fit(cov_type="HAC", cov_kwds={"maxlags": h - 1, "kernel": kernel, "use_correction": False})
+        fit = sm.OLS(d, ones).fit(
+            cov_type="HAC", cov_kwds={"maxlags": h - 1, "kernel": kernel, "use_correction": False}
+        )
         var = float(fit.cov_params()[0, 0])
         if var > 0:
             stat = float(d.mean() / math.sqrt(var))
@@ -217,7 +221,14 @@ def verdict(name: str, h: int, dm: DMResult, level: float = 0.05) -> str:
 def score_baseline(base: Baseline, y_test: np.ndarray, shipped_loss: np.ndarray, h: int, quantiles) -> dict:
     """The summary entry of one baseline: test pinball (mean and per quantile), DM against the shipped forecaster."""
     dm = dm_test(shipped_loss, row_pinball(y_test, base.q_test, quantiles), h)
-    return {"test_pinball": mean_pinball(y_test, base.q_test, quantiles),
-            "test_pinball_by_quantile": {f"{t:g}": pinball_loss(y_test, base.q_test[:, j], t) for j, t in enumerate(quantiles)},
-            "setting": base.setting, "dm_stat": dm.stat, "dm_pvalue": dm.pvalue, "dm_kernel": dm.kernel,
-            "verdict": verdict(base.name, h, dm)}
+    return {
+        "test_pinball": mean_pinball(y_test, base.q_test, quantiles),
+        "test_pinball_by_quantile": {
+            f"{t:g}": pinball_loss(y_test, base.q_test[:, j], t) for j, t in enumerate(quantiles)
+        },
+        "setting": base.setting,
+        "dm_stat": dm.stat,
+        "dm_pvalue": dm.pvalue,
+        "dm_kernel": dm.kernel,
+        "verdict": verdict(base.name, h, dm),
+    }

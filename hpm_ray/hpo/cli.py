@@ -36,10 +36,14 @@ def hpo_cmd(args: argparse.Namespace) -> int:
 
     spec_path = args.spec or (DEFAULT_SPEC if DEFAULT_SPEC.is_file() else None)
     settings = {
-        "data": args.data, "time_col": args.time_col, "price_col": args.price_col,
+        "data": args.data,
+        "time_col": args.time_col,
+        "price_col": args.price_col,
         "horizons": parse_list(args.horizons, int, "--horizons"),
         "quantiles": parse_list(args.quantiles, float, "--quantiles"),
-        "trials_per_horizon": args.trials_per_horizon, "seed": args.seed, "max_rows": args.max_rows,
+        "trials_per_horizon": args.trials_per_horizon,
+        "seed": args.seed,
+        "max_rows": args.max_rows,
     }
     spec = load_spec(HPOSpec, spec_path, {**settings, "runtime": runtime_flags(args)})
     out = Path(args.out) if args.out else runs_dir() / "hpo"
@@ -51,16 +55,23 @@ def hpo_cmd(args: argparse.Namespace) -> int:
 
 def summary_table(summary: dict) -> str:
     """The per-horizon results as a text table ("-" where a level has no quantile pair, e.g. 0.1/0.5/0.9)."""
+
     def cell(v, width: int, fmt: str) -> str:
         return f"{'-' if v is None else format(v, fmt):>{width}}"
 
-    lines = [f"{'horizon':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'interval':>8} {'cov90':>6} "
-             f"{'cov90 by vol tercile':>20} {'cov90 CQR':>9} {'cov90 ACI':>9} {'cov50':>6} {'crossing':>8}"]
+    lines = [
+        (
+            f"{'horizon':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'interval':>8} {'cov90':>6} "
+            f"{'cov90 by vol tercile':>20} {'cov90 CQR':>9} {'cov90 ACI':>9} {'cov50':>6} {'crossing':>8}"
+        )
+    ]
     for h, e in summary["horizons"].items():
         terciles = e.get("coverage_90_by_vol_tercile") or [None] * 3
         by_vol = " ".join(cell(v, 6, ".3f") for v in terciles)
-        lines.append(f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']['test_pinball']:>9.6f} "
-                     f"{e['interval_method']:>8} {cell(e['coverage_90'], 6, '.3f')} {by_vol:>20} "
-                     f"{cell(e['coverage_90_cqr'], 9, '.3f')} {cell(e['coverage_90_aci'], 9, '.3f')} "
-                     f"{cell(e['coverage_50'], 6, '.3f')} {e['crossing_rate']:>8.3f}")
+        lines.append(
+            f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']['test_pinball']:>9.6f} "
+            f"{e['interval_method']:>8} {cell(e['coverage_90'], 6, '.3f')} {by_vol:>20} "
+            f"{cell(e['coverage_90_cqr'], 9, '.3f')} {cell(e['coverage_90_aci'], 9, '.3f')} "
+            f"{cell(e['coverage_50'], 6, '.3f')} {e['crossing_rate']:>8.3f}"
+        )
     return "\n".join(lines)

@@ -76,8 +76,13 @@ def quantile_pairs(quantiles: list[float]) -> list[tuple[int, int, float]]:
 
 
 def aci_intervals(
-    lo: np.ndarray, hi: np.ndarray, y: np.ndarray, cal_scores: np.ndarray,
-    alpha: float, gamma: float = 0.005, delay: int = 1,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    y: np.ndarray,
+    cal_scores: np.ndarray,
+    alpha: float,
+    gamma: float = 0.005,
+    delay: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Adaptive conformal inference along a time-ordered block; returns (lo_t, hi_t, alpha_t).
 

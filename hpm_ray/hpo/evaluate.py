@@ -17,8 +17,16 @@ from hpm_ray.hpo.trainable import SearchData, boost, predict_quantiles, train_bo
 from hpm_ray.metrics import coverage, crossing_rate, group_coverage, longest_miss_run, mean_pinball, mean_width
 
 # LightGBM's own defaults for the searched parameters: the "untuned" baseline.
-DEFAULT_CONFIG = dict(learning_rate=0.1, num_leaves=31, max_depth=-1, min_child_samples=20,
-                      feature_fraction=1.0, bagging_fraction=1.0, lambda_l1=0.0, lambda_l2=0.0)
+DEFAULT_CONFIG = dict(
+    learning_rate=0.1,
+    num_leaves=31,
+    max_depth=-1,
+    min_child_samples=20,
+    feature_fraction=1.0,
+    bagging_fraction=1.0,
+    lambda_l1=0.0,
+    lambda_l2=0.0,
+)
 
 
 @dataclass
@@ -36,8 +44,11 @@ def refit(config: dict, rounds: int, data: SearchData, search, cal, test, seed: 
     X, y, s = data.X, data.y, data.scale
     boosters = train_boosters(config, X[search], y[search] / s[search], data.quantiles, seed)
     boost(boosters, rounds)
-    return Fitted(boosters, predict_quantiles(boosters, X[cal]) * s[cal, None],
-                  predict_quantiles(boosters, X[test]) * s[test, None])
+    return Fitted(
+        boosters,
+        predict_quantiles(boosters, X[cal]) * s[cal, None],
+        predict_quantiles(boosters, X[test]) * s[test, None],
+    )
 
 
 def level_key(level: float) -> str:
@@ -62,7 +73,9 @@ class Scored:
     cqr: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_gamma: float, plan: IntervalPlan) -> Scored:
+def score_forecasts(
+    q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_gamma: float, plan: IntervalPlan
+) -> Scored:
     """Calibrate raw quantiles on the calibration block, choose the shipped interval there, and score on test.
 
     Metrics per level: coverage, width and longest miss run of the shipped interval (``coverage_90``), of split
@@ -79,7 +92,9 @@ def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_g
     )
     raw_cal, raw_sorted = rearrange(q_cal), rearrange(q_test)
     cal = {a: Block(raw_cal[:, i], raw_cal[:, j], y_cal, plan.vol_cal, plan.groups_cal) for i, j, a in cq.pairs}
-    test = {a: Block(raw_sorted[:, i], raw_sorted[:, j], y_test, plan.vol_test, plan.groups_test) for i, j, a in cq.pairs}
+    test = {
+        a: Block(raw_sorted[:, i], raw_sorted[:, j], y_test, plan.vol_test, plan.groups_test) for i, j, a in cq.pairs
+    }
     choice = choose(cal, horizon, plan.methods, list(plan.steps), plan.settings)
     cond, shipped, static = {}, {}, {}
     for (lvl, (lo, hi)), (i, j, a) in zip(cq.intervals(q_final).items(), cq.pairs):
@@ -91,11 +106,17 @@ def score_forecasts(q_cal, y_cal, q_test, y_test, quantiles, horizon: int, aci_g
             m[f"mean_width_{k}{suffix}"] = mean_width(a_lo, a_hi)
             m[f"longest_miss_run_{k}{suffix}"] = float(longest_miss_run(y_test, a_lo, a_hi))
             cond[f"coverage_{k}{suffix}_by_vol_tercile"] = group_coverage(y_test, a_lo, a_hi, plan.groups_test, 3)
-        widths = [mean_width(slo[plan.groups_test == g], shi[plan.groups_test == g]) if np.any(plan.groups_test == g)
-                  else None for g in range(3)]
+        widths = [
+            mean_width(slo[plan.groups_test == g], shi[plan.groups_test == g])
+            if np.any(plan.groups_test == g)
+            else None
+            for g in range(3)
+        ]
         cond[f"mean_width_{k}_by_vol_tercile"] = widths
         m[f"coverage_{k}_raw"] = coverage(y_test, raw_sorted[:, i], raw_sorted[:, j])
-        alo, ahi, _ = aci_intervals(raw_sorted[:, i], raw_sorted[:, j], y_test, cq.scores_[a], a, aci_gamma, delay=horizon)
+        alo, ahi, _ = aci_intervals(
+            raw_sorted[:, i], raw_sorted[:, j], y_test, cq.scores_[a], a, aci_gamma, delay=horizon
+        )
         m[f"coverage_{k}_aci"] = coverage(y_test, alo, ahi)
         cond[f"coverage_{k}_aci_by_vol_tercile"] = group_coverage(y_test, alo, ahi, plan.groups_test, 3)
         m[f"mean_width_{k}_aci"] = mean_width(alo, ahi)

@@ -36,7 +36,7 @@ class Block:
     groups: np.ndarray | None = None
 
     def rows(self, idx: slice) -> Block:
-        pick = (lambda a: None if a is None else np.asarray(a)[idx])
+        pick = lambda a: None if a is None else np.asarray(a)[idx]
         return Block(self.lo[idx], self.hi[idx], self.y[idx], pick(self.vol), pick(self.groups))
 
 
@@ -75,8 +75,15 @@ class Choice:
         return self.method if self.step is None else f"{self.method}(step={self.step:g})"
 
 
-def intervals(method: str, step: float | None, past: Block, target: Block, alpha: float, horizon: int,
-              settings: Settings = Settings()) -> tuple[np.ndarray, np.ndarray]:
+def intervals(
+    method: str,
+    step: float | None,
+    past: Block,
+    target: Block,
+    alpha: float,
+    horizon: int,
+    settings: Settings = Settings(),
+) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi) of ``method`` along ``target``, calibrated on ``past`` (whose labels are all known at its start).
 
     ``step`` is ACI's gamma, or PID's learning rate as a fraction of the largest past score.
@@ -102,8 +109,12 @@ def intervals(method: str, step: float | None, past: Block, target: Block, alpha
     if settings.by_group and target.groups is not None and past.groups is not None:
         groups = np.asarray(target.groups, dtype=int)
         n_groups = max(int(groups.max(initial=0)), int(np.max(past.groups, initial=0))) + 1
-        q0 = np.array([start_quantile(scores[past.groups == k], alpha) if np.sum(past.groups == k) >= MIN_GROUP_ROWS
-                       else q0 for k in range(n_groups)])
+        q0 = np.array(
+            [
+                start_quantile(scores[past.groups == k], alpha) if np.sum(past.groups == k) >= MIN_GROUP_ROWS else q0
+                for k in range(n_groups)
+            ]
+        )
     integ = Integrator(scale, saturation_constant(max(len(target.y), 2))) if settings.integrator else None
     r = pid_intervals(target.lo, target.hi, target.y, alpha, horizon, step * scale, q0, vol_t, integ, groups)
     return r.lo, r.hi
@@ -119,8 +130,13 @@ def min_calibration_rows(horizon: int) -> int:
     return 6 * horizon
 
 
-def choose(cal_pairs: dict[float, Block], horizon: int, methods: tuple[str, ...], steps: list[float],
-           settings: Settings = Settings()) -> Choice:
+def choose(
+    cal_pairs: dict[float, Block],
+    horizon: int,
+    methods: tuple[str, ...],
+    steps: list[float],
+    settings: Settings = Settings(),
+) -> Choice:
     """The candidate with the lowest mean interval score (averaged over pairs) on the calibration block's second half.
 
     ``cal_pairs`` maps each pair's alpha to its calibration block. The first half, less its last ``horizon`` rows
@@ -139,14 +155,17 @@ def choose(cal_pairs: dict[float, Block], horizon: int, methods: tuple[str, ...]
     n = len(next(iter(cal_pairs.values())).y)
     half = n // 2
     if n < min_calibration_rows(horizon):
-        raise DataError(f"the calibration block has {n} rows, too few to choose an interval method for horizon "
-                        f"{horizon} (needs {min_calibration_rows(horizon)}); use more data or one method and step")
+        raise DataError(
+            f"the calibration block has {n} rows, too few to choose an interval method for horizon "
+            f"{horizon} (needs {min_calibration_rows(horizon)}); use more data or one method and step"
+        )
     scored = {}
     for method, step in cands:
         total = 0.0
         for alpha, blk in cal_pairs.items():
-            lo, hi = intervals(method, step, blk.rows(slice(0, half - horizon)), blk.rows(slice(half, n)),
-                               alpha, horizon, settings)
+            lo, hi = intervals(
+                method, step, blk.rows(slice(0, half - horizon)), blk.rows(slice(half, n)), alpha, horizon, settings
+            )
             total += interval_score(blk.y[half:], lo, hi, alpha)
         scored[Choice(method, step).label] = (total / len(cal_pairs), method, step)
     best = min(scored.values(), key=lambda v: v[0] if math.isfinite(v[0]) else math.inf)

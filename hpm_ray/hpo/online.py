@@ -67,8 +67,10 @@ def check_vol(vol: np.ndarray | None, n: int, name: str = "volatility") -> np.nd
     bad = ~(np.isfinite(v) & (v > 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{name} must be positive and finite at every row: {int(bad.sum())} row(s) are not "
-                        f"(first at row {i}: {v[i]!r})")
+        raise DataError(
+            f"{name} must be positive and finite at every row: {int(bad.sum())} row(s) are not "
+            f"(first at row {i}: {v[i]!r})"
+        )
     return v
 
 
@@ -83,8 +85,16 @@ class OnlineIntervals:
 
 
 def pid_intervals(
-    lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float, delay: int, eta: float, q0: float | np.ndarray,
-    vol: np.ndarray | None = None, integrator: Integrator | None = None, groups: np.ndarray | None = None,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    y: np.ndarray,
+    alpha: float,
+    delay: int,
+    eta: float,
+    q0: float | np.ndarray,
+    vol: np.ndarray | None = None,
+    integrator: Integrator | None = None,
+    groups: np.ndarray | None = None,
 ) -> OnlineIntervals:
     """Conformal PID (P, optionally I) along a time-ordered block; row t's label is used from row t + ``delay`` on.
 

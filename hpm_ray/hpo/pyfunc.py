@@ -28,8 +28,15 @@ class QuantileForecaster(SchemaPyfunc):
     ``lo_90``/``hi_90`` from the 0.05/0.95 pair) of the forward log return over ``horizon`` bars.
     """
 
-    def __init__(self, boosters: list, conformal: ConformalQuantiles, train: pd.DataFrame, horizon: int,
-                 scale_by: str | None = None, scale_fill: float = 1.0):
+    def __init__(
+        self,
+        boosters: list,
+        conformal: ConformalQuantiles,
+        train: pd.DataFrame,
+        horizon: int,
+        scale_by: str | None = None,
+        scale_fill: float = 1.0,
+    ):
         self.boosters = boosters
         self.conformal = conformal
         self.schema = FrameSchema.from_frame(train)
@@ -43,11 +50,15 @@ class QuantileForecaster(SchemaPyfunc):
         if self.scale_by is not None:  # the boosters forecast volatility-standardized returns
             raw = raw * target_scale(frame[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
         bounds = [b for lo_hi in self.conformal.intervals(self.conformal.transform(raw)).values() for b in lo_hi]
-        return pd.DataFrame(np.column_stack([rearrange(raw), *bounds]), columns=self.output_names(), index=model_input.index)
+        return pd.DataFrame(
+            np.column_stack([rearrange(raw), *bounds]), columns=self.output_names(), index=model_input.index
+        )
 
     def output_names(self) -> list[str]:
         levels = [round(100 * (1 - a)) for _, _, a in self.conformal.pairs]
-        return [f"q_{q:g}" for q in self.conformal.quantiles] + [f"{side}_{lv:d}" for lv in levels for side in ("lo", "hi")]
+        return [f"q_{q:g}" for q in self.conformal.quantiles] + [
+            f"{side}_{lv:d}" for lv in levels for side in ("lo", "hi")
+        ]
 
     def output_schema(self) -> Schema:
         return Schema([ColSpec(DataType.double, n) for n in self.output_names()])

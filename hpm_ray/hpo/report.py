@@ -32,94 +32,169 @@ def rolling_section(rep: Report, fig: dict, h, days: int) -> None:
     hl.update({f"90% band {BAND_90[0]:g}": BAND_90[0], f"90% band {BAND_90[1]:g}": BAND_90[1]})
     times = fig["time"]
     ticks = {float(i): str(times[i])[:10] for i in np.linspace(0, len(y) - 1, 5).astype(int)}
-    rep.line_chart(series, title=f"rolling {days}-day coverage on test (h={h})", ylabel="coverage", hlines=hl,
-                   x_labels=ticks)
+    rep.line_chart(
+        series, title=f"rolling {days}-day coverage on test (h={h})", ylabel="coverage", hlines=hl, x_labels=ticks
+    )
 
 
 def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days: int = 30) -> Report:
     hs = list(summary["horizons"])
-    rep = Report("Multi-horizon conformal quantile HPO",
-                 f"run {summary['run_id']} · {len(hs)} horizon(s) · wall time {summary['wall_time_s']} s")
-    rep.text("The search scored trials on purged walk-forward folds of train + validation (val pinball); CQR was fit on "
-             "the calibration block; every other number is on the test block, which neither step saw. Naive: "
-             "unconditional training quantiles; default LGBM: LightGBM defaults, same rounds budget, same CQR. The shipped "
-             "interval (method and step chosen on the calibration block) updates online on test as each row's label "
-             "matures h bars later; the registered model serves the static split-CQR interval.", note=True)
+    rep = Report(
+        "Multi-horizon conformal quantile HPO",
+        f"run {summary['run_id']} · {len(hs)} horizon(s) · wall time {summary['wall_time_s']} s",
+    )
+    rep.text(
+        "The search scored trials on purged walk-forward folds of train + validation (val pinball); CQR was fit on "
+        "the calibration block; every other number is on the test block, which neither step saw. Naive: "
+        "unconditional training quantiles; default LGBM: LightGBM defaults, same rounds budget, same CQR. The shipped "
+        "interval (method and step chosen on the calibration block) updates online on test as each row's label "
+        "matures h bars later; the registered model serves the static split-CQR interval.",
+        note=True,
+    )
     rows = []
     for h in hs:
         e, d = summary["horizons"][h], summary["details"][h]
-        rows.append({"horizon": int(h), "trials": e["n_trials"], "pruned": e["n_pruned"], "failed": d["n_failed"],
-                     "val pinball": e["val_pinball"], "test pinball": e["test_pinball"],
-                     "naive": e["baselines"]["naive"]["test_pinball"],
-                     "default LGBM": e["baselines"]["default_lgbm"]["test_pinball"],
-                     "interval": d.get("interval_choice", e["interval_method"]),
-                     "cov 90": e["coverage_90"], "cov 90 by vol tercile": _fmt_terciles(e["coverage_90_by_vol_tercile"]),
-                     "longest miss run 90": e["longest_miss_run_90"],
-                     f"worst {rolling_days}d cov 90": d.get(f"worst_{rolling_days}d_coverage_90"),
-                     f"worst {rolling_days}d cov 90 CQR": d.get(f"worst_{rolling_days}d_coverage_90_cqr"),
-                     "cov 90 CQR": e["coverage_90_cqr"],
-                     "cov 90 ACI": e["coverage_90_aci"], "cov 90 raw": d.get("coverage_90_raw"), "cov 50": e["coverage_50"],
-                     "width 90": e["mean_width_90"], "crossing raw": e["crossing_rate_raw"], "crossing": e["crossing_rate"]})
+        rows.append(
+            {
+                "horizon": int(h),
+                "trials": e["n_trials"],
+                "pruned": e["n_pruned"],
+                "failed": d["n_failed"],
+                "val pinball": e["val_pinball"],
+                "test pinball": e["test_pinball"],
+                "naive": e["baselines"]["naive"]["test_pinball"],
+                "default LGBM": e["baselines"]["default_lgbm"]["test_pinball"],
+                "interval": d.get("interval_choice", e["interval_method"]),
+                "cov 90": e["coverage_90"],
+                "cov 90 by vol tercile": _fmt_terciles(e["coverage_90_by_vol_tercile"]),
+                "longest miss run 90": e["longest_miss_run_90"],
+                f"worst {rolling_days}d cov 90": d.get(f"worst_{rolling_days}d_coverage_90"),
+                f"worst {rolling_days}d cov 90 CQR": d.get(f"worst_{rolling_days}d_coverage_90_cqr"),
+                "cov 90 CQR": e["coverage_90_cqr"],
+                "cov 90 ACI": e["coverage_90_aci"],
+                "cov 90 raw": d.get("coverage_90_raw"),
+                "cov 50": e["coverage_50"],
+                "width 90": e["mean_width_90"],
+                "crossing raw": e["crossing_rate_raw"],
+                "crossing": e["crossing_rate"],
+            }
+        )
     rep.heading("Summary")
-    in_band = lambda v: BAND_90[0] <= v <= BAND_90[1]  # noqa: E731
-    rep.table(rows, flags={
-        "cov 90": in_band, "cov 90 CQR": in_band, "cov 90 ACI": in_band,
-        "cov 50": lambda v: 0.45 <= v <= 0.55, "crossing": lambda v: v == 0,
-    })
-    levels = sorted({k.split("_")[1] for d in summary["details"].values() for k in d if k.startswith("coverage_") and k.endswith("_aci")})
+    in_band = lambda v: BAND_90[0] <= v <= BAND_90[1]
+    rep.table(
+        rows,
+        flags={
+            "cov 90": in_band,
+            "cov 90 CQR": in_band,
+            "cov 90 ACI": in_band,
+            "cov 50": lambda v: 0.45 <= v <= 0.55,
+            "crossing": lambda v: v == 0,
+        },
+    )
+    levels = sorted(
+        {
+            k.split("_")[1]
+            for d in summary["details"].values()
+            for k in d
+            if k.startswith("coverage_") and k.endswith("_aci")
+        }
+    )
     for lvl in levels:
         target = int(lvl) / 100
-        rep.bar_chart([f"h={h}" for h in hs], {
-            kind: [summary["details"][h].get(f"coverage_{lvl}{suffix}", np.nan) for h in hs]
-            for kind, suffix in (("shipped", ""), ("split CQR", "_cqr"), ("ACI", "_aci"), ("uncalibrated", "_raw"))
-        }, title=f"{lvl}% interval coverage on test vs target", ylabel="coverage", hlines={f"target {target:g}": target})
-        rep.bar_chart([f"h={h}" for h in hs], {
-            kind: [summary["details"][h].get(f"mean_width_{lvl}{suffix}", np.nan) for h in hs]
-            for kind, suffix in (("shipped", ""), ("split CQR", "_cqr"), ("ACI", "_aci"))
-        }, title=f"{lvl}% interval mean width (log return)", ylabel="width")
+        rep.bar_chart(
+            [f"h={h}" for h in hs],
+            {
+                kind: [summary["details"][h].get(f"coverage_{lvl}{suffix}", np.nan) for h in hs]
+                for kind, suffix in (("shipped", ""), ("split CQR", "_cqr"), ("ACI", "_aci"), ("uncalibrated", "_raw"))
+            },
+            title=f"{lvl}% interval coverage on test vs target",
+            ylabel="coverage",
+            hlines={f"target {target:g}": target},
+        )
+        rep.bar_chart(
+            [f"h={h}" for h in hs],
+            {
+                kind: [summary["details"][h].get(f"mean_width_{lvl}{suffix}", np.nan) for h in hs]
+                for kind, suffix in (("shipped", ""), ("split CQR", "_cqr"), ("ACI", "_aci"))
+            },
+            title=f"{lvl}% interval mean width (log return)",
+            ylabel="width",
+        )
     rep.heading("Skill against baselines")
-    rep.text("Diebold-Mariano tests of the tuned forecaster's test pinball loss (CQR-calibrated quantiles) against each "
-             "baseline, HAC variance with lag h-1 (h-step targets overlap); two-sided, 5 % level per test, with no "
-             "correction for the number of tests. A negative statistic favours the tuned forecaster. Baseline settings "
-             "(rolling window, EWMA decay) were chosen on validation.", note=True)
+    rep.text(
+        "Diebold-Mariano tests of the tuned forecaster's test pinball loss (CQR-calibrated quantiles) against each "
+        "baseline, HAC variance with lag h-1 (h-step targets overlap); two-sided, 5 % level per test, with no "
+        "correction for the number of tests. A negative statistic favours the tuned forecaster. Baseline settings "
+        "(rolling window, EWMA decay) were chosen on validation.",
+        note=True,
+    )
     base_rows = []
     for h in hs:
         e = summary["horizons"][h]
         for name, be in e["baselines"].items():
-            base_rows.append({"horizon": int(h), "baseline": name, "setting": be.get("setting"),
-                              "tuned test pinball": e["test_pinball"], "baseline test pinball": be["test_pinball"],
-                              **{f"pinball q{k}": v for k, v in be["test_pinball_by_quantile"].items()},
-                              "DM stat": be["dm_stat"], "p-value": be["dm_pvalue"], "verdict": be["verdict"]})
+            base_rows.append(
+                {
+                    "horizon": int(h),
+                    "baseline": name,
+                    "setting": be.get("setting"),
+                    "tuned test pinball": e["test_pinball"],
+                    "baseline test pinball": be["test_pinball"],
+                    **{f"pinball q{k}": v for k, v in be["test_pinball_by_quantile"].items()},
+                    "DM stat": be["dm_stat"],
+                    "p-value": be["dm_pvalue"],
+                    "verdict": be["verdict"],
+                }
+            )
     rep.table(base_rows)
     rep.heading("Coverage by volatility tercile")
-    rep.text(f"Terciles of {spec.interval_vol} (known at prediction time), cut on the training block; a regime the "
-             "training block rarely saw leaves a tercile with few test rows.", note=True)
+    rep.text(
+        f"Terciles of {spec.interval_vol} (known at prediction time), cut on the training block; a regime the "
+        "training block rarely saw leaves a tercile with few test rows.",
+        note=True,
+    )
     cond_rows, cats, shipped90, cqr90 = [], [], [], []
     for h in hs:
         d = summary["details"][h]
         for g, name in enumerate(TERCILES):
-            cond_rows.append({"horizon": int(h), "tercile": name, "test rows": d["test_rows_by_vol_tercile"][g],
-                              **{f"cov {lvl}{label}": (d.get(f"coverage_{lvl}{suffix}_by_vol_tercile") or [None] * 3)[g]
-                                 for lvl in levels for label, suffix in (("", ""), (" CQR", "_cqr"), (" ACI", "_aci"))},
-                              "width 90": (d.get("mean_width_90_by_vol_tercile") or [None] * 3)[g]})
+            cond_rows.append(
+                {
+                    "horizon": int(h),
+                    "tercile": name,
+                    "test rows": d["test_rows_by_vol_tercile"][g],
+                    **{
+                        f"cov {lvl}{label}": (d.get(f"coverage_{lvl}{suffix}_by_vol_tercile") or [None] * 3)[g]
+                        for lvl in levels
+                        for label, suffix in (("", ""), (" CQR", "_cqr"), (" ACI", "_aci"))
+                    },
+                    "width 90": (d.get("mean_width_90_by_vol_tercile") or [None] * 3)[g],
+                }
+            )
             cats.append(f"h={h} {name}")
             shipped90.append((d.get("coverage_90_by_vol_tercile") or [np.nan] * 3)[g])
             cqr90.append((d.get("coverage_90_cqr_by_vol_tercile") or [np.nan] * 3)[g])
     rep.table(cond_rows, flags={"cov 90": in_band, "cov 90 CQR": in_band, "cov 90 ACI": in_band})
     if "90" in levels:
-        rep.bar_chart(cats, {"shipped": [np.nan if v is None else v for v in shipped90],
-                             "split CQR": [np.nan if v is None else v for v in cqr90]},
-                      title="90% coverage by volatility tercile", ylabel="coverage",
-                      hlines={"target 0.9": 0.9, f"band {BAND_90[0]:g}": BAND_90[0], f"band {BAND_90[1]:g}": BAND_90[1]})
+        rep.bar_chart(
+            cats,
+            {
+                "shipped": [np.nan if v is None else v for v in shipped90],
+                "split CQR": [np.nan if v is None else v for v in cqr90],
+            },
+            title="90% coverage by volatility tercile",
+            ylabel="coverage",
+            hlines={"target 0.9": 0.9, f"band {BAND_90[0]:g}": BAND_90[0], f"band {BAND_90[1]:g}": BAND_90[1]},
+        )
     for h in hs:
         recs = trials[int(h)]
         rep.heading(f"Horizon {h} bars")
         e = summary["horizons"][h]
-        rep.text(f"best params: {', '.join(f'{k}={v:.4g}' for k, v in e['best_params'].items())}; "
-                 f"rounds {summary['details'][h]['best_rounds']}; model {e['model_uri']}; shipped interval "
-                 f"{summary['details'][h]['interval_choice']} (calibration interval score per candidate: "
-                 f"{', '.join(f'{k} {v:.4g}' for k, v in summary['details'][h]['interval_candidates_calibration_score'].items())})",
-                 note=True)
+        rep.text(
+            f"best params: {', '.join(f'{k}={v:.4g}' for k, v in e['best_params'].items())}; "
+            f"rounds {summary['details'][h]['best_rounds']}; model {e['model_uri']}; shipped interval "
+            f"{summary['details'][h]['interval_choice']} (calibration interval score per candidate: "
+            f"{', '.join(f'{k} {v:.4g}' for k, v in summary['details'][h]['interval_candidates_calibration_score'].items())})",
+            note=True,
+        )
         series = {}
         for label, keep in (("completed", lambda r: not r.pruned), ("pruned by ASHA", lambda r: r.pruned)):
             pts = [(i + 1, r.best[1]) for i, r in enumerate(recs) if r.best is not None and keep(r)]
@@ -127,18 +202,31 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
                 series[label] = ([p[0] for p in pts], [p[1] for p in pts])
         if series:
             # Validation scores only: a test-block line here would invite comparing numbers from different data.
-            rep.line_chart(series, title=f"best validation pinball by trial (h={h})", xlabel="trial", ylabel="pinball",
-                           markers=True)
+            rep.line_chart(
+                series,
+                title=f"best validation pinball by trial (h={h})",
+                xlabel="trial",
+                ylabel="pinball",
+                markers=True,
+            )
         fig = figures[int(h)]
         rolling_section(rep, fig, h, rolling_days)
         q, y = fig["q"][-FAN_POINTS:], np.asarray(fig["y"])[-FAN_POINTS:]
         n_q = q.shape[1]
-        bands = [(q[:, i], q[:, n_q - 1 - i], f"{spec.quantiles[n_q - 1 - i] - spec.quantiles[i]:.0%} interval")
-                 for i in range(n_q // 2)]
+        bands = [
+            (q[:, i], q[:, n_q - 1 - i], f"{spec.quantiles[n_q - 1 - i] - spec.quantiles[i]:.0%} interval")
+            for i in range(n_q // 2)
+        ]
         x = np.arange(len(y))
         times = fig["time"][-FAN_POINTS:]
         ticks = {float(i): str(times[i])[:10] for i in np.linspace(0, len(y) - 1, 5).astype(int)}
-        rep.fan_chart(x, bands, q[:, n_q // 2] if n_q % 2 else None, y,
-                      title=f"test block: calibrated quantiles vs realised {h}-bar log return (last {len(y)} bars)",
-                      ylabel="log return", x_labels=ticks)
+        rep.fan_chart(
+            x,
+            bands,
+            q[:, n_q // 2] if n_q % 2 else None,
+            y,
+            title=f"test block: calibrated quantiles vs realised {h}-bar log return (last {len(y)} bars)",
+            ylabel="log return",
+            x_labels=ticks,
+        )
     return rep

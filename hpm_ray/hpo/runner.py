@@ -50,9 +50,11 @@ def load_series(spec: HPOSpec) -> Series:
     from hpm_ray.data.io import prepare_series, read_table
     from hpm_ray.datasets import load_btc_hourly
 
-    series = load_btc_hourly() if spec.data is None else prepare_series(read_table(spec.data), spec.time_col, spec.price_col)
+    series = (
+        load_btc_hourly() if spec.data is None else prepare_series(read_table(spec.data), spec.time_col, spec.price_col)
+    )
     if spec.max_rows is not None and len(series.frame) > spec.max_rows:
-        series = Series(series.frame.iloc[-spec.max_rows:], series.time_col, series.price_col)
+        series = Series(series.frame.iloc[-spec.max_rows :], series.time_col, series.price_col)
     return series
 
 
@@ -63,21 +65,32 @@ def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
     blocks = splitter.blocks(len(X))
     for name, size in blocks.sizes().items():
         if size <= h:
-            raise DataError(f"horizon {h} bars is longer than the {name} block ({size} rows); use a shorter horizon or more data")
+            raise DataError(
+                f"horizon {h} bars is longer than the {name} block ({size} rows); use a shorter horizon or more data"
+            )
     n_cal = len(blocks.calibration)
     for i, _, alpha in quantile_pairs(spec.quantiles):
         if finite_sample_level(n_cal, alpha) > 1:  # CQR would need an infinite interval
-            raise DataError(f"the calibration block has {n_cal} rows, too few for the {spec.quantiles[i]:g} quantile "
-                            f"pair (needs {math.ceil((1 - alpha) / alpha - 1e-9)}); use more data or less extreme quantiles")
+            raise DataError(
+                f"the calibration block has {n_cal} rows, too few for the {spec.quantiles[i]:g} quantile "
+                f"pair (needs {math.ceil((1 - alpha) / alpha - 1e-9)}); use more data or less extreme quantiles"
+            )
     if len(candidates(_interval_methods(spec), spec.step_sizes)) > 1 and n_cal < min_calibration_rows(h):
-        raise DataError(f"the calibration block has {n_cal} rows, too few to choose an interval method for horizon {h} "
-                        f"(needs {min_calibration_rows(h)}); use more data, or one interval_method and one step size")
+        raise DataError(
+            f"the calibration block has {n_cal} rows, too few to choose an interval method for horizon {h} "
+            f"(needs {min_calibration_rows(h)}); use more data, or one interval_method and one step size"
+        )
     vol = interval_vol(X, spec, blocks)
     folds = splitter.folds(len(X), spec.n_folds)
     data = SearchData(
-        X=X.to_numpy(dtype=np.float32), y=y.to_numpy(dtype=float), scale=scale_rows(X, h, spec, blocks)[0],
+        X=X.to_numpy(dtype=np.float32),
+        y=y.to_numpy(dtype=float),
+        scale=scale_rows(X, h, spec, blocks)[0],
         folds=tuple(folds),
-        quantiles=tuple(spec.quantiles), max_rounds=spec.max_rounds, report_every=spec.report_every, seed=spec.seed,
+        quantiles=tuple(spec.quantiles),
+        max_rounds=spec.max_rounds,
+        report_every=spec.report_every,
+        seed=spec.seed,
     )
     return Horizon(h, X, y, blocks, data, vol, tercile_cuts(vol[blocks.train]))
 
@@ -89,7 +102,9 @@ def _interval_methods(spec: HPOSpec) -> tuple[str, ...]:
 def interval_vol(X: pd.DataFrame, spec: HPOSpec, blocks: Blocks) -> np.ndarray:
     """The ``interval_vol`` feature; it must be positive and finite on every train, calibration and test row."""
     if spec.interval_vol not in X.columns:
-        raise SpecError(f"interval_vol: no feature named {spec.interval_vol!r}; features are {', '.join(X.columns[:8])}, ...")
+        raise SpecError(
+            f"interval_vol: no feature named {spec.interval_vol!r}; features are {', '.join(X.columns[:8])}, ..."
+        )
     v = X[spec.interval_vol].to_numpy(dtype=float)
     rows = np.concatenate([blocks.train, blocks.calibration, blocks.test])
     check_vol(v[rows], len(rows), f"interval_vol {spec.interval_vol!r}")
@@ -98,9 +113,15 @@ def interval_vol(X: pd.DataFrame, spec: HPOSpec, blocks: Blocks) -> np.ndarray:
 
 def interval_plan(hz: Horizon, spec: HPOSpec) -> IntervalPlan:
     b, groups = hz.blocks, np.digitize(hz.vol, hz.vol_cuts)
-    return IntervalPlan(_interval_methods(spec), tuple(spec.step_sizes),
-                        Settings(spec.pid_normalize, spec.pid_by_tercile, spec.pid_integrator),
-                        hz.vol[b.calibration], hz.vol[b.test], groups[b.calibration], groups[b.test])
+    return IntervalPlan(
+        _interval_methods(spec),
+        tuple(spec.step_sizes),
+        Settings(spec.pid_normalize, spec.pid_by_tercile, spec.pid_integrator),
+        hz.vol[b.calibration],
+        hz.vol[b.test],
+        groups[b.calibration],
+        groups[b.test],
+    )
 
 
 def rows_per_days(index: pd.Index, days: float) -> int | None:
@@ -108,7 +129,7 @@ def rows_per_days(index: pd.Index, days: float) -> int | None:
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
         return None
     step = pd.Series(index).diff().median()
-    return max(1, int(round(pd.Timedelta(days=days) / step)))
+    return max(1, round(pd.Timedelta(days=days) / step))
 
 
 def scale_rows(X: pd.DataFrame, h: int, spec: HPOSpec, blocks: Blocks) -> tuple[np.ndarray, float]:
@@ -145,22 +166,31 @@ def _start_state(spec: HPOSpec, out: Path, resume: bool, given: frozenset = froz
         except (ValueError, KeyError, TypeError) as exc:
             missing = {type(exc).__name__}
         if missing:
-            raise SpecError(f"--resume: {path} is damaged ({', '.join(sorted(missing))}); start a new run with another --out")
+            raise SpecError(
+                f"--resume: {path} is damaged ({', '.join(sorted(missing))}); start a new run with another --out"
+            )
         changed = sorted(k for k in given if getattr(spec, k) != getattr(saved, k))
         if changed:
             k = changed[0]
-            raise SpecError(f"--resume continues run {state['run_id']} as it was saved: {k} {getattr(spec, k)!r} differs from "
-                            f"its {getattr(saved, k)!r} (drop the setting, or start a new run with another --out)")
+            raise SpecError(
+                f"--resume continues run {state['run_id']} as it was saved: {k} {getattr(spec, k)!r} differs from "
+                f"its {getattr(saved, k)!r} (drop the setting, or start a new run with another --out)"
+            )
         return saved.model_copy(update={"runtime": spec.runtime}), state
-    state = {"run_id": f"hpo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", "mlflow_run_id": None,
-             "spec": spec.model_dump(mode="json", exclude={"runtime"})}
+    state = {
+        "run_id": f"hpo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        "mlflow_run_id": None,
+        "spec": spec.model_dump(mode="json", exclude={"runtime"}),
+    }
     return spec, state
 
 
 def _progress_line(snap: dict, key: str, total: int) -> str:
     best = "-" if snap.get("best") is None else f"{snap['best']:.6f}"
-    return (f"h={key}: {snap['done'] + snap['failed']}/{total} trials done ({snap['pruned']} pruned, "
-            f"{snap['failed']} failed), {snap['running']} running, best val pinball {best}")
+    return (
+        f"h={key}: {snap['done'] + snap['failed']}/{total} trials done ({snap['pruned']} pruned, "
+        f"{snap['failed']} failed), {snap['running']} running, best val pinball {best}"
+    )
 
 
 def _say(line: str) -> None:
@@ -198,8 +228,11 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
     # Joined by address, Ray may have or gain other nodes (an autoscaler may add them mid-run): see reuse_actors.
     one_node = n_nodes == 1 and not (spec.runtime.address or os.environ.get("RAY_ADDRESS"))
     exp_id = mlflow_experiment(spec.experiment)
-    parent = mlflow.start_run(run_id=state["mlflow_run_id"]) if state["mlflow_run_id"] else \
-        mlflow.start_run(experiment_id=exp_id, run_name=state["run_id"])
+    parent = (
+        mlflow.start_run(run_id=state["mlflow_run_id"])
+        if state["mlflow_run_id"]
+        else mlflow.start_run(experiment_id=exp_id, run_name=state["run_id"])
+    )
     try:
         if not state["mlflow_run_id"]:
             state["mlflow_run_id"] = parent.info.run_id
@@ -216,16 +249,26 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
         for hz in horizons:
             refs[hz.h] = ray.put(hz.data)  # once per experiment: every trial and refit reads this object
             settings = SearchSettings(
-                name=f"{state['run_id']}-h{hz.h}", storage=storage, num_samples=spec.trials_per_horizon,
-                max_reports=spec.max_reports, grace_period=spec.grace_period,
-                reduction_factor=spec.reduction_factor, max_concurrent=concurrent, trial_cpus=trial_cpus,
-                reuse_actors=one_node, seed=spec.seed + hz.h,
-                points_to_evaluate=spec.points_to_evaluate, progress_actor=actor_name, key=str(hz.h),
+                name=f"{state['run_id']}-h{hz.h}",
+                storage=storage,
+                num_samples=spec.trials_per_horizon,
+                max_reports=spec.max_reports,
+                grace_period=spec.grace_period,
+                reduction_factor=spec.reduction_factor,
+                max_concurrent=concurrent,
+                trial_cpus=trial_cpus,
+                reuse_actors=one_node,
+                seed=spec.seed + hz.h,
+                points_to_evaluate=spec.points_to_evaluate,
+                progress_actor=actor_name,
+                key=str(hz.h),
             )
             tasks[run_search.options(scheduling_strategy=here).remote(settings, [refs[hz.h]])] = hz
         verb = "resuming" if resume else "searching"
-        log(f"{verb} {len(horizons)} horizon(s) x {spec.trials_per_horizon} trials on {cpus} CPU(s) and {n_nodes} "
-            f"node(s), {concurrent} concurrent trial(s) per horizon at {trial_cpus:g} CPU each; run {state['run_id']}")
+        log(
+            f"{verb} {len(horizons)} horizon(s) x {spec.trials_per_horizon} trials on {cpus} CPU(s) and {n_nodes} "
+            f"node(s), {concurrent} concurrent trial(s) per horizon at {trial_cpus:g} CPU each; run {state['run_id']}"
+        )
 
         trials, refits, shown = {}, {}, {}
         pending = list(tasks)
@@ -240,10 +283,17 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
                 hz = tasks[ref]
                 trials[hz.h] = ray.get(ref)
                 best, b = _best(trials[hz.h], hz.h), hz.blocks
-                refits[hz.h] = [refit.remote(cfg, rounds, refs[hz.h], b.search, b.calibration, b.test, spec.seed)
-                                for cfg, rounds in ((best["config"], best["rounds"]), (DEFAULT_CONFIG, spec.max_rounds))]
-        summary = {"wall_time_s": None, "run_id": state["run_id"], "mlflow_run_id": state["mlflow_run_id"],
-                   "horizons": {}, "details": {}}
+                refits[hz.h] = [
+                    refit.remote(cfg, rounds, refs[hz.h], b.search, b.calibration, b.test, spec.seed)
+                    for cfg, rounds in ((best["config"], best["rounds"]), (DEFAULT_CONFIG, spec.max_rounds))
+                ]
+        summary = {
+            "wall_time_s": None,
+            "run_id": state["run_id"],
+            "mlflow_run_id": state["mlflow_run_id"],
+            "horizons": {},
+            "details": {},
+        }
         figures = {}
         for hz in horizons:
             tuned, default = ray.get(refits[hz.h])
@@ -308,30 +358,46 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
             mlflow.log_params({"horizon": hz.h, "rounds": best["rounds"], **best["config"]})
             reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
-            reg_metrics.update(val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"])
+            reg_metrics.update(
+                val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"]
+            )
             mlflow.log_metrics(reg_metrics)
-            model = QuantileForecaster(tuned.boosters, cq, hz.X, hz.h, spec.scale_by,
-                                       scale_rows(hz.X, hz.h, spec, b)[1])
+            model = QuantileForecaster(
+                tuned.boosters, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1]
+            )
             mv = log_and_register(
-                model, f"{spec.model_prefix}-h{hz.h}", kind="quantile_forecaster", metrics=reg_metrics,
-                input_example=hz.X.iloc[b.test[:5]], tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
+                model,
+                f"{spec.model_prefix}-h{hz.h}",
+                kind="quantile_forecaster",
+                metrics=reg_metrics,
+                input_example=hz.X.iloc[b.test[:5]],
+                tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
             )
         registered[str(hz.h)] = f"models:/{mv.name}/{mv.version}"
         _save_state(out, state)
     entry = dict(
-        best_params=best["config"], val_pinball=best["score"], test_pinball=m["test_pinball"],
+        best_params=best["config"],
+        val_pinball=best["score"],
+        test_pinball=m["test_pinball"],
         baselines=base_entries,
-        interval_method=sc.choice.method, interval_step=sc.choice.step,
-        coverage_90=m.get("coverage_90"), coverage_50=m.get("coverage_50"), mean_width_90=m.get("mean_width_90"),
+        interval_method=sc.choice.method,
+        interval_step=sc.choice.step,
+        coverage_90=m.get("coverage_90"),
+        coverage_50=m.get("coverage_50"),
+        mean_width_90=m.get("mean_width_90"),
         coverage_90_by_vol_tercile=sc.conditional.get("coverage_90_by_vol_tercile"),
         longest_miss_run_90=m.get("longest_miss_run_90"),
-        coverage_90_cqr=m.get("coverage_90_cqr"), coverage_90_aci=m.get("coverage_90_aci"),
-        crossing_rate_raw=m["crossing_rate_raw"], crossing_rate=m["crossing_rate"], n_trials=len(records),
-        n_pruned=n_pruned, model_uri=registered[str(hz.h)],
+        coverage_90_cqr=m.get("coverage_90_cqr"),
+        coverage_90_aci=m.get("coverage_90_aci"),
+        crossing_rate_raw=m["crossing_rate_raw"],
+        crossing_rate=m["crossing_rate"],
+        n_trials=len(records),
+        n_pruned=n_pruned,
+        model_uri=registered[str(hz.h)],
     )
     window = rows_per_days(hz.X.index, ROLLING_DAYS)
     worst = {}
-    for k, (lo, hi) in (sc.shipped.items() if window else ()):
+    for k, (lo, hi) in sc.shipped.items() if window else ():
         for suffix, (a_lo, a_hi) in (("", (lo, hi)), ("_cqr", sc.cqr[k])):
             roll = rolling_coverage(y[b.test], a_lo, a_hi, window)
             worst[f"worst_{ROLLING_DAYS}d_coverage_{k}{suffix}"] = float(roll.min()) if len(roll) else None
@@ -340,15 +406,32 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         if r.node_id:
             nodes[r.node_id] = nodes.get(r.node_id, 0) + 1
     groups_test = plan.groups_test
-    details = {**m, **sc.conditional, **worst, "best_rounds": best["rounds"], "n_failed": n_failed, "blocks": b.sizes(),
-               "trials_per_node": nodes, "interval_choice": sc.choice.label,
-               "interval_candidates_calibration_score": sc.choice.candidates,
-               "vol_tercile_cuts": [float(c) for c in hz.vol_cuts],
-               "test_rows_by_vol_tercile": [int(np.sum(groups_test == g)) for g in range(3)],
-               "default_lgbm": {k: m_def[k] for k in ("coverage_90", "coverage_50", "coverage_90_cqr", "crossing_rate_raw")
-                                if k in m_def} | {"interval_choice": sd.choice.label}}
-    fig = {"time": hz.X.index[b.test], "q": sc.q_final, "y": y[b.test], "shipped": sc.shipped, "cqr": sc.cqr,
-           "window": window, "method": sc.choice.label}
+    details = {
+        **m,
+        **sc.conditional,
+        **worst,
+        "best_rounds": best["rounds"],
+        "n_failed": n_failed,
+        "blocks": b.sizes(),
+        "trials_per_node": nodes,
+        "interval_choice": sc.choice.label,
+        "interval_candidates_calibration_score": sc.choice.candidates,
+        "vol_tercile_cuts": [float(c) for c in hz.vol_cuts],
+        "test_rows_by_vol_tercile": [int(np.sum(groups_test == g)) for g in range(3)],
+        "default_lgbm": {
+            k: m_def[k] for k in ("coverage_90", "coverage_50", "coverage_90_cqr", "crossing_rate_raw") if k in m_def
+        }
+        | {"interval_choice": sd.choice.label},
+    }
+    fig = {
+        "time": hz.X.index[b.test],
+        "q": sc.q_final,
+        "y": y[b.test],
+        "shipped": sc.shipped,
+        "cqr": sc.cqr,
+        "window": window,
+        "method": sc.choice.label,
+    }
     return entry, details, fig
 
 
@@ -359,17 +442,31 @@ def _log_trials(records, h: int, parent_id: str) -> None:
 
     client = MlflowClient()
     parent = client.get_run(parent_id)
-    seen = {r.data.tags.get("trial_id") for r in client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.horizon = '{h}'",
-        max_results=10_000)}
+    seen = {
+        r.data.tags.get("trial_id")
+        for r in client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.horizon = '{h}'",
+            max_results=10_000,
+        )
+    }
     now = int(time.time() * 1000)
     for rec in records:
         if rec.trial_id in seen:
             continue
         status = "failed" if rec.error else ("pruned" if rec.pruned else "completed")
-        run = client.create_run(parent.info.experiment_id, run_name=f"h{h}-{rec.trial_id}", tags={
-            "mlflow.parentRunId": parent_id, "horizon": str(h), "trial_id": rec.trial_id, "status": status,
-            "pruned": str(rec.pruned).lower(), "node_id": rec.node_id or ""})
+        run = client.create_run(
+            parent.info.experiment_id,
+            run_name=f"h{h}-{rec.trial_id}",
+            tags={
+                "mlflow.parentRunId": parent_id,
+                "horizon": str(h),
+                "trial_id": rec.trial_id,
+                "status": status,
+                "pruned": str(rec.pruned).lower(),
+                "node_id": rec.node_id or "",
+            },
+        )
         client.log_batch(
             run.info.run_id,
             metrics=[Metric(METRIC, v, now, rounds) for rounds, v in rec.history],

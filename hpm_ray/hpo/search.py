@@ -22,8 +22,12 @@ TRIAL_RETRIES = 3
 # kill -9 then loses (and a resume repeats) trials finished since, while saving on every controller step costs
 # milliseconds per step. Auto loggers are off: result.json comes from the explicit JsonLoggerCallback. The old
 # output engine with verbose=0 prints nothing (the new one ignores reporters and prints ~12 lines per search).
-TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
-            "RAY_TRAIN_V2_ENABLED": "0"}
+TUNE_ENV = {
+    "TUNE_GLOBAL_CHECKPOINT_S": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_TRAIN_V2_ENABLED": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ def build_trainable(data_ref, name: str):
     share a name overwrite each other's bound data (trials of one horizon silently train on another's). Each
     experiment therefore gets its own function object named after it.
     """
+
     def trial(config: dict, data) -> None:
         tune_trainable(config, data)
 
@@ -162,18 +167,27 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     searcher = OptunaSearch(metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None)
     scheduler = ASHAScheduler(
-        time_attr="training_iteration", max_t=s.max_reports,
-        grace_period=min(s.grace_period, s.max_reports), reduction_factor=s.reduction_factor,
+        time_attr="training_iteration",
+        max_t=s.max_reports,
+        grace_period=min(s.grace_period, s.max_reports),
+        reduction_factor=s.reduction_factor,
     )
     return tune.Tuner(
         trainable,
         param_space=tune_space(),
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode="min", search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
-            max_concurrent_trials=s.max_concurrent, reuse_actors=s.reuse_actors,
+            metric=METRIC,
+            mode="min",
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=s.num_samples,
+            max_concurrent_trials=s.max_concurrent,
+            reuse_actors=s.reuse_actors,
         ),
         run_config=tune.RunConfig(
-            name=s.name, storage_path=s.storage, verbose=0,
+            name=s.name,
+            storage_path=s.storage,
+            verbose=0,
             # A trial whose node dies is restarted elsewhere (from scratch: trials keep no checkpoint).
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES, fail_fast=False),
             # result.json per trial: the per-report history the driver logs to MLflow (auto loggers are off).
@@ -193,8 +207,16 @@ def records(result_grid, max_reports: int) -> list[TrialRecord]:
             hist = {int(a): float(b) for a, b in zip(df["rounds"], df[METRIC])}
         tid = (r.metrics or {}).get("trial_id") or r.path.rstrip("/").rsplit("/", 1)[-1]
         err = None if r.error is None else (str(r.error).strip().splitlines() or [type(r.error).__name__])[-1][:300]
-        out.append(TrialRecord(tid, dict(r.config or {}), sorted(hist.items()),
-                               err is None and _is_pruned(r.metrics, max_reports), err, (r.metrics or {}).get("node_id")))
+        out.append(
+            TrialRecord(
+                tid,
+                dict(r.config or {}),
+                sorted(hist.items()),
+                err is None and _is_pruned(r.metrics, max_reports),
+                err,
+                (r.metrics or {}).get("node_id"),
+            )
+        )
     return out
 
 

@@ -33,7 +33,9 @@ def tune_space() -> dict:
     out = {}
     for p in SPACE:
         if p.integer:
-            out[p.name] = tune.lograndint(int(p.low), int(p.high) + 1) if p.log else tune.randint(int(p.low), int(p.high) + 1)
+            out[p.name] = (
+                tune.lograndint(int(p.low), int(p.high) + 1) if p.log else tune.randint(int(p.low), int(p.high) + 1)
+            )
         else:
             out[p.name] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
     return out
@@ -42,7 +44,8 @@ def tune_space() -> dict:
 def suggest(trial) -> dict:
     """The same space drawn by a plain ``optuna.Trial`` (the sequential baseline of ``bench/hpo.py``)."""
     return {
-        p.name: trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log) if p.integer
+        p.name: trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+        if p.integer
         else trial.suggest_float(p.name, p.low, p.high, log=p.log)
         for p in SPACE
     }
@@ -52,7 +55,12 @@ def lgb_params(config: dict, quantile: float, seed: int) -> dict:
     """Full LightGBM parameters of one quantile booster: the searched ones plus fixed single-thread settings."""
     params = {k: config[k] for k in (p.name for p in SPACE) if k in config}
     params.update(
-        objective="quantile", alpha=quantile, num_threads=1, verbose=-1, seed=seed,
-        bagging_freq=1 if params.get("bagging_fraction", 1.0) < 1.0 else 0, deterministic=True,
+        objective="quantile",
+        alpha=quantile,
+        num_threads=1,
+        verbose=-1,
+        seed=seed,
+        bagging_freq=1 if params.get("bagging_fraction", 1.0) < 1.0 else 0,
+        deterministic=True,
     )
     return params

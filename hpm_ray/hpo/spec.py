@@ -83,7 +83,9 @@ class HPOSpec(Spec):
         for point in v:
             if set(point) != names:
                 missing, extra = sorted(names - set(point)), sorted(set(point) - names)
-                raise ValueError(f"each point must set exactly the searched parameters; missing {missing}, unknown {extra}")
+                raise ValueError(
+                    f"each point must set exactly the searched parameters; missing {missing}, unknown {extra}"
+                )
         return v
 
     @model_validator(mode="after")

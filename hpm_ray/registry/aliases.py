@@ -69,7 +69,9 @@ def _history(client: MlflowClient, name: str) -> list[str]:
     return json.loads(_registered(client, name).tags.get(HISTORY_TAG, "[]"))
 
 
-def check_gates(name: str, version: str, gate_overrides: dict | None = None, client: MlflowClient | None = None) -> GateResult:
+def check_gates(
+    name: str, version: str, gate_overrides: dict | None = None, client: MlflowClient | None = None
+) -> GateResult:
     """Evaluate the gates of the version's kind (``gate_overrides``: ``{kind: {metric: {low, high}}}``)."""
     mv = _version(_client(client), name, version)
     kind = (mv.tags or {}).get(KIND_TAG)
@@ -142,5 +144,14 @@ def list_versions(name: str | None = None, client: MlflowClient | None = None) -
                 gates = "pass" if verdict.passed else verdict.summary()
             except HPMError as exc:
                 gates = str(exc)
-            rows.append(VersionRow(model.name, str(mv.version), kind, tuple(sorted(by_version.get(str(mv.version), []))), metrics, gates))
+            rows.append(
+                VersionRow(
+                    model.name,
+                    str(mv.version),
+                    kind,
+                    tuple(sorted(by_version.get(str(mv.version), []))),
+                    metrics,
+                    gates,
+                )
+            )
     return sorted(rows, key=lambda r: (r.name, int(r.version)))

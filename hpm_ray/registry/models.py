@@ -71,11 +71,18 @@ def log_and_register(
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    mv = client.create_model_version(registered_name, source=info.model_uri, run_id=mlflow.active_run().info.run_id,
-                                     tags={k: str(v) for k, v in all_tags.items()}, model_id=info.model_id)
+    mv = client.create_model_version(
+        registered_name,
+        source=info.model_uri,
+        run_id=mlflow.active_run().info.run_id,
+        tags={k: str(v) for k, v in all_tags.items()},
+        model_id=info.model_id,
+    )
     return client.get_model_version(registered_name, str(mv.version))
 
 
 def version_metrics(mv: ModelVersion) -> dict[str, float]:
     """The ``metric.*`` tags of a model version as floats."""
-    return {k[len(METRIC_TAG_PREFIX):]: float(v) for k, v in (mv.tags or {}).items() if k.startswith(METRIC_TAG_PREFIX)}
+    return {
+        k[len(METRIC_TAG_PREFIX) :]: float(v) for k, v in (mv.tags or {}).items() if k.startswith(METRIC_TAG_PREFIX)
+    }

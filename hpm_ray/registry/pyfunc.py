@@ -40,7 +40,9 @@ class SchemaPyfunc(mlflow.pyfunc.PythonModel):
         except SchemaError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         if report.unseen:
-            _log.warning("unseen categories mapped to missing: %s", ", ".join(f"{k}={v}" for k, v in report.unseen.items()))
+            _log.warning(
+                "unseen categories mapped to missing: %s", ", ".join(f"{k}={v}" for k, v in report.unseen.items())
+            )
         return X
 
     def __setstate__(self, state: dict) -> None:
@@ -79,5 +81,13 @@ class ClassifierPyfunc(SchemaPyfunc):
 
     def output_schema(self) -> Schema:
         label = np.asarray(self.classes).dtype
-        kind = "boolean" if label.kind == "b" else "long" if label.kind in "iu" else "double" if label.kind == "f" else "string"
+        kind = (
+            "boolean"
+            if label.kind == "b"
+            else "long"
+            if label.kind in "iu"
+            else "double"
+            if label.kind == "f"
+            else "string"
+        )
         return Schema([ColSpec(kind, "prediction"), *(ColSpec(DataType.double, f"proba_{c}") for c in self.classes)])

@@ -19,8 +19,18 @@ EXAMPLE_ROWS = 5
 
 
 def input_schema(schema: FrameSchema) -> Schema:
-    return Schema([ColSpec(DataType.string if c.kind == "category" and all(isinstance(v, str) for v in c.categories)
-                           else AnyType(), c.name, required=not c.optional) for c in schema.columns])
+    return Schema(
+        [
+            ColSpec(
+                DataType.string
+                if c.kind == "category" and all(isinstance(v, str) for v in c.categories)
+                else AnyType(),
+                c.name,
+                required=not c.optional,
+            )
+            for c in schema.columns
+        ]
+    )
 
 
 def input_example(schema: FrameSchema, X: pd.DataFrame) -> pd.DataFrame:

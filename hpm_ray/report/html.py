@@ -73,7 +73,9 @@ class _Axes:
         return _M["left"] + (np.asarray(x, float) - self.x0) / (self.x1 - self.x0) * (_W - _M["left"] - _M["right"])
 
     def py(self, y):
-        return _H - _M["bottom"] - (np.asarray(y, float) - self.y0) / (self.y1 - self.y0) * (_H - _M["top"] - _M["bottom"])
+        return (
+            _H - _M["bottom"] - (np.asarray(y, float) - self.y0) / (self.y1 - self.y0) * (_H - _M["top"] - _M["bottom"])
+        )
 
     def path(self, x, y, color: str, width: float = 1.5, dash: str | None = None) -> None:
         ok = np.isfinite(np.asarray(y, float))
@@ -84,7 +86,9 @@ class _Axes:
     def band(self, x, lo, hi, color: str, opacity: float) -> None:
         top = [f"{a:.1f},{b:.1f}" for a, b in zip(self.px(x), self.py(hi))]
         bot = [f"{a:.1f},{b:.1f}" for a, b in zip(self.px(x)[::-1], self.py(lo)[::-1])]
-        self.parts.append(f'<polygon fill="{color}" fill-opacity="{opacity}" stroke="none" points="{" ".join(top + bot)}"/>')
+        self.parts.append(
+            f'<polygon fill="{color}" fill-opacity="{opacity}" stroke="none" points="{" ".join(top + bot)}"/>'
+        )
 
     def dots(self, x, y, color: str, r: float = 3.0, hollow: bool = False) -> None:
         fill = "none" if hollow else color
@@ -100,23 +104,33 @@ class _Axes:
         )
 
     def svg(self, legend: Sequence[tuple[str, str]] = (), x_labels: dict[float, str] | None = None) -> str:
-        g = [f'<text x="{_W / 2}" y="16" text-anchor="middle" style="font-size:13px;font-weight:600">{html.escape(self.title)}</text>']
+        g = [
+            f'<text x="{_W / 2}" y="16" text-anchor="middle" style="font-size:13px;font-weight:600">{html.escape(self.title)}</text>'
+        ]
         left, b = _M["left"], _H - _M["bottom"]
-        g.append(f'<line x1="{left}" y1="{_M["top"]}" x2="{left}" y2="{b}" stroke="#888"/><line x1="{left}" y1="{b}" x2="{_W - _M["right"]}" y2="{b}" stroke="#888"/>')
+        g.append(
+            f'<line x1="{left}" y1="{_M["top"]}" x2="{left}" y2="{b}" stroke="#888"/><line x1="{left}" y1="{b}" x2="{_W - _M["right"]}" y2="{b}" stroke="#888"/>'
+        )
         for t in _nice_ticks(self.y0, self.y1):
             y = float(self.py(t))
-            g.append(f'<line x1="{left}" x2="{_W - _M["right"]}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+            g.append(
+                f'<line x1="{left}" x2="{_W - _M["right"]}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+                f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>'
+            )
         xt = x_labels.items() if x_labels else ((t, _fmt(t)) for t in _nice_ticks(self.x0, self.x1, 6))
         for t, lab in xt:
             x = float(self.px(t))
             g.append(f'<text x="{x:.1f}" y="{b + 16}" text-anchor="middle">{html.escape(str(lab))}</text>')
         g.append(f'<text x="{(left + _W) / 2}" y="{_H - 8}" text-anchor="middle">{html.escape(self.xlabel)}</text>')
-        g.append(f'<text transform="translate(14,{(_H) / 2}) rotate(-90)" text-anchor="middle">{html.escape(self.ylabel)}</text>')
+        g.append(
+            f'<text transform="translate(14,{(_H) / 2}) rotate(-90)" text-anchor="middle">{html.escape(self.ylabel)}</text>'
+        )
         for i, (name, color) in enumerate(legend):
             x = left + 10 + (i % 4) * 150
             y = 32 + (i // 4) * 14  # legend rows sit between the title and the plot area
-            g.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{color}"/><text x="{x + 14}" y="{y + 1}">{html.escape(name)}</text>')
+            g.append(
+                f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{color}"/><text x="{x + 14}" y="{y + 1}">{html.escape(name)}</text>'
+            )
         body = "".join(g + self.parts)
         return f'<svg class="chart" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" xmlns="http://www.w3.org/2000/svg">{body}</svg>'
 
@@ -139,8 +153,12 @@ class Report:
         self._body.append(f"<p{cls}>{html.escape(text)}</p>")
         return self
 
-    def table(self, rows: Sequence[dict] | object, columns: Sequence[str] | None = None,
-              flags: dict[str, callable] | None = None) -> Report:
+    def table(
+        self,
+        rows: Sequence[dict] | object,
+        columns: Sequence[str] | None = None,
+        flags: dict[str, callable] | None = None,
+    ) -> Report:
         """Rows of dicts (or a DataFrame); ``flags[col](value) -> bool`` marks a cell pass (green) / fail (red)."""
         if hasattr(rows, "to_dict"):
             rows = rows.to_dict(orient="records")
@@ -160,12 +178,21 @@ class Report:
         self._body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(out)}</tbody></table>")
         return self
 
-    def line_chart(self, series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
-                   xlabel: str = "", ylabel: str = "", markers: bool = False,
-                   hlines: dict[str, float] | None = None, x_labels: dict[float, str] | None = None) -> Report:
+    def line_chart(
+        self,
+        series: dict[str, tuple[Sequence[float], Sequence[float]]],
+        title: str,
+        xlabel: str = "",
+        ylabel: str = "",
+        markers: bool = False,
+        hlines: dict[str, float] | None = None,
+        x_labels: dict[float, str] | None = None,
+    ) -> Report:
         """One line (or dot series with ``markers``) per entry of ``series``: name -> (x, y)."""
         xs = np.concatenate([np.asarray(x, float) for x, _ in series.values()] or [np.zeros(1)])
-        ys = np.concatenate([np.asarray(y, float) for _, y in series.values()] + [np.asarray(list((hlines or {}).values()), float)])
+        ys = np.concatenate(
+            [np.asarray(y, float) for _, y in series.values()] + [np.asarray(list((hlines or {}).values()), float)]
+        )
         ax = _Axes(xs, ys, title, xlabel, ylabel)
         legend = []
         for i, (name, (x, y)) in enumerate(series.items()):
@@ -177,11 +204,19 @@ class Report:
         self._body.append(ax.svg(legend, x_labels))
         return self
 
-    def bar_chart(self, categories: Sequence[str], values: dict[str, Sequence[float]], title: str,
-                  ylabel: str = "", hlines: dict[str, float] | None = None) -> Report:
+    def bar_chart(
+        self,
+        categories: Sequence[str],
+        values: dict[str, Sequence[float]],
+        title: str,
+        ylabel: str = "",
+        hlines: dict[str, float] | None = None,
+    ) -> Report:
         """Grouped bars: one group per category, one bar per entry of ``values``."""
         n_cat, n_ser = len(categories), max(len(values), 1)
-        allv = np.concatenate([np.asarray(v, float) for v in values.values()] + [np.asarray(list((hlines or {}).values()), float)])
+        allv = np.concatenate(
+            [np.asarray(v, float) for v in values.values()] + [np.asarray(list((hlines or {}).values()), float)]
+        )
         ax = _Axes(np.array([-0.5, n_cat - 0.5]), allv, title, "", ylabel, y0=True)
         bw = 0.8 / n_ser
         legend = []
@@ -194,15 +229,25 @@ class Report:
                 x_left = float(ax.px(i - 0.4 + j * bw))
                 width = float(ax.px(i - 0.4 + (j + 1) * bw)) - x_left - 1
                 y_top, y_zero = float(ax.py(max(v, 0))), float(ax.py(min(v, 0)))
-                ax.parts.append(f'<rect x="{x_left:.1f}" y="{y_top:.1f}" width="{width:.1f}" height="{max(y_zero - y_top, 0.5):.1f}" fill="{color}"><title>{html.escape(name)}: {_fmt(v)}</title></rect>')
+                ax.parts.append(
+                    f'<rect x="{x_left:.1f}" y="{y_top:.1f}" width="{width:.1f}" height="{max(y_zero - y_top, 0.5):.1f}" fill="{color}"><title>{html.escape(name)}: {_fmt(v)}</title></rect>'
+                )
         for i, (label, v) in enumerate((hlines or {}).items()):
             ax.hline(v, "#555" if i == 0 else PALETTE[(i + 3) % len(PALETTE)], label)
         self._body.append(ax.svg(legend, {float(i): c for i, c in enumerate(categories)}))
         return self
 
-    def fan_chart(self, x: Sequence[float], bands: Sequence[tuple[Sequence[float], Sequence[float], str]],
-                  center: Sequence[float] | None, actual: Sequence[float] | None, title: str,
-                  xlabel: str = "", ylabel: str = "", x_labels: dict[float, str] | None = None) -> Report:
+    def fan_chart(
+        self,
+        x: Sequence[float],
+        bands: Sequence[tuple[Sequence[float], Sequence[float], str]],
+        center: Sequence[float] | None,
+        actual: Sequence[float] | None,
+        title: str,
+        xlabel: str = "",
+        ylabel: str = "",
+        x_labels: dict[float, str] | None = None,
+    ) -> Report:
         """Nested intervals (widest first) as shaded bands, with the median and the realised values."""
         x = np.asarray(x, float)
         ys = [np.asarray(v, float) for lo, hi, _ in bands for v in (lo, hi)]
@@ -227,8 +272,10 @@ class Report:
         return self
 
     def to_html(self) -> str:
-        return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(self.title)}</title>"
-                f"<style>{_CSS}</style></head><body>{''.join(self._body)}</body></html>")
+        return (
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+            f"<style>{_CSS}</style></head><body>{''.join(self._body)}</body></html>"
+        )
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)

@@ -104,20 +104,36 @@ class ABRouter:
         self.handles = variants  # None: fast path, this replica holds the models
         s = self.spec
         # With variant deployments the router only needs each version's feature columns, not the model.
-        self.pool = ModelPool(s.model, s.tracking_uri, s.max_batch_size, s.batch_wait_timeout_s, hold_models=variants is None)
+        self.pool = ModelPool(
+            s.model, s.tracking_uri, s.max_batch_size, s.batch_wait_timeout_s, hold_models=variants is None
+        )
         self.features: dict[str, InputSpec] = {}
         self.snapshot = ray.get(self.state.snapshot.remote())
         for version in self._versions(self.snapshot):
             self.features[version] = self.pool.load(version)  # fails the replica (and the deploy) if unloadable
         self.buffer: list[tuple] = []
-        self.served = ServedLog(s.served_dir, s.served_fraction, s.served_file_rows, s.served_max_files) if s.served_log and s.served_dir else None
+        self.served = (
+            ServedLog(s.served_dir, s.served_fraction, s.served_file_rows, s.served_max_files)
+            if s.served_log and s.served_dir
+            else None
+        )
         self.shadow_tasks: dict[str, asyncio.Task] = {}
         self._loop_task = self._persist_task = None
         tags = ("variant",)
         self.m_requests = metrics.Counter("hpm_ab_requests", "requests per variant", tag_keys=tags)
         self.m_errors = metrics.Counter("hpm_ab_errors", "failed model calls per variant", tag_keys=tags)
-        self.m_latency = metrics.Histogram("hpm_ab_latency_ms", "router latency per variant (ms)", boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=tags)
-        self.m_confidence = metrics.Histogram("hpm_ab_confidence", "mean prediction confidence per request", boundaries=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0], tag_keys=tags)
+        self.m_latency = metrics.Histogram(
+            "hpm_ab_latency_ms",
+            "router latency per variant (ms)",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+            tag_keys=tags,
+        )
+        self.m_confidence = metrics.Histogram(
+            "hpm_ab_confidence",
+            "mean prediction confidence per request",
+            boundaries=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0],
+            tag_keys=tags,
+        )
 
     @staticmethod
     def _versions(snapshot: dict) -> list[str]:
@@ -247,8 +263,13 @@ class ABRouter:
             self.shadow_tasks[rid] = task  # feedback for this request waits for the shadow's answer
             task.add_done_callback(lambda _t, rid=rid: self.shadow_tasks.pop(rid, None))
         # A ready JSONResponse: FastAPI would otherwise walk every cell through jsonable_encoder first.
-        answer = {"request_id": rid, "variant": variant, "model": snap["model"], "model_version": version,
-                  "predictions": out.to_dict(orient="records")}
+        answer = {
+            "request_id": rid,
+            "variant": variant,
+            "model": snap["model"],
+            "model_version": version,
+            "predictions": out.to_dict(orient="records"),
+        }
         if parsed.ignored:  # MLflow's scoring server drops them silently; say so
             answer["ignored_columns"] = list(parsed.ignored)
         if parsed.unseen:  # answered with the category as missing, as the model was trained to
@@ -261,8 +282,15 @@ class ABRouter:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
             return _error(400, "malformed JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("request_id"), str) or "label" not in body and "labels" not in body:
-            return _error(422, "expected {'request_id': str, 'label': value} (or 'labels': [..] for a multi-row request)")
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("request_id"), str)
+            or "label" not in body
+            and "labels" not in body
+        ):
+            return _error(
+                422, "expected {'request_id': str, 'label': value} (or 'labels': [..] for a multi-row request)"
+            )
         values = body["labels"] if "labels" in body else [body["label"]]
         if not isinstance(values, list) or not values:
             return _error(422, "'labels' must be a non-empty list")
@@ -276,7 +304,12 @@ class ABRouter:
     @api.get("/healthz")
     async def healthz(self):
         self._ensure_loop()
-        return {"status": "ok", "model": self.snapshot["model"], "variants": self.snapshot["variants"], "placement": self.spec.placement}
+        return {
+            "status": "ok",
+            "model": self.snapshot["model"],
+            "variants": self.snapshot["variants"],
+            "placement": self.spec.placement,
+        }
 
     @api.get("/ab/status")
     async def status(self):
@@ -288,7 +321,11 @@ class ABRouter:
     def _auth(self, request: Request) -> JSONResponse | None:
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
-            return JSONResponse({"error": "admin call needs 'Authorization: Bearer <token>'"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"error": "admin call needs 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         token = self.spec.token or os.environ.get(TOKEN_ENV)
         if not token:
             return _error(403, f"admin API disabled: no token configured (set 'token' or ${TOKEN_ENV})")
@@ -329,7 +366,11 @@ class ABRouter:
             try:  # an unknown version: a clear error before any traffic moves
                 await self.pool.aload(version)
             except Exception as exc:
-                return {"ok": False, "status": 404, "error": f"cannot load {self.spec.model} v{version}: {type(exc).__name__}"}
+                return {
+                    "ok": False,
+                    "status": 404,
+                    "error": f"cannot load {self.spec.model} v{version}: {type(exc).__name__}",
+                }
             return await self.state.start.remote(version, body.get("traffic"))
 
         return await self._admin(request, call)
@@ -358,11 +399,21 @@ def build_app(args: dict):
     tracking = spec.tracking_uri or runtime.tracking_uri()
     db = spec.state_db or str(runtime.runs_dir() / "ab_state.sqlite")
     served = spec.served_dir or str(served_dir(spec.app_name))
-    spec = spec.model_copy(update={"tracking_uri": tracking, "state_db": db, "served_dir": served, "token": spec.token or os.environ.get(TOKEN_ENV)})
+    spec = spec.model_copy(
+        update={
+            "tracking_uri": tracking,
+            "state_db": db,
+            "served_dir": served,
+            "token": spec.token or os.environ.get(TOKEN_ENV),
+        }
+    )
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking)
-    refs = {slot: resolve_version(spec.model, ref, client) if ref else None for slot, ref in (("champion", spec.champion), ("challenger", spec.challenger), ("shadow", spec.shadow))}
+    refs = {
+        slot: resolve_version(spec.model, ref, client) if ref else None
+        for slot, ref in (("champion", spec.champion), ("challenger", spec.challenger), ("shadow", spec.shadow))
+    }
     init = initial_state(spec.model, refs["champion"], refs["challenger"], refs["shadow"], spec.challenger_traffic)
     if not spec.resume:
         kill_actor(spec.app_name)
@@ -400,7 +451,13 @@ def start_ab(
     init_ray()
     if challenger_version is not None and weights:
         spec["challenger_traffic"] = 100.0 * float(weights.get("challenger", 0)) / float(sum(weights.values()))
-    args = {"model": model_name, "champion": str(champion_version), "challenger": None if challenger_version is None else str(challenger_version), "token": token, **spec}
+    args = {
+        "model": model_name,
+        "champion": str(champion_version),
+        "challenger": None if challenger_version is None else str(challenger_version),
+        "token": token,
+        **spec,
+    }
     serve.start(http_options={"host": host, "port": int(port)})
     app = build_app(args)
     name = str(args.get("app_name") or "hpm-ab")

@@ -28,15 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model", help="registered model name (overrides the config)")
     s.add_argument("--champion", help="champion version or alias (default: the config's, else 'champion')")
     s.add_argument("--challenger", help="challenger version or alias (default: the config's, else none)")
-    s.add_argument("--placement", choices=("fast_path", "deployments"), help="variants inside the router or one deployment each")
+    s.add_argument(
+        "--placement", choices=("fast_path", "deployments"), help="variants inside the router or one deployment each"
+    )
     s.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV}; generated and printed if unset)")
-    s.add_argument("--direct-ingress", action="store_true",
-                   help="also answer on each router replica's own port, skipping the proxy hop (ports printed at start)")
+    s.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="also answer on each router replica's own port, skipping the proxy hop (ports printed at start)",
+    )
     add_runtime_args(s)
     s.set_defaults(func=_serve)
 
-    ab = sub.add_parser("ab", help="staged rollout on a running A/B app (start, status, expand, rollback, promote); "
-                                    "simulate its test offline")
+    ab = sub.add_parser(
+        "ab",
+        help="staged rollout on a running A/B app (start, status, expand, rollback, promote); "
+        "simulate its test offline",
+    )
     actions = ab.add_subparsers(dest="ab_command", metavar="ACTION", required=True, parser_class=type(ab))
     for name, help_text in (
         ("start", "put a challenger version on a share of traffic and start the staged rollout"),
@@ -46,23 +54,45 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("promote", "make the challenger champion (quality gates first)"),
     ):
         p = actions.add_parser(name, help=help_text)
-        p.add_argument("--url", default=os.environ.get("HPM_RAY_SERVE_URL", DEFAULT_URL), help=f"the app's base URL (default {DEFAULT_URL})")
+        p.add_argument(
+            "--url",
+            default=os.environ.get("HPM_RAY_SERVE_URL", DEFAULT_URL),
+            help=f"the app's base URL (default {DEFAULT_URL})",
+        )
         p.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
         if name == "start":
             p.add_argument("--model", required=True, help="registered model name the app serves")
             p.add_argument("--challenger", required=True, help="version (or alias) to roll out")
-            p.add_argument("--traffic", type=float, default=10.0, help="challenger's first share in percent (default 10)")
+            p.add_argument(
+                "--traffic", type=float, default=10.0, help="challenger's first share in percent (default 10)"
+            )
         p.set_defaults(func=_ab)
 
-    sim = actions.add_parser("simulate", help="error rate, power and labels to a decision of the rollout's sequential "
-                                              "test, on resampled real per-row losses (no app needed)")
-    sim.add_argument("--config", default=None, help="serve config YAML whose rollout.test to use (default: serve/ab.yaml if present)")
-    sim.add_argument("--scenario", required=True, choices=("aa", "better", "worse"),
-                     help="aa: equal means (false decisions); better/worse: challenger's mean loss changed by --effect")
-    sim.add_argument("--effect", type=finite_float, default=0.02, help="relative change of the challenger's mean log loss (default 0.02)")
+    sim = actions.add_parser(
+        "simulate",
+        help="error rate, power and labels to a decision of the rollout's sequential "
+        "test, on resampled real per-row losses (no app needed)",
+    )
+    sim.add_argument(
+        "--config", default=None, help="serve config YAML whose rollout.test to use (default: serve/ab.yaml if present)"
+    )
+    sim.add_argument(
+        "--scenario",
+        required=True,
+        choices=("aa", "better", "worse"),
+        help="aa: equal means (false decisions); better/worse: challenger's mean loss changed by --effect",
+    )
+    sim.add_argument(
+        "--effect",
+        type=finite_float,
+        default=0.02,
+        help="relative change of the challenger's mean log loss (default 0.02)",
+    )
     sim.add_argument("--paired", action="store_true", help="shadow design: both models score every labelled row")
     sim.add_argument("--label-rate", type=finite_float, default=20.0, help="labelled records per second (default 20)")
-    sim.add_argument("--label-delay-s", type=finite_float, default=0.0, help="seconds from prediction to label (default 0)")
+    sim.add_argument(
+        "--label-delay-s", type=finite_float, default=0.0, help="seconds from prediction to label (default 0)"
+    )
     sim.add_argument("--hours", type=finite_float, default=None, help="horizon (default: the test's max_duration_s)")
     sim.add_argument("--runs", type=positive_int, default=2000, help="simulated rollouts (default 2000)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -119,15 +149,26 @@ def _simulate(args: argparse.Namespace) -> int:
     share = policy.steps[0] if share is None else share
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 100:
         raise SpecError(f"{source}: challenger_traffic must be a percentage in (0, 100), got {share!r}")
-    r = simulate(policy.test, args.scenario, effect=args.effect, paired=args.paired, challenger_share=share / 100.0,
-                 label_rate=args.label_rate, label_delay_s=args.label_delay_s, hours=args.hours, runs=args.runs,
-                 seed=args.seed)
+    r = simulate(
+        policy.test,
+        args.scenario,
+        effect=args.effect,
+        paired=args.paired,
+        challenger_share=share / 100.0,
+        label_rate=args.label_rate,
+        label_delay_s=args.label_delay_s,
+        hours=args.hours,
+        runs=args.runs,
+        seed=args.seed,
+    )
     t = policy.test
     design = "paired (shadow scores every row)" if r.paired else f"unpaired (challenger {share:g}% of labelled rows)"
-    print(f"scenario {r.scenario}, effect {r.effect:+.1%} on mean log loss, {design}; {r.runs} runs, up to "
-          f"{r.max_labels:,} labels ({r.max_labels / args.label_rate / 3600:.2f} h at {args.label_rate:g}/s, delay "
-          f"{args.label_delay_s:g} s); alpha {t.alpha:g}, margin {t.margin:g}, optimised for {t.optimise_for:,} labels, "
-          f"min {t.min_labels} per variant")
+    print(
+        f"scenario {r.scenario}, effect {r.effect:+.1%} on mean log loss, {design}; {r.runs} runs, up to "
+        f"{r.max_labels:,} labels ({r.max_labels / args.label_rate / 3600:.2f} h at {args.label_rate:g}/s, delay "
+        f"{args.label_delay_s:g} s); alpha {t.alpha:g}, margin {t.margin:g}, optimised for {t.optimise_for:,} labels, "
+        f"min {t.min_labels} per variant"
+    )
     if t.score != "log_loss":
         print(f"  (the streams are log losses; the configured score is {t.score}: rates carry over only roughly)")
     for name, count in (("promote", r.promote), ("rollback", r.rollback), ("inconclusive", r.inconclusive)):
@@ -135,11 +176,15 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"  {name:<13}{count / r.runs:7.1%}  (95% CI {lo:.1%} - {hi:.1%})")
     if r.scenario == "aa":
         lo, hi = r.interval(r.promote + r.rollback)
-        print(f"  false decisions {(r.promote + r.rollback) / r.runs:.1%} (95% CI {lo:.1%} - {hi:.1%}), alpha {t.alpha:g}")
+        print(
+            f"  false decisions {(r.promote + r.rollback) / r.runs:.1%} (95% CI {lo:.1%} - {hi:.1%}), alpha {t.alpha:g}"
+        )
     if r.median_labels is None:
         print("  no run decided")
     else:
-        print(f"  median to a decision: {r.median_labels:,.0f} labels, {r.median_hours:.2f} h   (simulated in {r.seconds:.0f} s)")
+        print(
+            f"  median to a decision: {r.median_labels:,.0f} labels, {r.median_hours:.2f} h   (simulated in {r.seconds:.0f} s)"
+        )
     if args.json:
         print(json.dumps(r.summary()))
     return 0
@@ -182,12 +227,17 @@ def _serve(args: argparse.Namespace) -> int:
         serve.run(application, name=name, route_prefix=prefix)
         urls = ingress.replica_urls(name, host, timeout=10.0) if args.direct_ingress else []
         if args.direct_ingress and not urls:
-            raise HPMError(f"no router replica got a port of its own within 10 s: direct ingress looks off on this "
-                           f"Ray cluster (start Ray with {ingress.ENV}=1; a Ray instance hpm-ray starts itself gets "
-                           "it from --direct-ingress)")
+            raise HPMError(
+                f"no router replica got a port of its own within 10 s: direct ingress looks off on this "
+                f"Ray cluster (start Ray with {ingress.ENV}=1; a Ray instance hpm-ray starts itself gets "
+                "it from --direct-ingress)"
+            )
         # flushed: a supervisor reading a pipe needs these lines while the app runs
-        print(f"serving {app_args['model']} at http://{host}:{port}{prefix.rstrip('/')} (POST /predict, GET /ab/status); "
-              "Ctrl-C stops", flush=True)
+        print(
+            f"serving {app_args['model']} at http://{host}:{port}{prefix.rstrip('/')} (POST /predict, GET /ab/status); "
+            "Ctrl-C stops",
+            flush=True,
+        )
         if urls:
             print("direct ingress, no proxy hop: " + ", ".join(urls), flush=True)
         if generated:
@@ -203,14 +253,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def call(url: str, method: str, path: str, body: dict | None = None, token: str | None = None, timeout: float = 30.0) -> dict:
+def call(
+    url: str, method: str, path: str, body: dict | None = None, token: str | None = None, timeout: float = 30.0
+) -> dict:
     """One JSON call to the app; an HTTP error or an unreachable app becomes an :class:`HPMError`."""
     import urllib.error
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
     try:
-        req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url.rstrip("/") + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
     except ValueError as exc:
         raise HPMError(f"--url: not an http(s) URL: {url!r} ({exc})") from None
     if token:
@@ -231,14 +285,18 @@ def call(url: str, method: str, path: str, body: dict | None = None, token: str 
     except (urllib.error.URLError, OSError) as exc:
         raise HPMError(f"no A/B app at {url} ({getattr(exc, 'reason', exc)}); start one with 'hpm-ray serve'") from None
     except ValueError:  # something answered, but not the A/B app's JSON
-        raise HPMError(f"{url}{path} answered, but not with the A/B app's JSON: is --url the hpm-ray serve address?") from None
+        raise HPMError(
+            f"{url}{path} answered, but not with the A/B app's JSON: is --url the hpm-ray serve address?"
+        ) from None
 
 
 def format_status(s: dict) -> str:
-    lines = [f"model {s['model']}  stage {s['stage']}  revision {s['revision']}",
-             "variants " + "  ".join(f"{k}=v{v}" for k, v in s["variants"].items() if v),
-             "weights  " + "  ".join(f"{k}={w:g}%" for k, w in s["weights"].items()),
-             f"policy   {s.get('last_decision', '')}"]
+    lines = [
+        f"model {s['model']}  stage {s['stage']}  revision {s['revision']}",
+        "variants " + "  ".join(f"{k}=v{v}" for k, v in s["variants"].items() if v),
+        "weights  " + "  ".join(f"{k}={w:g}%" for k, w in s["weights"].items()),
+        f"policy   {s.get('last_decision', '')}",
+    ]
     for name, m in s.get("metrics", {}).items():
         fmt = lambda v, f: "-" if v is None else format(v, f)
         lines.append(

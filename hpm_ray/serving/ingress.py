@@ -38,8 +38,13 @@ def replica_urls(app_name: str, host: str, timeout: float = 5.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         groups = serve_target_groups(app_name)
-        urls = [f"http://{address(t.ip)}:{t.port}{g.route_prefix.rstrip('/')}"
-                for g in groups if g.protocol == "HTTP" for t in g.targets if t.name.startswith(_REPLICA)]
+        urls = [
+            f"http://{address(t.ip)}:{t.port}{g.route_prefix.rstrip('/')}"
+            for g in groups
+            if g.protocol == "HTTP"
+            for t in g.targets
+            if t.name.startswith(_REPLICA)
+        ]
         if urls or time.monotonic() >= deadline:
             return sorted(urls)
         time.sleep(0.2)

@@ -51,7 +51,9 @@ class InputSpec:
 class ModelPool:
     """Versions of one registered model, loaded on first use (thread-safe) and batched per version."""
 
-    def __init__(self, name: str, tracking_uri: str, max_batch_size: int, batch_wait_timeout_s: float, hold_models: bool = True):
+    def __init__(
+        self, name: str, tracking_uri: str, max_batch_size: int, batch_wait_timeout_s: float, hold_models: bool = True
+    ):
         self.name = name
         self.hold_models = hold_models
         self.tracking_uri = tracking_uri
@@ -77,7 +79,9 @@ class ModelPool:
                     self._models[version] = model
                     self._features[version] = input_spec(model.metadata, model)
                 else:
-                    self._features[version] = input_spec(mlflow.models.get_model_info(model_uri(self.name, version)), None)
+                    self._features[version] = input_spec(
+                        mlflow.models.get_model_info(model_uri(self.name, version)), None
+                    )
         return self._features[version]
 
     async def aload(self, version: str) -> InputSpec:
@@ -128,8 +132,15 @@ def input_spec(info, model) -> InputSpec:
         strings = tuple(c.name for c in cols if c.kind == "category")
         integer = tuple(c.name for c in cols if c.kind == "integer")
         booleans = tuple(c.name for c in cols if c.kind == "boolean")
-        return InputSpec(tuple(c.name for c in cols), integer, strings, booleans, tuple(c.name for c in cols if c.optional),
-                         {c.name: frozenset(c.categories) for c in cols if c.kind == "category"}, nullable=True)
+        return InputSpec(
+            tuple(c.name for c in cols),
+            integer,
+            strings,
+            booleans,
+            tuple(c.name for c in cols if c.optional),
+            {c.name: frozenset(c.categories) for c in cols if c.kind == "category"},
+            nullable=True,
+        )
     signature = info.signature
     if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
         inputs = signature.inputs

@@ -80,8 +80,14 @@ class Decision:
     traffic: float | None = None  # the challenger's new share (percent) for "expand"
 
 
-def decide(policy: RolloutPolicy, traffic: float, seconds_at_step: float, champion: VariantStats, challenger: VariantStats,
-           scores: ScoreStats | None = None) -> Decision:
+def decide(
+    policy: RolloutPolicy,
+    traffic: float,
+    seconds_at_step: float,
+    champion: VariantStats,
+    challenger: VariantStats,
+    scores: ScoreStats | None = None,
+) -> Decision:
     """What the rollout should do now, given the challenger's current share and both variants' stats.
 
     Examples
@@ -100,7 +106,10 @@ def decide(policy: RolloutPolicy, traffic: float, seconds_at_step: float, champi
     if seconds_at_step < policy.min_duration_s:
         return Decision("hold", f"{seconds_at_step:.0f}s of {policy.min_duration_s:g}s at {traffic:g}%")
     if min(champion.labelled, challenger.labelled) < policy.min_samples:
-        return Decision("hold", f"labelled requests champion={champion.labelled} challenger={challenger.labelled}, need {policy.min_samples} each")
+        return Decision(
+            "hold",
+            f"labelled requests champion={champion.labelled} challenger={challenger.labelled}, need {policy.min_samples} each",
+        )
     improvement = (challenger.accuracy - champion.accuracy) / max(champion.accuracy, 1e-9)
     detail = f"accuracy {challenger.accuracy:.3f} vs champion {champion.accuracy:.3f} ({improvement:+.1%})"
     if improvement >= policy.min_improvement:

@@ -46,11 +46,17 @@ def _rows(payload, features: list[str]) -> tuple[list[str], list]:
         raise PayloadError(400, "the body must be a JSON object with one of " + ", ".join(FORMATS))
     present = [k for k in FORMATS if k in payload]
     if len(present) != 1:
-        raise PayloadError(400, f"expected exactly one of {', '.join(FORMATS)}; got keys {sorted(map(str, payload))[:10]}")
+        raise PayloadError(
+            400, f"expected exactly one of {', '.join(FORMATS)}; got keys {sorted(map(str, payload))[:10]}"
+        )
     fmt = present[0]
     value = payload[fmt]
     if fmt == "dataframe_split":
-        if not isinstance(value, dict) or not isinstance(value.get("columns"), list) or not isinstance(value.get("data"), list):
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("columns"), list)
+            or not isinstance(value.get("data"), list)
+        ):
             raise PayloadError(400, "dataframe_split needs 'columns' (list) and 'data' (list of rows)")
         columns = value["columns"]
         if not all(isinstance(c, str) for c in columns):
@@ -65,7 +71,10 @@ def _rows(payload, features: list[str]) -> tuple[list[str], list]:
     if value and all(isinstance(r, list) for r in value) and fmt == "instances":
         for i, row in enumerate(value):
             if len(row) != len(features):
-                raise PayloadError(422, f"instances: row {i} has {len(row)} values; the model takes {len(features)} ({', '.join(features[:5])}, ...)")
+                raise PayloadError(
+                    422,
+                    f"instances: row {i} has {len(row)} values; the model takes {len(features)} ({', '.join(features[:5])}, ...)",
+                )
         return list(features), value
     for i, row in enumerate(value):
         if not isinstance(row, dict):
@@ -128,8 +137,11 @@ def parse_payload(
         gaps = np.isnan(values).any(axis=0) & np.array([c not in optional for c in names], dtype=bool)
         if gaps.any():
             c = names[int(np.argmax(gaps))]
-            raise PayloadError(422, f"row {int(np.argmax(np.isnan(values[:, names.index(c)])))}, column {c!r}: null, "
-                                    "and this model does not take missing values")
+            raise PayloadError(
+                422,
+                f"row {int(np.argmax(np.isnan(values[:, names.index(c)])))}, column {c!r}: null, "
+                "and this model does not take missing values",
+            )
     out: dict[str, object] = {}
     unseen: dict[str, int] = {}
     where = {c: k for k, c in enumerate(names)}
@@ -168,15 +180,19 @@ def _cells(data: list, j: int, name: str, nullable: bool, kind: type) -> list:
         elif type(v) is kind:
             out.append(v)
         else:
-            raise PayloadError(422, f"row {i}, column {name!r}: expected {'a string' if kind is str else 'true or false'}, "
-                                    f"got {type(v).__name__}")
+            raise PayloadError(
+                422,
+                f"row {i}, column {name!r}: expected {'a string' if kind is str else 'true or false'}, "
+                f"got {type(v).__name__}",
+            )
     return out
 
 
 def _fast_values(data: list, allow_nan: bool) -> np.ndarray | None:
     """The float matrix when every cell is a plain finite number (the common case), else ``None``."""
     if not all(type(v) is float or type(v) is int for row in data for v in row) and (
-            not allow_nan or not all(v is None or type(v) is float or type(v) is int for row in data for v in row)):
+        not allow_nan or not all(v is None or type(v) is float or type(v) is int for row in data for v in row)
+    ):
         return None
     try:
         values = np.array(data, dtype=float)

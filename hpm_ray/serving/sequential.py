@@ -162,8 +162,9 @@ def unpaired_interval(champion: Moments, challenger: Moments, alpha: float, rho2
     """CS for the difference of arm means ``challenger - champion`` (independent arms, see the module notes)."""
     n = champion.n + challenger.n
     delta = challenger.mean - champion.mean
-    radius = float(unpaired_radius(champion.n, champion.variance, challenger.n, challenger.variance,
-                                   boundary(n, alpha, rho2)))
+    radius = float(
+        unpaired_radius(champion.n, champion.variance, challenger.n, challenger.variance, boundary(n, alpha, rho2))
+    )
     return Interval(delta, delta - radius, delta + radius, n, False)
 
 
@@ -174,8 +175,9 @@ class Verdict:
     interval: Interval | None = None
 
 
-def evaluate(test: SequentialTest, champion: Moments, challenger: Moments, elapsed_s: float,
-             diffs: Moments | None = None) -> Verdict:
+def evaluate(
+    test: SequentialTest, champion: Moments, challenger: Moments, elapsed_s: float, diffs: Moments | None = None
+) -> Verdict:
     """The test's verdict now, from each variant's score moments (and the per-row differences when paired).
 
     Examples
@@ -186,13 +188,19 @@ def evaluate(test: SequentialTest, champion: Moments, challenger: Moments, elaps
     'expand'
     """
     if min(champion.n, challenger.n) < test.min_labels:
-        return Verdict("hold", f"labelled records champion={champion.n} challenger={challenger.n}, "
-                               f"need {test.min_labels} each")
-    ci = (paired_interval(diffs, test.alpha, test.rho2) if diffs is not None
-          else unpaired_interval(champion, challenger, test.alpha, test.rho2))
+        return Verdict(
+            "hold", f"labelled records champion={champion.n} challenger={challenger.n}, need {test.min_labels} each"
+        )
+    ci = (
+        paired_interval(diffs, test.alpha, test.rho2)
+        if diffs is not None
+        else unpaired_interval(champion, challenger, test.alpha, test.rho2)
+    )
     code = int(classify(ci.lower, ci.upper, champion.mean, test.margin))
-    detail = (f"{test.score} challenger - champion {ci.estimate:+.4f}, {1 - test.alpha:.0%} CS "
-              f"[{ci.lower:+.4f}, {ci.upper:+.4f}] after {ci.n} {'pairs' if ci.paired else 'records'}")
+    detail = (
+        f"{test.score} challenger - champion {ci.estimate:+.4f}, {1 - test.alpha:.0%} CS "
+        f"[{ci.lower:+.4f}, {ci.upper:+.4f}] after {ci.n} {'pairs' if ci.paired else 'records'}"
+    )
     if code == EXPAND:
         return Verdict("expand", f"challenger better: {detail}", ci)
     if code == ROLLBACK:

@@ -64,14 +64,28 @@ class SimulationResult:
 
     def summary(self) -> dict:
         """The fields ``hpm-ray ab simulate --json`` prints (rates as fractions)."""
-        return {"runs": self.runs, "promote": self.promote / self.runs, "rollback": self.rollback / self.runs,
-                "inconclusive": self.inconclusive / self.runs, "median_labels": self.median_labels,
-                "median_hours": self.median_hours}
+        return {
+            "runs": self.runs,
+            "promote": self.promote / self.runs,
+            "rollback": self.rollback / self.runs,
+            "inconclusive": self.inconclusive / self.runs,
+            "median_labels": self.median_labels,
+            "median_hours": self.median_hours,
+        }
 
 
-def simulate(test: SequentialTest, scenario: str, effect: float = 0.02, paired: bool = False,
-             challenger_share: float = 0.1, label_rate: float = 20.0, label_delay_s: float = 0.0,
-             hours: float | None = None, runs: int = 2000, seed: int = 0) -> SimulationResult:
+def simulate(
+    test: SequentialTest,
+    scenario: str,
+    effect: float = 0.02,
+    paired: bool = False,
+    challenger_share: float = 0.1,
+    label_rate: float = 20.0,
+    label_delay_s: float = 0.0,
+    hours: float | None = None,
+    runs: int = 2000,
+    seed: int = 0,
+) -> SimulationResult:
     """Run ``runs`` seeded rollouts of ``scenario`` and count their outcomes.
 
     ``challenger_share`` is the challenger's share of labelled records (unpaired); paired, every record is
@@ -133,11 +147,18 @@ def simulate(test: SequentialTest, scenario: str, effect: float = 0.02, paired: 
     labels = decided_at[decided]
     med = float(np.median(labels)) if labels.size else None
     return SimulationResult(
-        scenario=scenario, effect=0.0 if scenario == "aa" else effect, paired=paired, runs=runs,
-        promote=int((outcome == EXPAND).sum()), rollback=int((outcome == ROLLBACK).sum()),
-        inconclusive=int((~decided).sum()), median_labels=med,
+        scenario=scenario,
+        effect=0.0 if scenario == "aa" else effect,
+        paired=paired,
+        runs=runs,
+        promote=int((outcome == EXPAND).sum()),
+        rollback=int((outcome == ROLLBACK).sum()),
+        inconclusive=int((~decided).sum()),
+        median_labels=med,
         median_hours=None if med is None else float(np.median(labels / label_rate + label_delay_s)) / 3600.0,
-        max_labels=max_labels, seconds=time.perf_counter() - t0)
+        max_labels=max_labels,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _carry(sums: np.ndarray, live: np.ndarray, col: int, chunk: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ def initial_state(model: str, champion: str, challenger: str | None, shadow: str
 
 def _same_label(a, b) -> bool:
     """Labels from JSON and from the model compare equal across int/float/str spellings (1, 1.0, "1")."""
+
     def norm(x):
         try:
             f = float(x)
@@ -67,7 +68,9 @@ class SqliteStore:
     def __init__(self, path: str):
         self.path = path
         with self._conn() as c:
-            c.execute("CREATE TABLE IF NOT EXISTS ab_state (app TEXT PRIMARY KEY, state TEXT NOT NULL, updated REAL NOT NULL)")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS ab_state (app TEXT PRIMARY KEY, state TEXT NOT NULL, updated REAL NOT NULL)"
+            )
             c.execute("CREATE TABLE IF NOT EXISTS ab_events (app TEXT, time REAL, event TEXT, detail TEXT)")
 
     def _conn(self) -> sqlite3.Connection:
@@ -89,7 +92,16 @@ class ABState:
     """The actor's body. Public methods are called by routers and admin endpoints; none raises to a router:
     a refused admin call returns ``{"ok": False, "error": ...}``."""
 
-    def __init__(self, app: str, db_path: str, tracking_uri: str, policy: dict, init: dict, resume: bool = True, gates: dict | None = None):
+    def __init__(
+        self,
+        app: str,
+        db_path: str,
+        tracking_uri: str,
+        policy: dict,
+        init: dict,
+        resume: bool = True,
+        gates: dict | None = None,
+    ):
         self.app = app
         self.gates = gates
         self.store = SqliteStore(db_path)
@@ -108,7 +120,11 @@ class ABState:
         self._last_save = 0.0
         self._last_tick = 0.0
         if not self.restored:
-            self._change("start", f"champion v{init['variants']['champion']}" + (f", challenger v{init['variants']['challenger']}" if init["variants"]["challenger"] else ""))
+            self._change(
+                "start",
+                f"champion v{init['variants']['champion']}"
+                + (f", challenger v{init['variants']['challenger']}" if init["variants"]["challenger"] else ""),
+            )
 
     # -- reads -------------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -141,7 +157,18 @@ class ABState:
         }
 
     def _stats(self, name: str) -> dict:
-        return self.state["stats"].setdefault(name, {"version": self.state["variants"].get(name), "requests": 0, "errors": 0, "conf_sum": 0.0, "conf_n": 0, "labelled": 0, "correct": 0})
+        return self.state["stats"].setdefault(
+            name,
+            {
+                "version": self.state["variants"].get(name),
+                "requests": 0,
+                "errors": 0,
+                "conf_sum": 0.0,
+                "conf_n": 0,
+                "labelled": 0,
+                "correct": 0,
+            },
+        )
 
     # -- traffic -----------------------------------------------------------------------------------------
     def record(self, records: list[tuple]) -> None:
@@ -169,7 +196,11 @@ class ABState:
             return {"ok": False, "status": 404, "error": f"unknown request id {request_id!r} (or too old)"}
         for variant, predictions in served:
             if len(predictions) != len(labels):
-                return {"ok": False, "status": 422, "error": f"request {request_id} had {len(predictions)} rows; got {len(labels)} labels"}
+                return {
+                    "ok": False,
+                    "status": 422,
+                    "error": f"request {request_id} had {len(predictions)} rows; got {len(labels)} labels",
+                }
         self.requests.pop(request_id)
         for variant, predictions in served:
             s = self._stats(variant)
@@ -248,8 +279,19 @@ class ABState:
         if self.state["stage"] != "rollout" or not self.policy.auto or now - self._last_tick < 0.1:
             return
         self._last_tick = now
-        stats = {k: VariantStats(**{f: self.state["stats"].get(k, {}).get(f, 0) for f in ("requests", "errors", "labelled", "correct")}) for k in ("champion", "challenger")}
-        d = decide(self.policy, self.state["weights"].get("challenger", 0.0), now - self.state["step_started"], stats["champion"], stats["challenger"])
+        stats = {
+            k: VariantStats(
+                **{f: self.state["stats"].get(k, {}).get(f, 0) for f in ("requests", "errors", "labelled", "correct")}
+            )
+            for k in ("champion", "challenger")
+        }
+        d = decide(
+            self.policy,
+            self.state["weights"].get("challenger", 0.0),
+            now - self.state["step_started"],
+            stats["champion"],
+            stats["challenger"],
+        )
         self.last_decision = f"{d.action}: {d.reason}"
         if d.action == "expand":
             self.expand(d.reason)
@@ -264,11 +306,23 @@ class ABState:
     def _change(self, event: str, detail: str) -> dict:
         self.state["revision"] += 1
         self.state["step_started"] = time.time()
-        entry = {"time": time.time(), "event": event, "detail": detail, "weights": dict(self.state["weights"]), "variants": dict(self.state["variants"])}
+        entry = {
+            "time": time.time(),
+            "event": event,
+            "detail": detail,
+            "weights": dict(self.state["weights"]),
+            "variants": dict(self.state["variants"]),
+        }
         self.state["history"] = (self.state["history"] + [entry])[-_HISTORY:]
         self._log_mlflow(entry)
         self._save(force=True, event=(event, detail))
-        return {"ok": True, "event": event, "detail": detail, "revision": self.state["revision"], "weights": self.state["weights"]}
+        return {
+            "ok": True,
+            "event": event,
+            "detail": detail,
+            "revision": self.state["revision"],
+            "weights": self.state["weights"],
+        }
 
     def _save(self, force: bool, event: tuple[str, str] | None = None) -> None:
         now = time.time()
@@ -290,7 +344,11 @@ class ABState:
         exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
             return exp.experiment_id
-        location = (Path(self.store.path).parent / "artifacts" / EXPERIMENT).as_uri() if self.tracking_uri.startswith("sqlite:") else None
+        location = (
+            (Path(self.store.path).parent / "artifacts" / EXPERIMENT).as_uri()
+            if self.tracking_uri.startswith("sqlite:")
+            else None
+        )
         try:
             return client.create_experiment(EXPERIMENT, artifact_location=location)
         except MlflowException:  # created meanwhile by another app's actor
@@ -304,12 +362,16 @@ class ABState:
             client = MlflowClient(self.tracking_uri)
             if not self._run_id:
                 exp_id = self._experiment(client)
-                self._run_id = client.create_run(exp_id, run_name=f"ab-{self.app}", tags={"hpm_ray.model": self.state["model"]}).info.run_id
+                self._run_id = client.create_run(
+                    exp_id, run_name=f"ab-{self.app}", tags={"hpm_ray.model": self.state["model"]}
+                ).info.run_id
                 self.state["mlflow_run_id"] = self._run_id
             step = self.state["revision"]
             ts = int(entry["time"] * 1000)
             for variant in ("champion", "challenger"):
-                client.log_metric(self._run_id, f"weight_{variant}", float(entry["weights"].get(variant, 0.0)), ts, step)
+                client.log_metric(
+                    self._run_id, f"weight_{variant}", float(entry["weights"].get(variant, 0.0)), ts, step
+                )
             client.set_tag(self._run_id, "ab.last_event", f"{entry['event']}: {entry['detail']}"[:4000])
             client.log_dict(self._run_id, self.state["history"], "ab_history.json")
         except Exception as exc:  # MLflow down must not stop serving; status shows it
@@ -317,13 +379,17 @@ class ABState:
             log.warning("A/B state not logged to MLflow: %s", self.mlflow_error)
 
 
-def ensure_actor(app: str, db_path: str, tracking_uri: str, policy: dict, init: dict, resume: bool, gates: dict | None = None):
+def ensure_actor(
+    app: str, db_path: str, tracking_uri: str, policy: dict, init: dict, resume: bool, gates: dict | None = None
+):
     """The app's state actor, created (restoring from sqlite when ``resume``) if it is not running."""
     import ray
 
-    actor = ray.remote(num_cpus=0, max_concurrency=1)(ABState).options(
-        name=actor_name(app), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(app, db_path, tracking_uri, policy, init, resume, gates)
+    actor = (
+        ray.remote(num_cpus=0, max_concurrency=1)(ABState)
+        .options(name=actor_name(app), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+        .remote(app, db_path, tracking_uri, policy, init, resume, gates)
+    )
     return actor
 
 

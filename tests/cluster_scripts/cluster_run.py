@@ -40,8 +40,11 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=1)
     ap.add_argument("--kill-on", default=None)
     ap.add_argument("--kill-on-start", action="store_true", help="look for a busy worker node from the start")
-    ap.add_argument("--busy", default=r"^ray::(run_config|ImplicitFunc\.train)\b",
-                    help="process titles of the work to kill (default: a distillation fit or a Tune trial)")
+    ap.add_argument(
+        "--busy",
+        default=r"^ray::(run_config|ImplicitFunc\.train)\b",
+        help="process titles of the work to kill (default: a distillation fit or a Tune trial)",
+    )
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args()
@@ -71,8 +74,13 @@ def main() -> int:
     pattern = re.compile(args.kill_on) if args.kill_on else None
     try:
         startup = time.time() - t0
-        report: dict = {"startup_s": round(startup, 1), "address": cluster.address,
-                        "head": cluster.head_node.node_id, "workers": [w.node_id for w in workers], "killed": None}
+        report: dict = {
+            "startup_s": round(startup, 1),
+            "address": cluster.address,
+            "head": cluster.head_node.node_id,
+            "workers": [w.node_id for w in workers],
+            "killed": None,
+        }
         env = dict(os.environ)
         env.pop("RAY_AUTH_MODE", None)
         report["runs"] = []
@@ -83,16 +91,25 @@ def main() -> int:
                 with lock:
                     if report["killed"] is None:
                         victim, running = _busy_worker(workers, re.compile(args.busy), args.timeout / 2)
-                        report.update(killed=victim.node_id, killed_at_s=round(time.time() - t1, 1),
-                                      running_on_killed=running)
+                        report.update(
+                            killed=victim.node_id, killed_at_s=round(time.time() - t1, 1), running_on_killed=running
+                        )
                         cluster.remove_node(victim, allow_graceful=False)
 
             entry = [cmd[0]] if cmd[0].endswith(".py") else ["-m", "hpm_ray", cmd[0]]
-            proc = subprocess.Popen([sys.executable, *entry, *cmd[1:], "--address", cluster.address], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, *entry, *cmd[1:], "--address", cluster.address],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
             out, err = [], []
-            pumps = [threading.Thread(target=_pump, args=(proc.stdout, out, pattern, kill_worker), daemon=True),
-                     threading.Thread(target=_pump, args=(proc.stderr, err, pattern, kill_worker), daemon=True)]
+            pumps = [
+                threading.Thread(target=_pump, args=(proc.stdout, out, pattern, kill_worker), daemon=True),
+                threading.Thread(target=_pump, args=(proc.stderr, err, pattern, kill_worker), daemon=True),
+            ]
             if args.kill_on_start:
                 pumps.append(threading.Thread(target=kill_worker, daemon=True))
             for p in pumps:
@@ -100,8 +117,15 @@ def main() -> int:
             rc = proc.wait(timeout=args.timeout)
             for p in pumps:
                 p.join(timeout=5)
-            report["runs"].append(dict(command=cmd[0], returncode=rc, run_s=round(time.time() - t1, 1),
-                                       stdout="".join(out)[-3000:], stderr="".join(err)[-3000:]))
+            report["runs"].append(
+                dict(
+                    command=cmd[0],
+                    returncode=rc,
+                    run_s=round(time.time() - t1, 1),
+                    stdout="".join(out)[-3000:],
+                    stderr="".join(err)[-3000:],
+                )
+            )
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -69,10 +69,23 @@ def main() -> int:
     env.pop("RAY_ADDRESS", None)
     head_cpus = str(int(cfg["available_node_types"][cfg["head_node_type"]]["resources"].get("CPU", 0)))
     t0 = time.time()
-    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", f"--num-cpus={head_cpus}", "--disable-usage-stats",
-                             "--include-dashboard=false",
-                             f"--autoscaling-config={work / 'fake.yaml'}", "--block"],
-                            env=env, stdout=open(work / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115 - open while the head runs
+    head = subprocess.Popen(
+        [
+            "ray",
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--num-cpus={head_cpus}",
+            "--disable-usage-stats",
+            "--include-dashboard=false",
+            f"--autoscaling-config={work / 'fake.yaml'}",
+            "--block",
+        ],
+        env=env,
+        stdout=open(work / "head.log", "w"),  # noqa: SIM115 - open while the head runs
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     report: dict = {"gcs": gcs}
     try:
         deadline = time.time() + 120
@@ -91,16 +104,28 @@ def main() -> int:
             if len(workers) >= want or time.time() > deadline:
                 break
             time.sleep(1)
-        report.update(up_s=round(time.time() - t0, 1), head=ray.get_runtime_context().get_node_id(),
-                      nodes={n["NodeID"]: {"cpu": n["Resources"].get("CPU", 0), "alive": n["Alive"]} for n in alive},
-                      workers=[n["NodeID"] for n in workers])
+        report.update(
+            up_s=round(time.time() - t0, 1),
+            head=ray.get_runtime_context().get_node_id(),
+            nodes={n["NodeID"]: {"cpu": n["Resources"].get("CPU", 0), "alive": n["Alive"]} for n in alive},
+            workers=[n["NodeID"] for n in workers],
+        )
         ray.shutdown()
         run_env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_FAKE_CLUSTER")}
         t1 = time.time()
-        proc = subprocess.run([sys.executable, "-m", "hpm_ray", *cmd, "--address", gcs], env=run_env,
-                              capture_output=True, text=True, timeout=300)
-        report.update(returncode=proc.returncode, run_s=round(time.time() - t1, 1), stdout=proc.stdout[-3000:],
-                      stderr=proc.stderr[-3000:])
+        proc = subprocess.run(
+            [sys.executable, "-m", "hpm_ray", *cmd, "--address", gcs],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        report.update(
+            returncode=proc.returncode,
+            run_s=round(time.time() - t1, 1),
+            stdout=proc.stdout[-3000:],
+            stderr=proc.stderr[-3000:],
+        )
     finally:
         if ray.is_initialized():
             ray.shutdown()

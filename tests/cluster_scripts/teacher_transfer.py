@@ -25,8 +25,12 @@ ROWS = 24_000
 def created_bytes(nodes: list[dict]) -> dict[str, int]:
     from ray._private.internal_api import node_stats
 
-    return {n["NodeID"]: node_stats(n["NodeManagerAddress"], n["NodeManagerPort"], include_memory_info=False)
-            .store_stats.cumulative_created_bytes for n in nodes}
+    return {
+        n["NodeID"]: node_stats(
+            n["NodeManagerAddress"], n["NodeManagerPort"], include_memory_info=False
+        ).store_stats.cumulative_created_bytes
+        for n in nodes
+    }
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -58,11 +62,17 @@ def main() -> None:
     rng = np.random.default_rng(0)
     p = np.clip(0.2 + 0.6 * y + rng.normal(0, 0.1, ROWS), 0.01, 0.99)  # a teacher that knows the labels well
     teacher = np.column_stack([1 - p, p])
-    tasks = [ConfigTask(key=f"logreg-{i}", student="logreg", temperature=2.0, alpha=0.1 + 0.8 * i / N_TASKS,
-                        fixed_params={"C": 1.0}) for i in range(N_TASKS)]
+    tasks = [
+        ConfigTask(
+            key=f"logreg-{i}", student="logreg", temperature=2.0, alpha=0.1 + 0.8 * i / N_TASKS, fixed_params={"C": 1.0}
+        )
+        for i in range(N_TASKS)
+    ]
 
     s0 = created_bytes(nodes)
-    ref = put_payload(X.iloc[:n_train], y[:n_train], X.iloc[n_train:], y[n_train:], teacher[:n_train], teacher[n_train:])
+    ref = put_payload(
+        X.iloc[:n_train], y[:n_train], X.iloc[n_train:], y[n_train:], teacher[:n_train], teacher[n_train:]
+    )
     s1 = created_bytes(nodes)
     shared = run_tasks(ref, tasks)
     s2 = created_bytes(nodes)
@@ -80,9 +90,17 @@ def main() -> None:
         return {k: {"tasks": ran[k], "created_bytes": d[k]} for k in ran}
 
     put = delta(s0, s1)
-    print("TRANSFER-REPORT " + json.dumps({
-        "driver_node": ray.get_runtime_context().get_node_id(), "payload_bytes": max(put.values()),
-        "shared": phase(shared, s1, s2), "per_task": phase(per_task, s2, s3)}))
+    print(
+        "TRANSFER-REPORT "
+        + json.dumps(
+            {
+                "driver_node": ray.get_runtime_context().get_node_id(),
+                "payload_bytes": max(put.values()),
+                "shared": phase(shared, s1, s2),
+                "per_task": phase(per_task, s2, s3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
