@@ -298,8 +298,9 @@ def _malformed(models, rng: random.Random) -> tuple[bytes, dict]:
         lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))),  # random bytes
         lambda: json.dumps({"dataframe_records": [{**rec, col: rng.choice(["x", "", [1], {"a": 1}, True])}]}).encode(),
         lambda: json.dumps({"dataframe_records": [{k: v for k, v in rec.items() if k != col}]}).encode(),
-        lambda: json.dumps({"dataframe_records": [{**rec, f"extra_{rng.randrange(9)}": 1}]}).encode(),
-        lambda: json.dumps({"dataframe_records": [{**rec, col: None}]}).encode(),
+        # an extra column alone is dropped and reported, a null is a missing value (issue 19): both with a bad cell
+        lambda: json.dumps({"dataframe_records": [{**rec, col: [None], f"extra_{rng.randrange(9)}": 1}]}).encode(),
+        lambda: json.dumps({"dataframe_records": [{**rec, col: rng.choice([float("inf"), -float("inf")])}]}).encode(),
         lambda: json.dumps({"instances": [list(rec.values())[: rng.randrange(len(rec))]]}).encode(),
         lambda: json.dumps({rng.choice(["instances", "dataframe_records", "dataframe_split"]): []}).encode(),
         lambda: json.dumps({"dataframe_split": {"columns": list(rec), "data": [[1] * rng.randrange(5)]}}).encode(),
