@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hpm_ray.datasets import load_credit_default
+from hpm_ray.data.datasets import load_credit_default
 from hpm_ray.metrics import log_loss_rows
 
 OUT = Path(__file__).resolve().parents[1] / "hpm_ray" / "serving" / "ab_losses.npz"

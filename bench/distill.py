@@ -265,7 +265,7 @@ def main() -> None:
     ap.add_argument("--calibration-rows", type=int, default=6000, help="0: every row")
     a = ap.parse_args()
 
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
     from hpm_ray.runtime import init_ray
 
     init_ray(num_cpus=2)

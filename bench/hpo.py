@@ -35,8 +35,8 @@ def main() -> None:
     import ray
 
     from hpm_ray.cli import quiet
+    from hpm_ray.data.datasets import load_btc_hourly
     from hpm_ray.data.io import Series
-    from hpm_ray.datasets import load_btc_hourly
     from hpm_ray.hpo.runner import prepare_horizon
     from hpm_ray.hpo.search import TUNE_ENV, SearchSettings, make_tuner, records
     from hpm_ray.hpo.space import suggest

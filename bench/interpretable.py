@@ -74,7 +74,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from hpm_ray.config import parse_list, validate_spec
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
     from hpm_ray.distill.interpretable import (
         InterpretableSpec,
         run_experiment,

@@ -117,7 +117,7 @@ def main() -> int:
     import mlflow
     from ray import serve
 
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
     from hpm_ray.registry.gates import classifier_metrics
     from hpm_ray.registry.models import log_and_register
     from hpm_ray.registry.pyfunc import ClassifierPyfunc

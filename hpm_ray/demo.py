@@ -37,7 +37,7 @@ class DemoPlan:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hpm_ray.cli import add_runtime_args, port_number
+    from hpm_ray.cli_args import add_runtime_args, port_number
 
     p = sub.add_parser("demo", help="HPO + distillation on bundled data, gates, then a live 90/10 A/B over HTTP")
     p.add_argument("--out", help="output folder (default <runs dir>/demo)")
@@ -88,7 +88,7 @@ def _hpo(out: Path, plan: DemoPlan, seed: int, runtime: dict) -> dict:
 
 
 def _distill(out: Path, plan: DemoPlan, seed: int, runtime: dict):
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
     from hpm_ray.distill.auto import AutoDistiller
     from hpm_ray.distill.spec import DistillSpec
 
@@ -116,7 +116,7 @@ def _register_twin(d) -> str:
     """Register the best student's hard-label twin (same type and size, hard labels): today's production model."""
     import mlflow
 
-    from hpm_ray.distill.students import make_student
+    from hpm_ray.distill.catalog import make_student
     from hpm_ray.metrics import ks_statistic, roc_auc
     from hpm_ray.registry.gates import classifier_metrics
     from hpm_ray.registry.models import log_and_register

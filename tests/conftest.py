@@ -104,8 +104,8 @@ def sub_env(ray_session) -> dict[str, str]:
 @pytest.fixture
 def btc_small():
     """The bundled BTC series cut to its last ~4,000 hourly bars: enough for short horizons, fast to fit."""
+    from hpm_ray.data.datasets import load_btc_hourly
     from hpm_ray.data.io import Series
-    from hpm_ray.datasets import load_btc_hourly
 
     s = load_btc_hourly()
     return Series(frame=s.frame.iloc[-4000:].copy(), time_col=s.time_col, price_col=s.price_col)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpm_ray.data.datasets import load_btc_hourly, load_credit_default
 from hpm_ray.data.features import (
     detect_volume_columns,
     forward_log_return,
@@ -13,7 +14,6 @@ from hpm_ray.data.features import (
     ohlcv_features,
 )
 from hpm_ray.data.io import prepare_series, prepare_tabular, read_table
-from hpm_ray.datasets import load_btc_hourly, load_credit_default
 from hpm_ray.errors import DataError
 
 

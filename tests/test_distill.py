@@ -6,14 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpm_ray.distill.students import STUDENTS, SoftStudent, register_student
+from hpm_ray.distill.catalog import STUDENTS, register_student
+from hpm_ray.distill.students import SoftStudent
 
 SMALL = dict(max_rows=1500, teacher_trees=40, teacher_folds=3, progress=False)
 
 
 @pytest.fixture(scope="module")
 def credit():
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
 
     return load_credit_default()
 
@@ -282,7 +283,7 @@ def test_cli_distill_writes_outputs_and_registers(ray_session, mlflow_uri, tmp_p
     html = (out / "report.html").read_text()
     assert "hard-label twin" in html and "Progressive chain" in html and "<svg" in html
     model = mlflow.pyfunc.load_model(summary["best"]["model_uri"])
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
 
     X, _ = load_credit_default()
     pred = model.predict(X.head(5))

@@ -36,7 +36,7 @@ def credit_splits():
     import lightgbm as lgb
     from sklearn.model_selection import cross_val_predict
 
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
 
     X, y = load_credit_default()
     X, y = X.iloc[:4000].reset_index(drop=True), y.iloc[:4000].to_numpy()
@@ -50,7 +50,7 @@ def credit_splits():
 def test_a_t3_student_served_calibrated_predicts_the_base_rate(credit_splits):
     """Done-when 2: at T = 3 the raw student's mean probability is far above the validation base rate (the
     softened targets pull every row towards 0.5); served calibrated it is within 0.02 of it on test rows."""
-    from hpm_ray.distill.students import make_student
+    from hpm_ray.distill.catalog import make_student
 
     X_tr, y_tr, teacher, X_va, y_va, X_te, _ = credit_splits
     student = make_student("lgbm").fit(X_tr, y_tr, soft_targets=soft_targets(teacher, y_tr, 3.0, 0.9))
@@ -69,7 +69,7 @@ def test_a_t3_student_served_calibrated_predicts_the_base_rate(credit_splits):
 def test_multiclass_students_are_served_with_probabilities_that_sum_to_one():
     import pandas as pd
 
-    from hpm_ray.distill.students import make_student
+    from hpm_ray.distill.catalog import make_student
 
     rng = np.random.default_rng(1)
     X = pd.DataFrame({"a": rng.normal(size=900), "b": rng.normal(size=900)})

@@ -12,7 +12,7 @@ def payload():
     import lightgbm as lgb
     from sklearn.model_selection import cross_val_predict
 
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
 
     X, y = load_credit_default()
     X, y = X.iloc[:1500].reset_index(drop=True), y.iloc[:1500].to_numpy()

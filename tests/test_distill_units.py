@@ -4,18 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpm_ray.distill.catalog import STUDENTS, make_student
 from hpm_ray.distill.memory import OptimizationMemory, fingerprint
 from hpm_ray.distill.selection import config_grid, promote, trials_to_reach
 from hpm_ray.distill.soft_targets import soft_targets
 from hpm_ray.distill.splits import encode_target, make_splits
-from hpm_ray.distill.students import STUDENTS, make_student
 from hpm_ray.errors import DataError, SpecError
 from hpm_ray.metrics import kl_divergence
 
 
 @pytest.fixture(scope="module")
 def credit_small():
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
 
     X, y = load_credit_default()
     return X.iloc[:2000].reset_index(drop=True), y.iloc[:2000].to_numpy()

@@ -14,7 +14,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from hpm_ray.cli import main
-from hpm_ray.datasets import load_credit_default
+from hpm_ray.data.datasets import load_credit_default
 from hpm_ray.metrics import roc_auc
 from hpm_ray.registry.gates import classifier_metrics
 from hpm_ray.registry.models import log_and_register
@@ -162,7 +162,7 @@ def test_bad_input_is_refused_without_retraining(served, tmp_path, capsys):
     assert "only 100 served row(s)" in err and err.count("\n") == 1
     assert "no retrain" in _decisions(_last_watch_run().info.run_id)["decision.check"]
     # a feature missing in the served window
-    from hpm_ray.drift.served import ServedLog
+    from hpm_ray.serving.served import ServedLog
 
     log = ServedLog(tmp_path / "partial")
     part = served["X"].iloc[:300]

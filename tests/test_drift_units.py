@@ -10,10 +10,10 @@ import pytest
 
 from hpm_ray.drift.checks import check_drift
 from hpm_ray.drift.monitor import WatchSpec, parse_interval, watch
-from hpm_ray.drift.reference import prediction_score
 from hpm_ray.drift.report import verdict, write_report
-from hpm_ray.drift.served import ServedLog, read_window
 from hpm_ray.errors import DataError, SpecError
+from hpm_ray.registry.reference import prediction_score
+from hpm_ray.serving.served import ServedLog, read_window
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def _drifted_outcome(tmp_path):
 
 
 class _App:
-    """The admin API as the watcher sees it (``serving.cli.call``): a status and a record of POSTs."""
+    """The admin API as the watcher sees it (``serving.client.call``): a status and a record of POSTs."""
 
     def __init__(self, challenger=None, stage="idle"):
         self.status = {
@@ -167,12 +167,12 @@ def test_watch_gates_decide_the_ab(mlflow_uri, tmp_path, monkeypatch, passed):
     from hpm_ray.drift import monitor
     from hpm_ray.registry import aliases
     from hpm_ray.registry.gates import GateResult
-    from hpm_ray.serving import cli as serving_cli
+    from hpm_ray.serving import client as serving_client
 
     app, set_aliases, gated = _App(), [], []
     monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
     monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out: "7")
-    monkeypatch.setattr(serving_cli, "call", app)
+    monkeypatch.setattr(serving_client, "call", app)
     monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: set_aliases.append(a))
     monkeypatch.setattr(
         aliases,
@@ -194,12 +194,12 @@ def test_watch_gates_decide_the_ab(mlflow_uri, tmp_path, monkeypatch, passed):
 
 def test_watch_does_not_retrain_while_an_ab_runs(mlflow_uri, tmp_path, monkeypatch):
     from hpm_ray.drift import monitor
-    from hpm_ray.serving import cli as serving_cli
+    from hpm_ray.serving import client as serving_client
 
     app = _App(challenger="5", stage="rollout")
     monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
     monkeypatch.setattr(monitor, "_retrain", lambda *a: pytest.fail("retrained during a running A/B"))
-    monkeypatch.setattr(serving_cli, "call", app)
+    monkeypatch.setattr(serving_client, "call", app)
     assert monitor.watch_once(WatchSpec(), lambda msg: None)["action"] == "skipped" and app.posts == []
 
 

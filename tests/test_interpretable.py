@@ -29,7 +29,7 @@ from hpm_ray.errors import SpecError
 @pytest.fixture(scope="module")
 def credit():
     """2,000 credit rows plus a categorical column, with missing values in a numeric and the categorical one."""
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
 
     X, y = load_credit_default()
     X, y = X.iloc[:2000].reset_index(drop=True), y.iloc[:2000].to_numpy()
@@ -198,7 +198,7 @@ def test_interpretable_spec_rejects_bad_values():
 
 @pytest.mark.slow
 def test_experiment_selects_on_validation_with_equal_budgets(ray_session):
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
     from hpm_ray.distill.interpretable import run_seed, summarise
 
     X, y = load_credit_default()
@@ -263,7 +263,7 @@ def test_cli_students_presets_write_exports(ray_session, mlflow_uri, tmp_path, c
     results = pd.read_csv(out / "results.csv")
     assert set(results.student) == {"scorecard", "tree4", "gbm20"}
     card = json.loads((out / "exports" / "scorecard.json").read_text())
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
 
     p = score_scorecard(card, load_credit_default()[0].head(50))
     assert p.shape == (50, 2) and np.all((p > 0) & (p < 1))

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import requests
 
+from hpm_ray.data.datasets import load_btc_hourly
 from hpm_ray.data.features import make_supervised
 from hpm_ray.data.io import prepare_tabular
-from hpm_ray.datasets import load_btc_hourly
 from hpm_ray.hpo.conformal import ConformalQuantiles
 from hpm_ray.hpo.pyfunc import QuantileForecaster
 from hpm_ray.hpo.trainable import target_scale

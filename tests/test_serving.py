@@ -20,7 +20,7 @@ import mlflow
 import pytest
 import requests
 
-from hpm_ray.datasets import load_credit_default
+from hpm_ray.data.datasets import load_credit_default
 from hpm_ray.registry.gates import classifier_metrics
 from hpm_ray.registry.models import log_and_register
 from hpm_ray.registry.pyfunc import ClassifierPyfunc

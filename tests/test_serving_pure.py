@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hpm_ray.errors import HPMError
-from hpm_ray.serving.cli import call
+from hpm_ray.serving.client import call
 from hpm_ray.serving.models import InputSpec, confidence, labels
 from hpm_ray.serving.routing import choose, key_point, normalized, pick
 from hpm_ray.serving.schemas import PayloadError, parse_payload

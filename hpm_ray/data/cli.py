@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def describe_cmd(args: argparse.Namespace) -> int:
     from hpm_ray.config import parse_list
+    from hpm_ray.data.datasets import CREDIT_TARGET, bundled_path
     from hpm_ray.data.describe import describe, format_description
     from hpm_ray.data.io import read_table
-    from hpm_ray.datasets import CREDIT_TARGET, bundled_path
 
     target = args.target
     path = args.data or "credit"

@@ -28,6 +28,7 @@ import pandas as pd
 
 from hpm_ray.config import validate_spec
 from hpm_ray.distill import fusion
+from hpm_ray.distill.catalog import COMPLEXITY_ORDER
 from hpm_ray.distill.engine import (
     ConfigTask,
     TaskQueue,
@@ -40,7 +41,6 @@ from hpm_ray.distill.memory import OptimizationMemory, fingerprint
 from hpm_ray.distill.selection import config_grid, promote
 from hpm_ray.distill.spec import DistillSpec
 from hpm_ray.distill.splits import make_splits
-from hpm_ray.distill.students import COMPLEXITY_ORDER
 from hpm_ray.distill.teachers import TeacherSet, given_teachers, train_default_teachers
 from hpm_ray.distill.temperature import (
     DivergenceTemperature,

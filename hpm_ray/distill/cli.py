@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hpm_ray.cli import add_runtime_args
+    from hpm_ray.cli_args import add_runtime_args
 
     p = sub.add_parser("distill", help="HPM-KD distillation: soft-label students on Ray (legacy grid, hpm, hybrid)")
     p.add_argument("--data", help="CSV/Parquet table (default: the bundled credit-default data)")
@@ -33,10 +33,10 @@ def run_distill(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from hpm_ray.cli import runtime_flags
+    from hpm_ray.cli_args import runtime_flags
     from hpm_ray.config import load_spec, parse_list
+    from hpm_ray.data.datasets import CREDIT_TARGET, bundled_path
     from hpm_ray.data.io import prepare_tabular, read_table
-    from hpm_ray.datasets import CREDIT_TARGET, bundled_path
     from hpm_ray.distill.auto import AutoDistiller
     from hpm_ray.distill.spec import DistillSpec
     from hpm_ray.errors import DataError
@@ -44,7 +44,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
     students = parse_list(args.students, str, "--students")
     if students is not None:
-        from hpm_ray.distill.students import STUDENTS
+        from hpm_ray.distill.catalog import STUDENTS
         from hpm_ray.errors import SpecError
 
         unknown = [s for s in students if s not in STUDENTS]

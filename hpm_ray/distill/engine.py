@@ -20,9 +20,10 @@ import numpy as np
 
 from hpm_ray._compat import task_attempt_number
 from hpm_ray.distill.calibration import CalibratedStudent
+from hpm_ray.distill.catalog import STUDENTS
 from hpm_ray.distill.evaluate import HIGHER_IS_BETTER, better, score
 from hpm_ray.distill.soft_targets import soft_targets, soften
-from hpm_ray.distill.students import STUDENTS, SoftStudent
+from hpm_ray.distill.students import SoftStudent
 
 # A task whose node dies is re-run elsewhere (Ray retries system failures only; a config that raises is not
 # retried), and its ObjectRef resolves once, so every config is reported exactly once.

@@ -36,6 +36,12 @@ def gain(metric: str, new: float, old: float) -> float:
     return M.get_scorer(metric).gain(new, old)
 
 
+def gap_closed(student: float, twin: float, teacher: float) -> float:
+    """(student - twin) / (teacher - twin): 1 = the student reaches the teacher; NaN when the twin is not behind."""
+    gap = teacher - twin
+    return (student - twin) / gap if gap > 0 else float("nan")
+
+
 def test_metrics(y: np.ndarray, proba: np.ndarray, teacher: np.ndarray | None = None) -> dict[str, float]:
     binary = proba.shape[1] == 2
     out = {

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from hpm_ray.distill.evaluate import better
+from hpm_ray.distill.evaluate import better, gap_closed
 from hpm_ray.distill.spec import SplitTeacherSpec, check_alphas, check_students
 from hpm_ray.metrics import roc_auc
 
@@ -74,12 +74,6 @@ class InterpretableSpec(SplitTeacherSpec):
 
 
 # --- pure statistics --------------------------------------------------------------------------------------
-def gap_closed(student: float, twin: float, teacher: float) -> float:
-    """(student - twin) / (teacher - twin): 1 = the student reaches the teacher; NaN when the twin is not behind."""
-    gap = teacher - twin
-    return (student - twin) / gap if gap > 0 else float("nan")
-
-
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided Student-t interval of the mean; (mean, NaN, NaN) for fewer than two values."""
     from scipy import stats
@@ -230,7 +224,7 @@ def default_params(student: str) -> dict[str, Any]:
     """
     import optuna
 
-    from hpm_ray.distill.students import STUDENTS
+    from hpm_ray.distill.catalog import STUDENTS
 
     cls = STUDENTS[student]
     tuned = cls.suggest(optuna.create_study().ask())

@@ -29,7 +29,6 @@ from hpm_ray.distill.students import (
     SoftStudent,
     _categorical_columns,
     real_rows_leaf,
-    register_student,
 )
 from hpm_ray.errors import SpecError
 
@@ -294,6 +293,5 @@ class GBM20Student(LightGBMStudent):
         return int(df[df.left_child.isna()].groupby("tree_index").size().max())
 
 
+# Registered by name in :mod:`hpm_ray.distill.catalog`, next to the built-in students.
 PRESETS: tuple[type[SoftStudent], ...] = (ScorecardStudent, Tree4Student, GBM20Student)
-for _cls in PRESETS:
-    register_student(_cls)

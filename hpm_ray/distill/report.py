@@ -177,8 +177,7 @@ def preset_section(rep: Report, preset: str, rows: list[dict], model) -> None:
 
 def _preset_sections(rep: Report, d, students: pd.DataFrame, teacher_auc: float) -> None:
     """A section per constrained preset in an AutoDistiller run: its validation-best student and its twin."""
-    from hpm_ray.distill.evaluate import better
-    from hpm_ray.distill.interpretable import gap_closed
+    from hpm_ray.distill.evaluate import better, gap_closed
     from hpm_ray.distill.presets import PRESETS
 
     for preset in [c.name for c in PRESETS]:

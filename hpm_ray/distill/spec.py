@@ -14,7 +14,7 @@ SelectionMetric = Literal["auto", "ks", "log_loss", "auc", "accuracy", "f1"]
 
 def check_students(names: list[str]) -> list[str]:
     """Every name is a registered student type (and there is at least one)."""
-    from hpm_ray.distill.students import STUDENTS
+    from hpm_ray.distill.catalog import STUDENTS
 
     unknown = [n for n in names if n not in STUDENTS]
     if unknown or not names:

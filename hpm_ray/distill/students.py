@@ -6,7 +6,7 @@ How the soft target enters the loss:
 - LightGBM / XGBoost, binary: cross-entropy / logistic loss with the probability itself as the label;
 - everything multiclass, logistic regression and the decision tree: weighted row duplication
   (:func:`~hpm_ray.distill.soft_targets.expand_rows`), i.e. the cross-entropy to the soft target.
-A new student type subclasses :class:`SoftStudent` and calls :func:`register_student`.
+A new student type subclasses :class:`SoftStudent` and calls :func:`hpm_ray.distill.catalog.register_student`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from hpm_ray.distill.soft_targets import expand_rows, one_hot
-from hpm_ray.errors import SpecError
 
 
 def _categorical_columns(X: pd.DataFrame) -> list[str]:
@@ -303,28 +302,5 @@ class XGBoostStudent(SoftStudent):
         return int(self.model_.get_booster().num_boosted_rounds() * per_round)
 
 
-STUDENTS: dict[str, type[SoftStudent]] = {}
-
-
-def register_student(cls: type[SoftStudent]) -> type[SoftStudent]:
-    """Make a student type available by its ``name`` in specs and the CLI."""
-    if not cls.name:
-        raise SpecError(f"student class {cls.__name__} has no name")
-    STUDENTS[cls.name] = cls
-    return cls
-
-
-for _cls in (LogisticStudent, TreeStudent, LightGBMStudent, XGBoostStudent):
-    register_student(_cls)
-
-# simple -> complex, the progressive chain's order (the constrained presets sit next to their full-size kin)
-COMPLEXITY_ORDER = ("scorecard", "logreg", "tree4", "tree", "gbm20", "lgbm", "xgb")
-
-
-def make_student(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> SoftStudent:
-    if name not in STUDENTS:
-        raise SpecError(f"unknown student {name!r}; known: {', '.join(sorted(STUDENTS))}")
-    return STUDENTS[name](**(params or {}), random_state=seed)
-
-
-from hpm_ray.distill import presets as _presets  # noqa: F401  registers scorecard, tree4, gbm20
+# Registered by name in :mod:`hpm_ray.distill.catalog`, with the constrained presets.
+BUILTIN: tuple[type[SoftStudent], ...] = (LogisticStudent, TreeStudent, LightGBMStudent, XGBoostStudent)

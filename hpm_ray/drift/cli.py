@@ -26,8 +26,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hpm_ray.cli import add_runtime_args
-    from hpm_ray.serving.cli import DEFAULT_URL, TOKEN_ENV
+    from hpm_ray.cli_args import add_runtime_args
+    from hpm_ray.serving.client import DEFAULT_URL, TOKEN_ENV
 
     d = sub.add_parser("drift", help="drift between the champion's training data and served traffic; retrain loop")
     actions = d.add_subparsers(dest="drift_command", metavar="ACTION", required=True, parser_class=type(d))
@@ -98,7 +98,7 @@ def _watch(args: argparse.Namespace) -> int:
     from hpm_ray.distill.spec import DistillSpec
     from hpm_ray.drift.monitor import WatchSpec, parse_interval, watch
     from hpm_ray.runtime import init_ray
-    from hpm_ray.serving.cli import TOKEN_ENV
+    from hpm_ray.serving.client import TOKEN_ENV
 
     parse_interval(args.interval)  # bad flags fail before anything starts, not at the first drift
     if args.data and not (Path(args.data).is_file() and args.target):

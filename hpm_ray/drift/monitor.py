@@ -121,11 +121,11 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
     """Champion reference vs the newest ``window`` served rows; writes drift.json/html; bad input -> DataError."""
     from mlflow.tracking import MlflowClient
 
-    from hpm_ray.drift.reference import load_reference, prediction_score
     from hpm_ray.drift.report import write_report
-    from hpm_ray.drift.served import read_window, served_dir
     from hpm_ray.registry.aliases import resolve_version
+    from hpm_ray.registry.reference import load_reference, prediction_score
     from hpm_ray.runtime import runs_dir, setup_mlflow
+    from hpm_ray.serving.served import read_window, served_dir
 
     setup_mlflow()
     window = read_window(served_dir(spec.app, spec.served_dir), spec.window)
@@ -184,7 +184,7 @@ def _retrain(spec: WatchSpec, model: str, out: Path) -> str:
         tab = prepare_tabular(read_table(spec.data), spec.target)
         X, y = tab.X, tab.y
     else:
-        from hpm_ray.datasets import load_credit_default
+        from hpm_ray.data.datasets import load_credit_default
 
         X, y = load_credit_default()
     d = AutoDistiller(X, y, method="hpm", spec=spec.distill.model_copy(update={"method": "hpm", "shared_memory": True}))
@@ -214,7 +214,7 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     """What one drift verdict leads to; every branch leaves its decision in ``log``."""
     from hpm_ray.drift.report import verdict
     from hpm_ray.registry.aliases import check_gates, set_alias
-    from hpm_ray.serving.cli import call
+    from hpm_ray.serving.client import call
 
     say(f"{c.model} v{c.version}: {verdict(c.result)} (report {c.html_path})")
     log.decide("check", verdict(c.result))

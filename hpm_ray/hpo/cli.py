@@ -9,7 +9,7 @@ DEFAULT_SPEC = Path("tune/hpo.yaml")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hpm_ray.cli import add_runtime_args
+    from hpm_ray.cli_args import add_runtime_args
 
     p = sub.add_parser("hpo", help="tune LightGBM quantile forecasters per horizon (ASHA + Optuna), calibrate with CQR")
     p.add_argument("--data", help="price series file (CSV/Parquet; default: the bundled BTC hourly series)")
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def hpo_cmd(args: argparse.Namespace) -> int:
-    from hpm_ray.cli import runtime_flags
+    from hpm_ray.cli_args import runtime_flags
     from hpm_ray.config import load_spec, parse_list
     from hpm_ray.hpo.runner import run_hpo
     from hpm_ray.hpo.spec import HPOSpec

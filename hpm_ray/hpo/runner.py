@@ -47,8 +47,8 @@ class Horizon:
 
 
 def load_series(spec: HPOSpec) -> Series:
+    from hpm_ray.data.datasets import load_btc_hourly
     from hpm_ray.data.io import prepare_series, read_table
-    from hpm_ray.datasets import load_btc_hourly
 
     series = (
         load_btc_hourly() if spec.data is None else prepare_series(read_table(spec.data), spec.time_col, spec.price_col)

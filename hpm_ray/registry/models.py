@@ -49,7 +49,7 @@ def log_and_register(
     if mlflow.active_run() is None:
         raise RuntimeError("log_and_register needs an active MLflow run")
     if reference is not None:
-        from hpm_ray.drift.reference import log_reference
+        from hpm_ray.registry.reference import log_reference
 
         log_reference(python_model, reference)
     example = signature.input_example(python_model.schema, input_example)

@@ -23,13 +23,13 @@ from pydantic import Field
 from ray import serve
 
 from hpm_ray.config import Spec, load_spec
-from hpm_ray.drift.served import ServedLog
+from hpm_ray.serving.client import TOKEN_ENV
 from hpm_ray.serving.models import InputSpec, ModelPool, confidence, labels
 from hpm_ray.serving.policy import RolloutPolicy
 from hpm_ray.serving.routing import choose
 from hpm_ray.serving.schemas import PayloadError, parse_payload
+from hpm_ray.serving.served import ServedLog
 
-TOKEN_ENV = "HPM_RAY_SERVE_TOKEN"
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +58,7 @@ class ServeSpec(Spec):
     tracking_uri: str | None = None
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     gates: dict[str, dict[str, dict]] | None = None  # {kind: {metric: {low, high}}} over the default gates
-    # served rows for the drift monitor (hpm_ray.drift.served): sampled share, rotation, folder
+    # served rows for the drift monitor (hpm_ray.serving.served): sampled share, rotation, folder
     served_log: bool = True
     served_fraction: float = Field(1.0, ge=0, le=1)
     served_file_rows: int = Field(5000, ge=1)
@@ -391,8 +391,8 @@ class ABRouter:
 def build_app(args: dict):
     """Application builder (``serve run serve/ab.yaml``, ``hpm-ray serve``): resolve refs, start the state actor."""
     from hpm_ray import runtime
-    from hpm_ray.drift.served import served_dir
     from hpm_ray.registry.aliases import resolve_version
+    from hpm_ray.serving.served import served_dir
     from hpm_ray.serving.state import ensure_actor, initial_state, kill_actor
 
     spec = load_spec(ServeSpec, None, args)

@@ -44,7 +44,7 @@ def main() -> None:
 
     import ray
 
-    from hpm_ray.datasets import load_credit_default
+    from hpm_ray.data.datasets import load_credit_default
     from hpm_ray.distill.engine import (
         TASK_OPTIONS,
         ConfigTask,

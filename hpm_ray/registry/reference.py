@@ -2,6 +2,8 @@
 
 Stored as a run artifact next to the model (``drift_reference/``), so ``hpm-ray drift check`` compares
 served traffic with exactly what this version was trained on, whichever machine runs the check.
+It lives in the registry because :func:`~hpm_ray.registry.models.log_and_register` writes it; the drift
+monitor (a layer above) reads it back.
 """
 
 from __future__ import annotations
