@@ -98,7 +98,7 @@ def _windows(pool, n, seed):
 
 @pytest.mark.parametrize("feature", ["AGE", "PAY_0", "BILL_AMT1"])
 def test_half_missing_in_one_feature_raises_an_alarm(pool, feature):
-    for ref, win, s_ref, s_win in _windows(pool, 10, seed=1):
+    for ref, win, s_ref, s_win in _windows(pool, 5, seed=1):
         win = win.astype({feature: float})
         win.iloc[: N_WIN // 2, win.columns.get_loc(feature)] = np.nan
         r = check_drift(ref, win, None, s_ref, s_win, fdr=FDR)
@@ -111,7 +111,7 @@ def test_a_category_share_moving_20_points_raises_an_alarm(pool, feature, source
     whole rows are drawn, so the other features (and the scores) follow the moved category."""
     X, score = pool
     rng = np.random.default_rng(2)
-    for ref, _, s_ref, _ in _windows(pool, 10, seed=3):
+    for ref, _, s_ref, _ in _windows(pool, 5, seed=3):
         shares = ref[feature].value_counts(normalize=True, dropna=False)  # missing values too
         shares[source] -= 0.2
         shares[target] += 0.2

@@ -63,26 +63,29 @@ def missing_rate_pvalue(missing_ref: int, n_ref: int, missing_cur: int, n_cur: i
 def chi2_pvalue(expected_counts: np.ndarray, actual_counts: np.ndarray, min_expected: float = MIN_EXPECTED):
     """Pearson chi-square p-value that two samples of categories share one distribution (a 2 x k table).
 
-    Categories expected fewer than ``min_expected`` times in the smaller sample are pooled into one column
-    first (and that column into the smallest other one if it is still sparse), so the chi-square
-    approximation holds; None when fewer than two columns are left.
+    Sparse categories are grouped first so the chi-square approximation holds: walking from the rarest up,
+    a group closes once it is expected ``min_expected`` times in the smaller sample, and a sparse remainder
+    joins the last group. The grouping reads only the column totals, which the test conditions on, so it
+    does not bias the p-value. None when fewer than two groups are left.
     """
     e, a = np.asarray(expected_counts, dtype=float), np.asarray(actual_counts, dtype=float)
     n, m = e.sum(), a.sum()
     if n == 0 or m == 0:
         return None
-    pooled = e + a
-    e, a, pooled = e[pooled > 0], a[pooled > 0], pooled[pooled > 0]
-    sparse = min(n, m) * pooled / (n + m) < min_expected
-    if sparse.any():
-        e, a = np.append(e[~sparse], e[sparse].sum()), np.append(a[~sparse], a[sparse].sum())
-        if min(n, m) * (e[-1] + a[-1]) / (n + m) < min_expected and len(e) > 2:
-            j = int(np.argmin(e[:-1] + a[:-1]))
-            e[j], a[j] = e[j] + e[-1], a[j] + a[-1]
-            e, a = e[:-1], a[:-1]
-    if len(e) < 2:
+    scale = min(n, m) / (n + m)  # pooled count -> expected count in the smaller sample
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for j in np.argsort(e + a, kind="stable"):
+        current.append(j)
+        if scale * (e[current].sum() + a[current].sum()) >= min_expected:
+            groups.append(current)
+            current = []
+    if current and groups:
+        groups[-1] += current
+    if len(groups) < 2:
         return None
-    return float(stats.chi2_contingency(np.vstack([e, a]), correction=False).pvalue)
+    table = np.array([[e[g].sum() for g in groups], [a[g].sum() for g in groups]])
+    return float(stats.chi2_contingency(table, correction=False).pvalue)
 
 
 def _is_numeric(s: pd.Series) -> bool:
@@ -91,7 +94,12 @@ def _is_numeric(s: pd.Series) -> bool:
 
 def _floats(s: pd.Series) -> np.ndarray:
     """Values as floats, NaN for missing ones and for anything that is not a number."""
-    return pd.to_numeric(s, errors="coerce").astype(float).to_numpy()
+    return (s if _is_numeric(s) else pd.to_numeric(s, errors="coerce")).to_numpy(dtype=float, na_value=np.nan)
+
+
+def _few_codes(values: np.ndarray, max_categories: int) -> bool:
+    codes = np.unique(values[~np.isnan(values)])
+    return 0 < len(codes) <= max_categories and bool(np.all(codes == np.round(codes)))
 
 
 def is_categorical(reference: pd.Series, max_categories: int = MAX_CATEGORIES) -> bool:
@@ -101,11 +109,26 @@ def is_categorical(reference: pd.Series, max_categories: int = MAX_CATEGORIES) -
     with at most ``max_categories`` distinct values (codes such as education level or months in arrears:
     quantile bins would merge a two-valued column into one bin and treat codes as magnitudes).
     """
-    if not _is_numeric(reference):
-        return True
-    values = np.unique(_floats(reference))
-    values = values[~np.isnan(values)]
-    return 0 < len(values) <= max_categories and bool(np.all(values == np.round(values)))
+    return not _is_numeric(reference) or _few_codes(_floats(reference), max_categories)
+
+
+def _code_counts(r: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r_nan, c_nan = np.isnan(r), np.isnan(c)
+    cats, e = np.unique(r[~r_nan], return_counts=True)
+    present = c[~c_nan]
+    pos = np.minimum(np.searchsorted(cats, present), max(len(cats) - 1, 0))
+    seen = cats[pos] == present if len(cats) else np.zeros(len(present), dtype=bool)
+    a = np.bincount(pos[seen], minlength=len(cats))
+    return np.append(e, [0, r_nan.sum()]), np.append(a, [(~seen).sum(), c_nan.sum()])
+
+
+def _label_counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    ref, cur = reference.astype("string"), current.astype("string")
+    cats = pd.Index(ref.dropna().unique())
+    e = ref.value_counts().reindex(cats, fill_value=0).to_numpy()
+    a = cur.value_counts().reindex(cats, fill_value=0).to_numpy()
+    unseen = int((cur.notna() & ~cur.isin(cats)).sum())
+    return np.append(e, [0, ref.isna().sum()]), np.append(a, [unseen, cur.isna().sum()])
 
 
 def category_counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -115,20 +138,8 @@ def category_counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarra
     is not a number counts as missing), anything else as strings.
     """
     if _is_numeric(reference):
-        r, c = _floats(reference), _floats(current)
-        r_nan, c_nan = np.isnan(r), np.isnan(c)
-        cats, e = np.unique(r[~r_nan], return_counts=True)
-        present = c[~c_nan]
-        pos = np.minimum(np.searchsorted(cats, present), max(len(cats) - 1, 0))
-        seen = cats[pos] == present if len(cats) else np.zeros(len(present), dtype=bool)
-        a = np.bincount(pos[seen], minlength=len(cats))
-        return np.append(e, [0, r_nan.sum()]), np.append(a, [(~seen).sum(), c_nan.sum()])
-    ref, cur = reference.astype("string"), current.astype("string")
-    cats = pd.Index(ref.dropna().unique())
-    e = ref.value_counts().reindex(cats, fill_value=0).to_numpy()
-    a = cur.value_counts().reindex(cats, fill_value=0).to_numpy()
-    unseen = int((cur.notna() & ~cur.isin(cats)).sum())
-    return np.append(e, [0, ref.isna().sum()]), np.append(a, [unseen, cur.isna().sum()])
+        return _code_counts(_floats(reference), _floats(current))
+    return _label_counts(reference, current)
 
 
 def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
@@ -183,19 +194,26 @@ class DriftResult:
         return d
 
 
-def _one(name: str, ref: pd.Series, cur: pd.Series, kind: str) -> FeatureDrift:
-    if kind == "categorical":
-        e, a = category_counts(ref, cur)
-        f = FeatureDrift(name, kind, psi_counts(e, a), chi2_pvalue=chi2_pvalue(e[:-1], a[:-1]))
-        missing_ref, missing_cur = int(e[-1]), int(a[-1])
+def _one(name: str, ref: pd.Series, cur: pd.Series, kind: str | None, max_categories: int) -> FeatureDrift:
+    """One feature's PSI and tests; ``kind`` None: categorical or numeric as :func:`is_categorical` says."""
+    if _is_numeric(ref):
+        r, c = ref.to_numpy(dtype=float, na_value=np.nan), _floats(cur)
+        kind = kind or ("categorical" if _few_codes(r, max_categories) else "numeric")
+        if kind != "categorical":
+            r_ok, c_ok = r[~np.isnan(r)], c[~np.isnan(c)]
+            ks, p = ks_two_sample(r_ok, c_ok) if len(r_ok) and len(c_ok) else (None, None)
+            f = FeatureDrift(name, kind, psi(r, c), ks, p)
+            return _with_missing(f, len(r) - len(r_ok), len(r), len(c) - len(c_ok), len(c))
+        e, a = _code_counts(r, c)
     else:
-        r, c = _floats(ref), _floats(cur)
-        r_ok, c_ok = r[~np.isnan(r)], c[~np.isnan(c)]
-        ks, p = ks_two_sample(r_ok, c_ok) if len(r_ok) and len(c_ok) else (None, None)
-        f = FeatureDrift(name, kind, psi(r, c), ks, p)
-        missing_ref, missing_cur = len(r) - len(r_ok), len(c) - len(c_ok)
-    f.missing_reference, f.missing_current = missing_ref / len(ref), missing_cur / len(cur)
-    f.missing_pvalue = missing_rate_pvalue(missing_ref, len(ref), missing_cur, len(cur))
+        e, a = _label_counts(ref, cur)
+    f = FeatureDrift(name, "categorical", psi_counts(e, a), chi2_pvalue=chi2_pvalue(e[:-1], a[:-1]))
+    return _with_missing(f, int(e[-1]), int(e.sum()), int(a[-1]), int(a.sum()))
+
+
+def _with_missing(f: FeatureDrift, missing_ref: int, n_ref: int, missing_cur: int, n_cur: int) -> FeatureDrift:
+    f.missing_reference, f.missing_current = missing_ref / n_ref, missing_cur / n_cur
+    f.missing_pvalue = missing_rate_pvalue(missing_ref, n_ref, missing_cur, n_cur)
     return f
 
 
@@ -278,9 +296,10 @@ def check_drift(
         raise DataError(f"categorical feature(s) {', '.join(map(repr, unknown))} are not features of the model")
     result = DriftResult(threshold, len(reference), len(current), fdr=fdr)
     for f in features:
-        kind = "categorical" if f in declared or is_categorical(reference[f], max_categories) else "numeric"
-        result.features.append(_one(f, reference[f], current[f], kind))
+        kind = "categorical" if f in declared else None
+        result.features.append(_one(f, reference[f], current[f], kind, max_categories))
     if reference_pred is not None and current_pred is not None:
-        result.prediction = _one("prediction", pd.Series(reference_pred), pd.Series(current_pred), "prediction")
+        pred = pd.Series(reference_pred), pd.Series(current_pred)
+        result.prediction = _one("prediction", *pred, "prediction", max_categories)
     _decide(result)
     return result
