@@ -160,16 +160,25 @@ def psi(expected: np.ndarray, actual: np.ndarray, n_bins: int = 10) -> float:
     """Population stability index of a numeric feature, bins from the reference (``expected``) quantiles.
 
     PSI = sum((a - e) * ln(a / e)) over bins; empty bins get a small floor so one empty bin is not infinite.
+    Missing values (NaN) have a bin of their own: dropping them would hide a feature that went half missing.
     """
-    e = np.asarray(expected, dtype=float)
-    a = np.asarray(actual, dtype=float)
+    e, a = np.asarray(expected, dtype=float), np.asarray(actual, dtype=float)
+    e_nan, a_nan = np.isnan(e), np.isnan(a)
+    e_counts, a_counts = _quantile_bin_counts(e[~e_nan], a[~a_nan], n_bins)
+    return psi_counts(np.append(e_counts, e_nan.sum()), np.append(a_counts, a_nan.sum()))
+
+
+def _quantile_bin_counts(e: np.ndarray, a: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of ``e`` and ``a`` in bins cut at ``e``'s quantiles (tied quantiles merge bins)."""
+    if len(e) == 0:  # nothing to cut at: one bin for "present"
+        return np.array([0]), np.array([len(a)])
     edges = np.unique(np.quantile(e, np.linspace(0, 1, n_bins + 1)))
     if len(edges) < 2:  # constant reference: "same value" vs "anything else"
-        return psi_counts(np.array([len(e), 0]), np.array([np.sum(a == e[0]), np.sum(a != e[0])]))
+        return np.array([len(e), 0]), np.array([np.sum(a == e[0]), np.sum(a != e[0])])
     inner = edges[1:-1]
     e_counts = np.bincount(np.searchsorted(inner, e, side="right"), minlength=len(inner) + 1)
     a_counts = np.bincount(np.searchsorted(inner, a, side="right"), minlength=len(inner) + 1)
-    return psi_counts(e_counts, a_counts)
+    return e_counts, a_counts
 
 
 def psi_counts(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:

@@ -20,8 +20,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=2000, help="newest served rows to check (default 2000)")
     p.add_argument("--min-rows", type=int, default=200, help="refuse a check on fewer served rows (default 200)")
     p.add_argument(
-        "--threshold", type=float, default=0.2, help="PSI at which a feature counts as drifted (default 0.2)"
+        "--threshold", type=float, default=0.1, help="PSI a feature must reach to count as drifted (default 0.1)"
     )
+    p.add_argument(
+        "--fdr",
+        type=float,
+        default=0.05,
+        help="false-alarm rate of a no-drift check (Benjamini-Hochberg; default 0.05)",
+    )
+    p.add_argument("--categorical", help="comma-separated features compared by category whatever their type")
     p.add_argument("--out", help="folder for drift.json / drift.html (default <runs dir>/drift/<app>)")
 
 
@@ -64,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fields(args: argparse.Namespace) -> dict:
+    from hpm_ray.config import parse_list
+
     return {
         "model": args.model,
         "alias": args.alias,
@@ -72,6 +81,8 @@ def _fields(args: argparse.Namespace) -> dict:
         "window": args.window,
         "min_rows": args.min_rows,
         "threshold": args.threshold,
+        "fdr": args.fdr,
+        "categorical": parse_list(args.categorical, str, "--categorical"),
         "out": args.out,
     }
 

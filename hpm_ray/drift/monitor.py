@@ -18,7 +18,7 @@ from pydantic import Field
 
 from hpm_ray.config import Spec
 from hpm_ray.distill.spec import DistillSpec
-from hpm_ray.drift.checks import DEFAULT_THRESHOLD, DriftResult, check_drift
+from hpm_ray.drift.checks import DEFAULT_FDR, DEFAULT_THRESHOLD, MAX_CATEGORIES, DriftResult, check_drift
 from hpm_ray.errors import HPMError, SpecError
 
 EXPERIMENT = "hpm-ray-drift"
@@ -39,7 +39,10 @@ class CheckSpec(Spec):
     app: str = "hpm-ab"
     served_dir: str | None = None  # default: <runs dir>/served/<app>
     window: int = Field(2000, ge=1)
-    threshold: float = Field(DEFAULT_THRESHOLD, gt=0)
+    threshold: float = Field(DEFAULT_THRESHOLD, gt=0)  # PSI a drifted feature must reach
+    fdr: float = Field(DEFAULT_FDR, gt=0, lt=1)  # BH level: a no-drift check alarms with at most this probability
+    categorical: list[str] = Field(default_factory=list)  # compared by category whatever their type
+    max_categories: int = Field(MAX_CATEGORIES, ge=0)  # integer columns with this few values are categories too
     min_rows: int = Field(200, ge=10)
     out: str | None = None  # default: <runs dir>/drift/<app>
 
@@ -143,6 +146,9 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
         current_pred,
         spec.threshold,
         spec.min_rows,
+        fdr=spec.fdr,
+        categorical=spec.categorical,
+        max_categories=spec.max_categories,
     )
     out = Path(spec.out) if spec.out else runs_dir() / "drift" / spec.app
     meta = {

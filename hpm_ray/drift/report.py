@@ -9,14 +9,13 @@ from hpm_ray.drift.checks import DriftResult
 
 
 def verdict(result: DriftResult) -> str:
-    """One line: the decision and the features that drove it."""
-    drifted = [f.feature for f in result.features if f.drifted]
-    if result.prediction is not None and result.prediction.drifted:
-        drifted.append("prediction")
+    """One line: the decision, the rule behind it and the features that drove it."""
+    drifted = [f.feature for f in result.checked if f.drifted]
+    rule = f"BH-significant at FDR {result.fdr:g} with PSI >= {result.threshold:g}"
     if not drifted:
-        return f"no drift: max PSI {result.max_psi:.3f} < {result.threshold:g} over {result.n_current} served rows"
+        return f"no drift: no feature {rule}; max PSI {result.max_psi:.3f} over {result.n_current} served rows"
     return (
-        f"DRIFT: PSI >= {result.threshold:g} on {len(drifted)} of {len(result.features) + (result.prediction is not None)} "
+        f"DRIFT: {rule} on {len(drifted)} of {len(result.checked)} "
         f"({', '.join(drifted[:6])}{', ...' if len(drifted) > 6 else ''}); max PSI {result.max_psi:.3f}"
     )
 
@@ -30,16 +29,19 @@ def write_report(result: DriftResult, meta: dict, out_dir: str | Path) -> tuple[
     payload = {**meta, "verdict": verdict(result), **result.to_dict()}
     json_path = out / "drift.json"
     json_path.write_text(json.dumps(payload, indent=2, default=str))
-    rows = [f for f in result.features] + ([result.prediction] if result.prediction else [])
+    rows = result.checked
     r = Report(
         f"Drift: {meta.get('model', '')} v{meta.get('version', '')}",
-        f"{result.n_current} served rows vs {result.n_reference} training reference rows; PSI threshold {result.threshold:g}",
+        f"{result.n_current} served rows vs {result.n_reference} training reference rows; PSI threshold "
+        f"{result.threshold:g}, FDR {result.fdr:g}",
     )
     r.heading("Verdict").text(verdict(result))
     r.text(
-        "PSI: population stability index (numeric features on reference deciles, categorical on categories). "
-        "KS: two-sample Kolmogorov-Smirnov statistic and p-value (numeric only). The prediction row compares the "
-        "model's scores on the reference with its scores on the served rows it answered.",
+        "PSI: population stability index (numeric features on reference deciles, categorical on categories; "
+        "one bin for unseen categories, one for missing values). Tests: two-sample Kolmogorov-Smirnov (numeric), "
+        "chi-square (categorical), Fisher's exact on the missing rate; q: the smallest Benjamini-Hochberg adjusted "
+        "p-value of the feature's tests. A feature drifts when q <= FDR and PSI >= threshold. The prediction row "
+        "compares the model's scores on the reference with its scores on the served rows it answered.",
         note=True,
     )
     r.bar_chart(
@@ -57,6 +59,9 @@ def write_report(result: DriftResult, meta: dict, out_dir: str | Path) -> tuple[
                 "PSI": round(f.psi, 4),
                 "KS": None if f.ks is None else round(f.ks, 4),
                 "KS p-value": None if f.ks_pvalue is None else f"{f.ks_pvalue:.2g}",
+                "chi2 p-value": None if f.chi2_pvalue is None else f"{f.chi2_pvalue:.2g}",
+                "missing ref/served": f"{f.missing_reference:.1%} / {f.missing_current:.1%}",
+                "q": None if f.q_value is None else f"{f.q_value:.2g}",
                 "drifted": f.drifted,
             }
             for f in rows
