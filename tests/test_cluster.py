@@ -27,12 +27,12 @@ DISTILL_SPEC = (
     "legacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n"
 )
 DISTILL_ARGS = ["distill", "--method", "legacy", "--max-rows", "2000", "--no-mlflow"]
-N_DISTILL_TASKS = 3 * 4 + 3  # students x alphas, plus one hard-label twin per student
+N_DISTILL_TASKS = 3 * 4 * 2  # students x alphas, each with its hard-label twin study (fair twins: as many studies)
 # The node-loss test kills a node as soon as it starts a fit: a fit of a few seconds is long enough.
 DISTILL_CHAOS_SPEC = (
     "students: [lgbm]\ntemperatures: [2.0]\nalphas: [0.5, 0.9]\nlegacy_trials: 6\nteacher_trees: 40\nteacher_folds: 3\n"
 )
-N_DISTILL_CHAOS_TASKS = 2 + 1
+N_DISTILL_CHAOS_TASKS = 2 * 2  # two configs, each with its twin study
 N_CHAOS_TRIALS = 4
 # No pruning in the HPO node-loss test (grace period = every report): a trial ASHA stops just as its node dies
 # would end cleanly, and the test would not see a trial interrupted and restarted elsewhere.

@@ -66,7 +66,7 @@ def test_fake_provider_launches_workers_and_a_run_uses_them(tmp_path):
     assert rep["returncode"] == 0, rep["stderr"][-2000:]
     assert len(rep["workers"]) == 2 and rep["head"] not in rep["workers"]  # the autoscaler launched cpu_worker x2
     df = pd.read_csv(out / "results.csv")
-    assert (df.status == "ok").all() and len(df) == 2 * 2 + 2
+    assert (df.status == "ok").all() and len(df) == 2 * 2 * 2  # students x alphas, each with a twin study
     assert set(df.node_id) <= set(rep["workers"]) and df.node_id.nunique() == 2  # the 0-CPU head ran no fit
     still_up = subprocess.run(["pgrep", "-f", rep["gcs"]], capture_output=True, text=True).stdout.split()
     assert not still_up  # every process of the fake cluster is gone

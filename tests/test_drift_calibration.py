@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hpm_ray.datasets import load_credit_default
+from hpm_ray.data.datasets import load_credit_default
 from hpm_ray.drift.checks import check_drift
 
 FDR = 0.05
