@@ -55,6 +55,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def port_source():
+    """A function handing out free loopback ports, for tests that start several servers."""
+    return free_port
+
+
+@pytest.fixture
 def loopback_port() -> int:
     return free_port()
 

@@ -110,21 +110,20 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
 
     out = tmp_path / "out"
     spec = _spec(tmp_path, f"points_to_evaluate: [{json.dumps(BAD_POINT)}]\nmodel_prefix: e2e\n")
-    code = main(
-        [
-            "hpo",
-            "--data",
-            str(small_csv),
-            "--horizons",
-            "6,12",
-            "--trials-per-horizon",
-            "7",
-            "--spec",
-            str(spec),
-            "--out",
-            str(out),
-        ]
-    )
+    args = [
+        "hpo",
+        "--data",
+        str(small_csv),
+        "--horizons",
+        "6,12",
+        "--trials-per-horizon",
+        "7",
+        "--spec",
+        str(spec),
+        "--out",
+        str(out),
+    ]
+    code = main(args)
     printed = capsys.readouterr().out
     assert code == 0
     assert "h=6:" in printed and "pruned" in printed and "best val pinball" in printed
@@ -234,25 +233,7 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     assert coverage(y_test, pred.lo_90, pred.hi_90) == pytest.approx(h6["coverage_90_cqr"])
 
     # --resume of a run that already registered its models reuses them: no second version, no second model run
-    assert (
-        main(
-            [
-                "hpo",
-                "--data",
-                str(small_csv),
-                "--horizons",
-                "6,12",
-                "--trials-per-horizon",
-                "7",
-                "--spec",
-                str(spec),
-                "--out",
-                str(out),
-                "--resume",
-            ]
-        )
-        == 0
-    )
+    assert main([*args, "--resume"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert {h: e["model_uri"] for h, e in again["horizons"].items()} == {
         h: e["model_uri"] for h, e in summary["horizons"].items()

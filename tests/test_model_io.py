@@ -5,7 +5,6 @@ and for a quantile forecaster.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -156,10 +155,7 @@ def test_raw_csv_rows_predict_in_a_fresh_process_as_in_process(student):
     assert len(set(np.round(fresh, 6))) == 4  # four different answers: the rows really reached the model
 
 
-def _serve(uri: str, tracking: str, log: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def _serve(uri: str, tracking: str, log: Path, port: int):
     # `mlflow models serve` runs `uvicorn` from PATH: the environment's own bin folder, as an activated venv has.
     env = dict(
         os.environ, MLFLOW_TRACKING_URI=tracking, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -208,10 +204,10 @@ def _payloads(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def test_mlflow_scoring_server_answers_raw_rows_like_in_process(student, forecaster, tmp_path):
+def test_mlflow_scoring_server_answers_raw_rows_like_in_process(student, forecaster, tmp_path, port_source):
     raw = pd.read_csv(student["dir"] / "new.csv")
     servers = {
-        name: _serve(m["uri"], m["tracking"], tmp_path / f"{name}.log")
+        name: _serve(m["uri"], m["tracking"], tmp_path / f"{name}.log", port_source())
         for name, m in (("student", student), ("forecaster", forecaster))
     }
     try:

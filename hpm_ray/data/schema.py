@@ -26,7 +26,6 @@ import pandas as pd
 
 from hpm_ray.errors import DataError
 
-METADATA_KEY = "hpm_ray_input_schema"  # where FrameSchema.to_dict() sits in a registered model's metadata
 Kind = Literal["number", "integer", "boolean", "category"]
 
 
@@ -169,10 +168,6 @@ def _text(v) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
-
-
 def _to_number(raw: pd.Series, c: ColumnSpec) -> pd.Series:
     if pd.api.types.is_bool_dtype(raw) or not (
         pd.api.types.is_numeric_dtype(raw) or raw.dtype == object or pd.api.types.is_string_dtype(raw)
@@ -202,7 +197,7 @@ def _to_boolean(raw: pd.Series, name: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(raw):
         return raw.astype(bool)
     try:
-        mapped = [np.nan if _missing(v) else _TRUTH[v] for v in raw]
+        mapped = [np.nan if pd.isna(v) else _TRUTH[v] for v in raw]
     except (KeyError, TypeError):
         raise SchemaError(f"column {name!r} takes true/false values") from None
     s = pd.Series(mapped, index=raw.index, name=name, dtype=object)

@@ -14,7 +14,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from hpm_ray.data.schema import METADATA_KEY
 from hpm_ray.registry import signature
 
 KIND_TAG = "hpm_ray.kind"  # "classifier" | "quantile_forecaster": selects the quality gates
@@ -59,7 +58,7 @@ def log_and_register(
         artifacts=artifacts,
         signature=signature.model_signature(python_model),
         input_example=example,
-        metadata={METADATA_KEY: python_model.schema.to_dict()},
+        metadata={signature.METADATA_KEY: python_model.schema.to_dict()},
         pip_requirements=pip_requirements(),
     )
     all_tags = {KIND_TAG: kind, **(tags or {})}

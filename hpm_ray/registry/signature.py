@@ -15,6 +15,7 @@ from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
 from hpm_ray.data.schema import FrameSchema
 
+METADATA_KEY = "hpm_ray_input_schema"  # where FrameSchema.to_dict() sits in the MLmodel file's metadata
 EXAMPLE_ROWS = 5
 
 

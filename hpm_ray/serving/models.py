@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hpm_ray.data.schema import METADATA_KEY, FrameSchema
+from hpm_ray.data.schema import FrameSchema
+from hpm_ray.registry.signature import METADATA_KEY
 
 
 def model_uri(name: str, version: str) -> str:
