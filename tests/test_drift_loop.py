@@ -137,6 +137,8 @@ def _watch(served, tmp_path, *extra):
             "lgbm",
             "--teacher-trees",
             "30",
+            "--alarms",  # act on the first alarm: hysteresis has its own tests (test_drift_hysteresis.py)
+            "1/1",
             *extra,
         ]
     )

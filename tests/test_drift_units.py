@@ -179,7 +179,9 @@ def test_watch_gates_decide_the_ab(mlflow_uri, tmp_path, monkeypatch, passed):
         "check_gates",
         lambda name, v, g: gated.append((v, g)) or GateResult(passed, () if passed else ("auc: 0.6 < 0.75",)),
     )
-    r = monitor.watch_once(WatchSpec(token="tok", traffic=10), lambda msg: None)
+    r = monitor.watch_once(
+        WatchSpec(token="tok", traffic=10, alarm_k=1, alarm_n=1, out=str(tmp_path)), lambda msg: None
+    )
     assert gated == [("7", app.status["gates"])]  # the app's configured gates
     tags = MlflowClient().get_run(r["run_id"]).data.tags
     if passed:

@@ -1,5 +1,5 @@
-"""``hpm-ray drift check`` (one drift report) and ``hpm-ray drift watch`` (check on a schedule; retrain,
-gate, register a challenger and start an A/B when drift passes the threshold)."""
+"""``hpm-ray drift check`` (one drift report) and ``hpm-ray drift watch`` (check on a schedule; when the alarm
+holds in K of the last N checks and no cooldown runs, retrain, gate, register a challenger and start an A/B)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(w)
     w.add_argument("--interval", default="60m", help="time between checks: 30s, 60m, 2h (default 60m)")
     w.add_argument("--once", action="store_true", help="one check (and its actions), then exit")
+    w.add_argument(
+        "--cooldown", default="6h", help="after a retrain, promote or rollback, no new action for this long (6h)"
+    )
+    w.add_argument(
+        "--alarms", default="2/3", help="act when the alarm is on in K of the last N checks: K/N (default 2/3)"
+    )
     w.add_argument("--iterations", type=int, help="stop after this many checks (default: run until stopped)")
     w.add_argument(
         "--dry-run", action="store_true", help="report what would be done; change nothing in the registry or the app"
@@ -107,11 +113,13 @@ def _check(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     from hpm_ray.config import load_spec, parse_list
     from hpm_ray.distill.spec import DistillSpec
+    from hpm_ray.drift.hysteresis import parse_alarms
     from hpm_ray.drift.monitor import WatchSpec, parse_interval, watch
     from hpm_ray.runtime import init_ray
     from hpm_ray.serving.client import TOKEN_ENV
 
     parse_interval(args.interval)  # bad flags fail before anything starts, not at the first drift
+    alarm_k, alarm_n = parse_alarms(args.alarms)
     if args.data and not (Path(args.data).is_file() and args.target):
         raise SpecError(
             f"--data {args.data}: file not found"
@@ -141,6 +149,9 @@ def _watch(args: argparse.Namespace) -> int:
         "interval": args.interval,
         "iterations": 1 if args.once else args.iterations,
         "dry_run": args.dry_run,
+        "cooldown": args.cooldown,
+        "alarm_k": alarm_k,
+        "alarm_n": alarm_n,
         "data": args.data,
         "target": args.target,
         "traffic": args.traffic,

@@ -14,22 +14,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hpm_ray.config import Spec
 from hpm_ray.distill.spec import DistillSpec
 from hpm_ray.drift.checks import DEFAULT_FDR, DEFAULT_THRESHOLD, MAX_CATEGORIES, DriftResult, check_drift
+from hpm_ray.drift.hysteresis import Hysteresis, WatchLog, last_ab_event, permit
 from hpm_ray.errors import HPMError, SpecError
 
 EXPERIMENT = "hpm-ray-drift"
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_interval(text: str) -> float:
-    """``"30s"``, ``"60m"``, ``"2h"``, ``"1d"`` or plain seconds -> seconds (> 0)."""
+def parse_interval(text: str, allow_zero: bool = False) -> float:
+    """``"30s"``, ``"60m"``, ``"2h"``, ``"1d"`` or plain seconds -> seconds (> 0, or >= 0 with ``allow_zero``)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
-    if not m or float(m.group(1)) <= 0:
-        raise SpecError(f"interval must look like 30s, 60m, 2h or 1d (> 0), got {text!r}")
+    if not m or (float(m.group(1)) <= 0 and not allow_zero):
+        raise SpecError(f"interval must look like 30s, 60m, 2h or 1d ({'>=' if allow_zero else '>'} 0), got {text!r}")
     return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
@@ -46,6 +47,11 @@ class CheckSpec(Spec):
     min_rows: int = Field(200, ge=10)
     out: str | None = None  # default: <runs dir>/drift/<app>
 
+    def out_dir(self) -> Path:
+        from hpm_ray.runtime import runs_dir
+
+        return Path(self.out) if self.out else runs_dir() / "drift" / self.app
+
 
 class WatchSpec(CheckSpec):
     url: str = "http://127.0.0.1:8000"
@@ -53,6 +59,9 @@ class WatchSpec(CheckSpec):
     interval: str = "60m"
     iterations: int | None = Field(None, ge=1)  # None: until stopped
     dry_run: bool = False
+    cooldown: str = "6h"  # after a retrain, promote or rollback, no new action for this long
+    alarm_k: int = Field(2, ge=1)  # act on the alarm in alarm_k of the last alarm_n checks
+    alarm_n: int = Field(3, ge=1)
     data: str | None = None  # retraining table; default: the bundled credit data
     target: str | None = None
     traffic: float = Field(10.0, gt=0, lt=100)
@@ -60,6 +69,14 @@ class WatchSpec(CheckSpec):
     distill: DistillSpec = Field(
         default_factory=lambda: DistillSpec(method="hpm", max_rows=10_000, max_configs=8, teacher_trees=200)
     )
+
+    @model_validator(mode="after")
+    def _valid_hysteresis(self) -> WatchSpec:
+        self.hysteresis()
+        return self
+
+    def hysteresis(self) -> Hysteresis:
+        return Hysteresis(parse_interval(self.cooldown, allow_zero=True), self.alarm_k, self.alarm_n)
 
 
 class DecisionLog:
@@ -127,7 +144,7 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
     from hpm_ray.drift.report import write_report
     from hpm_ray.registry.aliases import resolve_version
     from hpm_ray.registry.reference import load_reference, prediction_score
-    from hpm_ray.runtime import runs_dir, setup_mlflow
+    from hpm_ray.runtime import setup_mlflow
     from hpm_ray.serving.served import read_window, served_dir
 
     setup_mlflow()
@@ -150,7 +167,7 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
         categorical=spec.categorical,
         max_categories=spec.max_categories,
     )
-    out = Path(spec.out) if spec.out else runs_dir() / "drift" / spec.app
+    out = spec.out_dir()
     meta = {
         "model": model,
         "version": version,
@@ -202,7 +219,12 @@ def _retrain(spec: WatchSpec, model: str, out: Path) -> str:
 
 
 def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
-    """One iteration; returns ``{"action": none|skipped|dry_run|refused|ab_started, ...}``."""
+    """One iteration; returns ``{"action": none|waiting|skipped|dry_run|refused|ab_started, ...}``.
+
+    Each iteration is one line of the watch's JSON log (``<out>/watch.jsonl``): verdict, action and the reason,
+    also when nothing is done; the log is the memory of the cooldown and of the k-of-n rule.
+    """
+    journal = WatchLog(spec.out_dir() / "watch.jsonl")
     with DecisionLog("drift-watch", {"hpm_ray.app": spec.app, "hpm_ray.dry_run": str(spec.dry_run)}) as log:
         try:
             try:
@@ -210,13 +232,25 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
             except HPMError as exc:
                 log.decide("check", f"no check, no retrain: {exc}")
                 raise
-            return _act(spec, c, log, say)
+            result = _act(spec, c, log, say, journal)
         except Exception as exc:
             log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
+            journal.append({"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id})
             raise
+        journal.append(
+            {
+                "drifted": result["drifted"],
+                "action": result["action"],
+                "reason": log.events[-1]["detail"],
+                "model": result["model"],
+                "version": result["version"],
+                "run_id": log.run_id,
+            }
+        )
+        return result
 
 
-def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str], None]) -> dict:
+def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str], None], journal: WatchLog) -> dict:
     """What one drift verdict leads to; every branch leaves its decision in ``log``."""
     from hpm_ray.drift.report import verdict
     from hpm_ray.registry.aliases import check_gates, set_alias
@@ -242,6 +276,13 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     if running and status.get("stage") in ("rollout", "manual"):
         log.decide("retrain", f"not started: challenger v{running} is already in an A/B ({status['stage']})")
         return {**base, "action": "skipped"}
+    actions = [t for t in (journal.last_action(), last_ab_event(status)) if t is not None]
+    allowed = permit(journal.verdicts() + [True], max(actions, default=None), time.time(), spec.hysteresis())
+    if not allowed.act:
+        log.decide("retrain", f"not started: {allowed.reason}")
+        say(f"drift, but no action: {allowed.reason}")
+        return {**base, "action": "waiting"}
+    log.decide("hysteresis", allowed.reason)
     gates, gates_from = _gate_overrides(spec, status)
     source = spec.data or "the bundled credit data"
     if spec.dry_run:

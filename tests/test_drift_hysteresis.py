@@ -1,0 +1,140 @@
+"""Hysteresis of ``drift watch``: a cooldown after an action and the alarm on k of the last n checks, with
+every decision (also "no action, and why") in the watch's JSON log and on its MLflow run."""
+
+import json
+import time
+
+import pytest
+
+from hpm_ray.config import load_spec
+from hpm_ray.drift.hysteresis import Hysteresis, WatchLog, last_ab_event, parse_alarms, permit
+from hpm_ray.drift.monitor import WatchSpec
+from hpm_ray.errors import SpecError
+
+HOUR = 3600.0
+
+
+@pytest.mark.parametrize(
+    "alarms, k, n, act",
+    [
+        ([True], 1, 1, True),
+        ([True], 2, 3, False),  # one alarm so far: 1 of 1 < 2
+        ([False, True], 2, 3, False),
+        ([True, False, True], 2, 3, True),
+        ([True, False, False, True], 2, 3, False),  # the first alarm fell out of the last 3
+        ([True, True, False, False, True], 2, 2, False),
+    ],
+)
+def test_k_of_n(alarms, k, n, act):
+    p = permit(alarms, None, 0.0, Hysteresis(0.0, k, n))
+    assert p.act is act
+    hits = sum(alarms[-n:])
+    assert f"alarm on {hits} of the last {min(n, len(alarms))}" in p.reason
+
+
+def test_cooldown_counts_from_the_last_action():
+    rule = Hysteresis(6 * HOUR, 1, 1)
+    waiting = permit([True], 100.0, 100.0 + 2 * HOUR, rule)
+    assert not waiting.act and "cooldown: 4.00 h left of 6 h" in waiting.reason
+    assert permit([True], 100.0, 100.0 + 6 * HOUR, rule).act  # exactly at the end of the cooldown
+
+
+@pytest.mark.parametrize("k, n", [(0, 3), (4, 3)])
+def test_k_of_n_must_make_sense(k, n):
+    with pytest.raises(SpecError, match="k of n"):
+        Hysteresis(0.0, k, n)
+    with pytest.raises(SpecError, match="alarm"):  # a spec file or flags: one line naming the setting
+        load_spec(WatchSpec, None, {"alarm_k": k, "alarm_n": n})
+
+
+@pytest.mark.parametrize("text", ["2", "2/", "a/3", "2-3"])
+def test_parse_alarms_refuses(text):
+    with pytest.raises(SpecError, match="K/N"):
+        parse_alarms(text)
+
+
+def test_parse_alarms_and_cooldown_zero():
+    assert parse_alarms(" 2 / 3 ") == (2, 3)
+    assert WatchSpec(cooldown="0").hysteresis().cooldown_s == 0.0
+    assert WatchSpec(cooldown="90m").hysteresis().cooldown_s == 5400.0
+    with pytest.raises(SpecError, match="interval"):
+        load_spec(WatchSpec, None, {"cooldown": "soon"})
+
+
+def test_watch_log_is_the_memory_and_survives_a_torn_line(tmp_path):
+    log = WatchLog(tmp_path / "w" / "watch.jsonl")
+    assert log.verdicts() == [] and log.last_action() is None
+    log.append({"drifted": False, "action": "none"})
+    log.append({"action": "error", "reason": "only 3 rows"})  # an error is not a check
+    log.append({"drifted": True, "action": "ab_started"})
+    with log.path.open("a") as f:
+        f.write('{"drifted": tru')  # a crash mid-write
+    log.append({"drifted": True, "action": "waiting"})
+    assert log.verdicts() == [False, True, True]
+    started = [e["time"] for e in log.entries() if e["action"] == "ab_started"]
+    assert log.last_action() == started[0]
+
+
+def test_last_ab_event_reads_promote_and_rollback_only():
+    status = {
+        "history": [
+            {"time": 10.0, "event": "start"},
+            {"time": 20.0, "event": "rollback"},
+            {"time": 30.0, "event": "expand"},
+            {"time": 25.0, "event": "promote"},
+        ]
+    }
+    assert last_ab_event(status) == 25.0
+    assert last_ab_event({"history": [{"time": 5.0, "event": "start"}]}) is None
+    assert last_ab_event({}) is None  # /ab/status without the admin token shows no history
+
+
+def _fake_loop(tmp_path, monkeypatch, history=()):
+    """The watcher against a drifted check, a retrain that registers v7, gates that pass and a fake app."""
+    from hpm_ray.drift import monitor
+    from hpm_ray.registry import aliases
+    from hpm_ray.registry.gates import GateResult
+    from hpm_ray.serving import client as serving_client
+    from tests.test_drift_units import _App, _drifted_outcome
+
+    app, retrained = _App(), []
+    app.status["history"] = list(history)
+    monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
+    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out: retrained.append(1) or "7")
+    monkeypatch.setattr(serving_client, "call", app)
+    monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: None)
+    monkeypatch.setattr(aliases, "check_gates", lambda name, v, g: GateResult(True, ()))
+    return monitor, app, retrained
+
+
+def test_a_second_alarm_inside_the_cooldown_takes_no_action(mlflow_uri, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monitor, app, retrained = _fake_loop(tmp_path, monkeypatch)
+    spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="6h", alarm_k=1, alarm_n=1)
+    first = monitor.watch_once(spec, lambda msg: None)
+    assert first["action"] == "ab_started" and len(retrained) == 1
+    app.status["variants"]["challenger"] = None  # the A/B ended (say, rolled back) before the next check
+    second = monitor.watch_once(spec, lambda msg: None)
+    assert second["action"] == "waiting" and len(retrained) == 1 and len(app.posts) == 1
+    tags = MlflowClient().get_run(second["run_id"]).data.tags
+    assert tags["decision.retrain"].startswith("not started: cooldown")
+    lines = [json.loads(x) for x in (tmp_path / "watch" / "watch.jsonl").read_text().splitlines()]
+    assert [(x["drifted"], x["action"]) for x in lines] == [(True, "ab_started"), (True, "waiting")]
+    assert lines[1]["reason"].startswith("not started: cooldown") and lines[1]["run_id"] == second["run_id"]
+
+
+def test_a_promotion_in_the_app_starts_a_cooldown(mlflow_uri, tmp_path, monkeypatch):
+    monitor, app, retrained = _fake_loop(tmp_path, monkeypatch, [{"time": time.time() - HOUR, "event": "promote"}])
+    spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="2h", alarm_k=1, alarm_n=1)
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "waiting" and retrained == []
+    app.status["history"][0]["time"] -= 2 * HOUR  # the promotion is now 3 h old
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
+
+
+def test_two_of_three_waits_for_a_second_alarm(mlflow_uri, tmp_path, monkeypatch):
+    monitor, _, retrained = _fake_loop(tmp_path, monkeypatch)
+    spec = WatchSpec(out=str(tmp_path / "watch"))  # defaults: 2 of 3, 6 h cooldown
+    first = monitor.watch_once(spec, lambda msg: None)
+    assert first["action"] == "waiting" and retrained == []
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
