@@ -285,10 +285,20 @@ def test_cli_distill_writes_outputs_and_registers(ray_session, mlflow_uri, tmp_p
     model = mlflow.pyfunc.load_model(summary["best"]["model_uri"])
     from hpm_ray.data.datasets import load_credit_default
 
-    X, _ = load_credit_default()
+    X, y = load_credit_default()
     pred = model.predict(X.head(5))
     assert list(pred.columns) == ["prediction", "proba_0", "proba_1"]
     assert "registered models:/distill-test/" in capsys.readouterr().out
+    # the drift reference is the held-out test block (and the model's outputs on it), not training rows
+    from hpm_ray.distill.spec import DistillSpec
+    from hpm_ray.distill.splits import make_splits
+    from hpm_ray.registry.reference import load_reference
+
+    d = DistillSpec()
+    sp = make_splits(X, y, d.validation_size, d.test_size, 1, 1500)
+    ref = load_reference("distill-test", summary["best"]["model_uri"].rsplit("/", 1)[1])
+    pd.testing.assert_frame_equal(ref.features, sp.X_test.reset_index(drop=True), check_dtype=False)
+    assert np.allclose(ref.outputs["proba_1"], model.predict(sp.X_test)["proba_1"])
 
 
 def test_cli_bad_input_exits_2(ray_session, tmp_path, capsys):

@@ -95,7 +95,7 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
             metrics=model_metrics,
             input_example=d.splits.X_train,
             tags={"hpm_ray.student": best["best"]["student"]},
-            reference=d.splits.X_train,
+            reference=d.splits.X_test,  # held out: scores on training rows are over-confident (drift/checks.py)
         )
         uri = f"models:/{register_name}/{mv.version}"
         summary_path = out_dir / "summary.json"

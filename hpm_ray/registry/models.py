@@ -42,8 +42,10 @@ def log_and_register(
     returns with ``output_schema()`` (an MLflow ``Schema``); ``input_example``
     (training-form rows) becomes the raw input example, and the version gets the signature rendered from the
     schema (:mod:`hpm_ray.registry.signature`), so every MLflow consumer can validate and serve it.
-    ``reference`` (training feature rows): a bounded sample and the model's outputs on it are stored with the
-    run, the baseline ``hpm-ray drift check`` compares served traffic with.
+    ``reference`` (feature rows the model was not fitted on, from the training population): a bounded sample
+    and the model's outputs on it are stored with the run, the baseline ``hpm-ray drift check`` compares served
+    traffic with. Held-out rows, because a model's scores on its own training rows are over-confident, which
+    would make the prediction check alarm on any new data.
     """
     if mlflow.active_run() is None:
         raise RuntimeError("log_and_register needs an active MLflow run")

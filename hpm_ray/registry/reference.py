@@ -1,7 +1,8 @@
-"""A model version's drift reference: a bounded sample of its training rows and its own outputs on them.
+"""A model version's drift reference: a bounded sample of held-out rows of its training population and its own
+outputs on them.
 
 Stored as a run artifact next to the model (``drift_reference/``), so ``hpm-ray drift check`` compares
-served traffic with exactly what this version was trained on, whichever machine runs the check.
+served traffic with the population this version was trained on, whichever machine runs the check.
 It lives in the registry because :func:`~hpm_ray.registry.models.log_and_register` writes it; the drift
 monitor (a layer above) reads it back.
 """
