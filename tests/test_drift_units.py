@@ -210,3 +210,19 @@ def test_a_folder_of_unreadable_or_foreign_jsonl_is_a_data_error(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"x": 1}\n')  # JSON lines, but no served-row metadata
     with pytest.raises(DataError, match="no readable served rows"):
         read_window(tmp_path, 10)
+
+
+def test_decision_log_records_corrected_p_values(mlflow_uri, tmp_path):
+    """Each check's MLflow run has per feature the PSI, the missing rate and the BH-adjusted p-value that
+    decided it, so a reader can see why a window alarmed (or did not) without the report."""
+    from mlflow.tracking import MlflowClient
+
+    from hpm_ray.drift.monitor import DecisionLog
+
+    result = _drifted_outcome(tmp_path).result
+    with DecisionLog("drift-check", {}) as log:
+        log.drift(result, "m", "1")
+    metrics = MlflowClient().get_run(log.run_id).data.metrics
+    x = result.features[0]
+    assert x.drifted and metrics["q.x"] == pytest.approx(x.q_value) and metrics["q.x"] < result.fdr
+    assert metrics["psi.x"] == pytest.approx(x.psi) and metrics["missing.x"] == 0.0 and metrics["drifted"] == 1.0

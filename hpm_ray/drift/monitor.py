@@ -101,11 +101,16 @@ class DecisionLog:
             Metric("max_psi", result.max_psi, now, 0),
             Metric("drifted", float(result.drifted), now, 0),
             Metric("n_current", float(result.n_current), now, 0),
+            Metric("fdr", result.fdr, now, 0),
         ]
-        for f in result.features + ([result.prediction] if result.prediction else []):
-            metrics.append(Metric(f"psi.{clean(f.feature)}", f.psi, now, 0))
+        for f in result.checked:
+            name = clean(f.feature)
+            metrics.append(Metric(f"psi.{name}", f.psi, now, 0))
+            metrics.append(Metric(f"missing.{name}", f.missing_current, now, 0))
             if f.ks is not None:
-                metrics.append(Metric(f"ks.{clean(f.feature)}", f.ks, now, 0))
+                metrics.append(Metric(f"ks.{name}", f.ks, now, 0))
+            if f.q_value is not None:  # Benjamini-Hochberg adjusted across all tests of the window
+                metrics.append(Metric(f"q.{name}", f.q_value, now, 0))
         self.client.log_batch(self.run_id, metrics=metrics)
         self.client.set_tag(self.run_id, "hpm_ray.model", model)
         self.client.set_tag(self.run_id, "hpm_ray.version", version)
