@@ -6,12 +6,14 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hpm_ray.errors import HPMError
 from hpm_ray.serving.client import call
 from hpm_ray.serving.models import InputSpec, confidence, labels
 from hpm_ray.serving.routing import choose, key_point, normalized, pick
-from hpm_ray.serving.schemas import PayloadError, parse_payload
+from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body
 
 FEATURES = ["a", "b", "c"]
 
@@ -223,3 +225,78 @@ def test_ab_client_names_a_server_that_is_not_the_ab_app():
             call(f"http://127.0.0.1:{server.server_port}", "GET", "/ab/status", timeout=5)
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+        (b'{"instances": [[' + b"9" * 5000 + b", 1, 2]]}", 422, "number too large: 5000 digits"),
+        (b'{"label": -' + b"1" * 41 + b"}", 422, "41 digits"),
+        (b"\xff\xfe{}", 400, "malformed JSON"),
+        (b"  ", 400, "empty body"),
+    ],
+)
+def test_load_json_refuses_what_would_crash_the_parser(body, status, message):
+    with pytest.raises(PayloadError, match=message) as err:
+        load_json(body, 10_000_000)
+    assert err.value.status == status
+    assert load_json(b'{"a": [1, -' + b"9" * 40 + b"]}", 100)["a"][1] == -int("9" * 40)
+
+
+class _Request:
+    """What read_body uses of a Starlette request: headers and the body as an async stream of chunks."""
+
+    def __init__(self, chunks, length=None):
+        self.headers = {} if length is None else {"content-length": str(length)}
+        self.chunks, self.read = chunks, 0
+
+    async def stream(self):
+        for c in self.chunks:
+            self.read += 1
+            yield c
+
+
+def test_read_body_caps_chunked_bodies_without_reading_them_in_full():
+    import asyncio
+
+    ok = _Request([b"ab", b"cd"])
+    assert asyncio.run(read_body(ok, 4)) == b"abcd"
+    chunked = _Request([b"x" * 3] * 1000)  # no Content-Length: 3,000 bytes in 1,000 chunks
+    with pytest.raises(PayloadError, match="over 10 bytes") as err:
+        asyncio.run(read_body(chunked, 10))
+    assert err.value.status == 413 and chunked.read == 4  # stopped at the first chunk past the cap
+    declared = _Request([b"x"], length=11)
+    with pytest.raises(PayloadError, match="11 bytes"):
+        asyncio.run(read_body(declared, 10))
+    assert declared.read == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+            lambda c: (
+                st.lists(c, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        ["instances", "dataframe_split", "dataframe_records", "columns", "data", "a", "b", "c"]
+                    ),
+                    c,
+                    max_size=4,
+                )
+            ),
+            max_leaves=20,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_any_body_is_a_frame_or_a_4xx(body):
+    """Fuzz: whatever the bytes, parsing gives a frame of the model's columns or a PayloadError with a 4xx."""
+    try:
+        frame = parse_payload(body, MIXED, max_bytes=10_000, max_rows=50).frame
+    except PayloadError as exc:
+        assert 400 <= exc.status < 500 and exc.message
+    else:
+        assert list(frame.columns) == list(MIXED.features)

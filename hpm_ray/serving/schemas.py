@@ -30,15 +30,44 @@ class PayloadError(Exception):
         self.message = message
 
 
-def _loads(body: bytes, max_bytes: int):
+MAX_INT_DIGITS = 40  # far beyond any feature or label; Python refuses to parse more than 4,300 anyway
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        digits = len(text.lstrip("-"))
+        raise PayloadError(422, f"number too large: {digits} digits; at most {MAX_INT_DIGITS} are accepted")
+    return int(text)
+
+
+def load_json(body: bytes, max_bytes: int):
+    """A request body as JSON, or a :class:`PayloadError`: too large (413), empty, malformed or nested too
+    deeply for the parser (400), or holding an integer too long to be a value (422)."""
     if len(body) > max_bytes:
         raise PayloadError(413, f"payload is {len(body)} bytes; the limit is {max_bytes}")
     if not body.strip():
-        raise PayloadError(400, "empty body; send JSON with one of " + ", ".join(FORMATS))
+        raise PayloadError(400, "empty body; send a JSON object")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return json.loads(body, parse_int=_int)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError(400, "malformed JSON: nested too deeply") from None
+
+
+async def read_body(request, max_bytes: int) -> bytes:
+    """The body of a Starlette ``request``, read in chunks and refused (413) as soon as it passes ``max_bytes``,
+    whether the client declared its length or sent it chunked: an oversize body is never held in full."""
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > max_bytes:
+        raise PayloadError(413, f"payload is {size} bytes; the limit is {max_bytes}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadError(413, f"payload is over {max_bytes} bytes, the limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _rows(payload, features: list[str]) -> tuple[list[str], list]:
@@ -112,7 +141,7 @@ def parse_payload(
     """
     features = list(inputs.features)
     allow_nan = allow_nan or inputs.nullable
-    columns, data = _rows(_loads(body, max_bytes), features)
+    columns, data = _rows(load_json(body, max_bytes), features)
     if not data:
         raise PayloadError(422, "empty batch: send at least one row")
     if len(data) > max_rows:
