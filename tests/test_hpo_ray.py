@@ -52,6 +52,7 @@ SUMMARY_KEYS = {
     "interval_method",
     "interval_step",
     "coverage_90_by_vol_tercile",
+    "coverage_90_by_vol_tercile_se",
     "longest_miss_run_90",
     "coverage_90_cqr",
 }
@@ -167,6 +168,9 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
             == f"pid(step={e['interval_step']:g})"
         )
         assert len(e["coverage_90_by_vol_tercile"]) == 3 and sum(d["test_rows_by_vol_tercile"]) == d["blocks"]["test"]
+        assert sum(d["calibration_rows_by_vol_tercile"]) == d["blocks"]["calibration"]
+        for cov, se in zip(e["coverage_90_by_vol_tercile"], e["coverage_90_by_vol_tercile_se"]):
+            assert (cov is None) == (se is None) and (se is None or 0 <= se < 0.5)
         assert 1 <= e["longest_miss_run_90"] < d["blocks"]["test"]
         assert set(e["best_params"]) >= {"learning_rate", "num_leaves", "lambda_l2"}
     # each horizon's trials trained on that horizon's data (concurrent Tuners must not share bound data):

@@ -212,7 +212,11 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
     rep.heading("Coverage by volatility tercile")
     rep.text(
         f"Terciles of {spec.interval_vol} (known at prediction time), cut on the training block; a regime the "
-        "training block rarely saw leaves a tercile with few test rows.",
+        "training block rarely saw leaves a tercile with few test rows, and one the calibration block lacks (cal "
+        "rows 0) starts its PID tracker from the pooled quantile: nothing chosen on calibration can target it. "
+        "cov 90 SE: standard error of the shipped interval's coverage, Bartlett HAC with lag h-1 over the test "
+        "block (misses of overlapping h-bar targets come in runs, so the binomial SE would be several times too "
+        "small); read a tercile against the band with about two of these either side.",
         note=True,
     )
     cond_rows, cats, shipped90, cqr90 = [], [], [], []
@@ -223,12 +227,14 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
                 {
                     "horizon": int(h),
                     "tercile": name,
+                    "cal rows": d["calibration_rows_by_vol_tercile"][g],
                     "test rows": d["test_rows_by_vol_tercile"][g],
                     **{
                         f"cov {lvl}{label}": (d.get(f"coverage_{lvl}{suffix}_by_vol_tercile") or [None] * 3)[g]
                         for lvl in levels
                         for label, suffix in (("", ""), (" CQR", "_cqr"), (" ACI", "_aci"))
                     },
+                    "cov 90 SE": (d.get("coverage_90_by_vol_tercile_se") or [None] * 3)[g],
                     "width 90": (d.get("mean_width_90_by_vol_tercile") or [None] * 3)[g],
                 }
             )

@@ -418,6 +418,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         coverage_50=m.get("coverage_50"),
         mean_width_90=m.get("mean_width_90"),
         coverage_90_by_vol_tercile=shipped.conditional.get("coverage_90_by_vol_tercile"),
+        coverage_90_by_vol_tercile_se=shipped.conditional.get("coverage_90_by_vol_tercile_se"),
         longest_miss_run_90=m.get("longest_miss_run_90"),
         coverage_90_cqr=m.get("coverage_90_cqr"),
         coverage_90_aci=m.get("coverage_90_aci"),
@@ -450,6 +451,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         "interval_candidates_calibration_score": shipped.choice.candidates,
         "vol_tercile_cuts": [float(c) for c in hz.vol_cuts],
         "test_rows_by_vol_tercile": [int(np.sum(groups_test == g)) for g in range(3)],
+        "calibration_rows_by_vol_tercile": [int(np.sum(plan.groups_cal == g)) for g in range(3)],
         "default_lgbm": {
             k: m_def[k] for k in ("coverage_90", "coverage_50", "coverage_90_cqr", "crossing_rate_raw") if k in m_def
         }
