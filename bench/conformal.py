@@ -5,7 +5,8 @@ are refit on the run's search rows exactly as the run did), one set of quantile 
 the calibration and test blocks are the run's. Methods, all with the h-bar label delay (a label is used from
 h rows after its own row on), all at 90 %:
 
-- ``pid (default)``: what ``hpm-ray hpo`` ships: conformal PID per volatility tercile, step chosen on calibration.
+- ``pid (default)``: what ``hpm-ray hpo`` ships: conformal PID per volatility tercile, its step chosen on the
+  calibration block over every quantile pair, as the run chooses it.
 - ``split CQR`` and ``ACI``: hpm-ray's split conformal and fixed-step ACI (``aci_gamma``) on the same quantiles.
 - ``MAPIE ACI``: ``mapie.regression.TimeSeriesRegressor(method="aci", cv="prefit")`` around the run's median
   forecast (absolute-residual scores on the calibration block), its gamma chosen on the calibration block by
@@ -61,10 +62,11 @@ class Row:
     terciles: list
     worst_rolling: float | None
     note: str = ""
+    se: float | None = None  # HAC standard error of ``coverage`` (Bartlett, lag h - 1)
 
 
-def score(method: str, y, lo, hi, groups, window: int | None, note: str = "") -> Row:
-    from hpm_ray.metrics import coverage, group_coverage, mean_width, rolling_coverage
+def score(method: str, h: int, y, lo, hi, groups, window: int | None, note: str = "") -> Row:
+    from hpm_ray.metrics import coverage, group_coverage, group_coverage_se, mean_width, rolling_coverage
 
     roll = rolling_coverage(y, lo, hi, window) if window else np.empty(0)
     return Row(
@@ -74,6 +76,7 @@ def score(method: str, y, lo, hi, groups, window: int | None, note: str = "") ->
         group_coverage(y, lo, hi, groups, 3),
         float(roll.min()) if len(roll) else None,
         note,
+        group_coverage_se(y, lo, hi, np.zeros(len(y), dtype=int), 1, h - 1)[0],
     )
 
 
@@ -177,7 +180,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from hpm_ray.config import load_spec
-    from hpm_ray.hpo.conformal import rearrange
+    from hpm_ray.hpo.conformal import quantile_pairs, rearrange
     from hpm_ray.hpo.intervals import Block, choose, intervals
     from hpm_ray.hpo.runner import interval_plan, load_series, prepare_horizon, rows_per_days
     from hpm_ray.hpo.space import lgb_params
@@ -191,11 +194,12 @@ def main() -> None:
         spec = spec.model_copy(update={"max_rows": a.max_rows})
     horizons = [int(h) for h in a.horizons.split(",")] if a.horizons else spec.horizons
     series, q = load_series(spec), list(spec.quantiles)
-    lo_col, hi_col = q.index(round(ALPHA / 2, 10)), q.index(round(1 - ALPHA / 2, 10))
+    qp = quantile_pairs(q)
+    lo_col, hi_col = next((i, j) for i, j, a in qp if a == ALPHA)
     results, verdicts = {}, {}
     gammas = [float(v) for v in a.mapie_gammas.split(",")]
     print(f"base forecasts: {'tuned configs of ' + str(a.run) if a.run else 'a fixed LightGBM config'}; 90 % intervals")
-    print("| h | method | cov90 | width90 | cov90 calm / mid / volatile | worst 30-day cov90 | seconds |")
+    print("| h | method | cov90 (HAC SE) | width90 | cov90 calm / mid / volatile | worst 30-day cov90 | seconds |")
     print("|---|---|---|---|---|---|---|")
     for h in horizons:
         t0 = time.time()
@@ -211,22 +215,25 @@ def main() -> None:
         q_cal = rearrange(predict_quantiles(boosters, d.X[b.calibration]) * d.scale[b.calibration, None])
         q_test = rearrange(predict_quantiles(boosters, d.X[b.test]) * d.scale[b.test, None])
         y, y_test = d.y, d.y[b.test]
-        cal = Block(q_cal[:, lo_col], q_cal[:, hi_col], y[b.calibration], plan.vol_cal, plan.groups_cal)
+        # the step is chosen as the run chooses it: mean calibration interval score over every quantile pair
+        pairs = {a: Block(q_cal[:, i], q_cal[:, j], y[b.calibration], plan.vol_cal, plan.groups_cal) for i, j, a in qp}
+        cal = pairs[ALPHA]
         test = Block(q_test[:, lo_col], q_test[:, hi_col], y_test, plan.vol_test, plan.groups_test)
         window = rows_per_days(hz.X.index, ROLLING_DAYS)
         g = plan.groups_test
-        choice = choose({ALPHA: cal}, h, plan.methods, list(plan.steps), plan.settings)
+        choice = choose(pairs, h, plan.methods, list(plan.steps), plan.settings)
         rows = [
             score(
                 "pid (default)",
+                h,
                 y_test,
                 *intervals(choice.method, choice.step, cal, test, ALPHA, h, plan.settings),
                 g,
                 window,
                 choice.label,
             ),
-            score("split CQR", y_test, *intervals("cqr", None, cal, test, ALPHA, h), g, window),
-            score("ACI", y_test, *intervals("aci", spec.aci_gamma, cal, test, ALPHA, h), g, window),
+            score("split CQR", h, y_test, *intervals("cqr", None, cal, test, ALPHA, h), g, window),
+            score("ACI", h, y_test, *intervals("aci", spec.aci_gamma, cal, test, ALPHA, h), g, window),
         ]
         # MAPIE ACI: gamma chosen like our step, on the calibration block's halves by interval score
         median = np.empty(len(y))
@@ -239,6 +246,7 @@ def main() -> None:
         rows.append(
             score(
                 "MAPIE ACI",
+                h,
                 y_test,
                 *mapie_aci(median, y, b.calibration, b.test, h, gamma),
                 g,
@@ -251,6 +259,7 @@ def main() -> None:
         rows.append(
             score(
                 "MAPIE EnbPI",
+                h,
                 y_test,
                 *mapie_enbpi(d.X, y, fit_rows, b.test, h, params, rounds, a.resamplings, spec.seed),
                 g,
@@ -263,7 +272,10 @@ def main() -> None:
             terc = " / ".join("-" if v is None else f"{v:.3f}" for v in r.terciles)
             worst = "-" if r.worst_rolling is None else f"{r.worst_rolling:.3f}"
             label = r.method + (f" ({r.note})" if r.note else "")
-            print(f"| {h} | {label} | {r.coverage:.4f} | {r.width:.4f} | {terc} | {worst} | {secs:.0f} |", flush=True)
+            print(
+                f"| {h} | {label} | {r.coverage:.4f} ({r.se:.3f}) | {r.width:.4f} | {terc} | {worst} | {secs:.0f} |",
+                flush=True,
+            )
         ok, text = criterion(rows[0], [r for r in rows if r.method.startswith("MAPIE")])
         verdicts[h] = (ok, text)
         results[str(h)] = {"rows": [r.__dict__ for r in rows], "pass": ok, "criterion": text}
