@@ -90,7 +90,7 @@ def main() -> None:
             print(
                 f"\nblocks {label}: tuned / naive mean {np.mean(rs):.4f}, below naive in {sum(r < 1 for r in rs)} of {len(rs)}"
             )
-    tests = [e["test_pinball"] / e["baselines"]["naive"]["test_pinball"] for e in summary["horizons"].values()]
+    tests = [e["tuned_test_pinball"] / e["baselines"]["naive"]["test_pinball"] for e in summary["horizons"].values()]
     print(f"the run's own test block: tuned / naive {', '.join(f'{r:.4f}' for r in tests)}")
 
 

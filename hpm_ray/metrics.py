@@ -8,6 +8,7 @@ tested against hand-computed values, and against scikit-learn's ``mean_pinball_l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,6 +78,33 @@ def group_coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray, groups: 
     y, g = np.asarray(y, dtype=float), np.asarray(groups)
     inside = (y >= np.asarray(lower, dtype=float)) & (y <= np.asarray(upper, dtype=float))
     return [float(np.mean(inside[g == k])) if np.any(g == k) else None for k in range(n_groups)]
+
+
+def group_coverage_se(
+    y: np.ndarray, lower: np.ndarray, upper: np.ndarray, groups: np.ndarray, n_groups: int, lag: int
+) -> list:
+    """Standard error of each group's coverage with a Bartlett (Newey-West) HAC variance over the time axis.
+
+    Misses of h-step intervals come in runs (the targets of neighbouring rows overlap by h - 1 bars), so a
+    binomial SE overstates the information in a coverage; ``lag = h - 1`` is the least that accounts for the
+    overlap. Group k's coverage ``c_k = sum(m_t x_t) / n_k`` (``m_t``: row t in group k, ``x_t``: covered) has
+    variance ``LRV(d) / n_k^2`` with ``d_t = m_t (x_t - c_k)``, its long-run variance estimated over all rows in
+    time order. None for a group without rows.
+    """
+    y, g = np.asarray(y, dtype=float), np.asarray(groups)
+    inside = ((y >= np.asarray(lower, dtype=float)) & (y <= np.asarray(upper, dtype=float))).astype(float)
+    out = []
+    for k in range(n_groups):
+        m = g == k
+        if not m.any():
+            out.append(None)
+            continue
+        d = np.where(m, inside - inside[m].mean(), 0.0)
+        v = float(d @ d)
+        for j in range(1, min(lag, len(d) - 1) + 1):
+            v += 2.0 * (1.0 - j / (lag + 1)) * float(d[j:] @ d[:-j])
+        out.append(math.sqrt(max(v, 0.0)) / int(m.sum()))
+    return out
 
 
 def longest_miss_run(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> int:

@@ -12,6 +12,7 @@ pytest.importorskip("arch")
 
 from hpm_ray.errors import DataError
 from hpm_ray.hpo import baselines as bl
+from hpm_ray.metrics import mean_pinball, pinball_rows
 
 
 def test_rolling_ewma_har_and_garch_pieces_by_hand():
@@ -89,7 +90,7 @@ def test_baselines_choose_on_validation_and_forecast_test():
     out = {x.name: x for x in bl.baselines(r, y, b, h, qs)}
     assert list(out) == ["naive", "rolling", "ewma", "har", "garch"]
     assert out["rolling"].setting in bl.ROLLING_WINDOWS and out["ewma"].setting in bl.EWMA_DECAYS
-    shipped = bl.row_pinball(y[b.test], out["naive"].q_test, qs)
+    shipped = pinball_rows(y[b.test], out["naive"].q_test, qs)
     for base in out.values():
         assert base.q_test.shape == (len(b.test), 3) and np.all(np.diff(base.q_test, axis=1) >= 0)
         e = bl.score_baseline(base, y[b.test], shipped, h, qs)
@@ -98,3 +99,35 @@ def test_baselines_choose_on_validation_and_forecast_test():
     # volatility-scaled baselines beat the unconditional one when volatility wanders
     pin = {k: bl.score_baseline(v, y[b.test], shipped, h, qs)["test_pinball"] for k, v in out.items()}
     assert pin["ewma"] < pin["naive"] and pin["garch"] < pin["naive"]
+    assert all(np.isfinite(v.val_pinball) for v in out.values())
+    # with the search's folds: the second fold's naive quantiles come from the rows that fold fits on
+    folds = ((b.train, b.validation[:900]), (np.arange(0, 5900), b.validation[1000:]))
+    two = {x.name: x for x in bl.baselines(r, y, bl.Blocks3(b.train, b.validation, b.test, folds), h, qs)}
+    fold1 = mean_pinball(y[folds[0][1]], bl.naive_quantiles(y[b.train], qs, 900), qs)
+    fold2 = mean_pinball(y[folds[1][1]], bl.naive_quantiles(y[:5900], qs, len(folds[1][1])), qs)
+    assert two["naive"].val_pinball == pytest.approx((fold1 + fold2) / 2)
+    np.testing.assert_allclose(two["naive"].q_test, out["naive"].q_test)  # test forecasts: train + validation
+
+
+def test_fold_score_by_hand():
+    y = np.array([1.0, 3.0, 0.0, 4.0])
+    const = {(0, 1): 2.0, (2, 3): 1.0}
+    forecast = lambda fit, rows: np.full((len(rows), 1), const[tuple(rows)])
+    # fold 1: |1-2|, |3-2| at tau 0.5 -> 0.5 each; fold 2: 0.5 x 1 and 0.5 x 3 -> mean 1.0; folds averaged: 0.75
+    folds = ((np.array([], dtype=int), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3])))
+    assert bl.fold_score(forecast, y, folds, [0.5]) == pytest.approx(0.75)
+
+
+def test_family_is_chosen_on_validation_and_only_servable_families_are_registered():
+    f = bl.choose_family({"lgbm": 0.010, "naive": 0.012, "ewma": 0.011})
+    assert (f.chosen, f.registered) == ("lgbm", "lgbm") and "vs ewma 0.011" in f.reason
+    f = bl.choose_family({"lgbm": 0.012, "naive": 0.011, "ewma": 0.0115})
+    assert (f.chosen, f.registered) == ("naive", "naive") and "not the tuned model" in f.reason
+    # the best on validation needs an EWMA state: it cannot be registered; the best servable one is, and it says so
+    f = bl.choose_family({"lgbm": 0.012, "naive": 0.0125, "ewma": 0.011, "garch": float("nan")})
+    assert (f.chosen, f.registered) == ("ewma", "lgbm") and "cannot be registered; registered lgbm" in f.reason
+    f = bl.choose_family({"lgbm": 0.013, "naive": 0.0125, "har": 0.011})
+    assert (f.chosen, f.registered) == ("har", "naive")
+    assert bl.choose_family({"lgbm": 0.01, "naive": 0.01}).chosen == "naive"  # a tie goes to the simpler model
+    with pytest.raises(DataError, match="tuned forecaster's validation pinball"):
+        bl.choose_family({"naive": 0.01})

@@ -138,6 +138,7 @@ def test_summary_table_shows_a_dash_for_levels_the_quantiles_lack():
     from hpm_ray.hpo.cli import summary_table
 
     entry = {
+        "registered_family": "naive",
         "n_trials": 3,
         "n_pruned": 1,
         "test_pinball": 0.0123456,
@@ -151,8 +152,8 @@ def test_summary_table_shows_a_dash_for_levels_the_quantiles_lack():
         "crossing_rate": 0.0,
     }
     header, row = summary_table({"horizons": {"6": entry}}).splitlines()  # quantiles 0.1/0.5/0.9: only an 80 % pair
-    assert row.split() == ["6", "3", "1", "0.012346", "0.012500", "pid"] + ["-"] * 7 + ["0.000"]
+    assert row.split() == ["6", "naive", "3", "1", "0.012346", "0.012500", "pid"] + ["-"] * 7 + ["0.000"]
     assert len(row) == len(header)
     entry.update(coverage_90=0.9, coverage_90_by_vol_tercile=[0.88, 0.9, 0.91], coverage_90_cqr=0.87)
     _, row = summary_table({"horizons": {"6": entry}}).splitlines()
-    assert row.split()[6:11] == ["0.900", "0.880", "0.900", "0.910", "0.870"] and len(row) == len(header)
+    assert row.split()[7:12] == ["0.900", "0.880", "0.900", "0.910", "0.870"] and len(row) == len(header)

@@ -31,6 +31,11 @@ BAD_POINT = dict(
     lambda_l2=0.01,
 )
 SUMMARY_KEYS = {
+    "family",
+    "registered_family",
+    "family_reason",
+    "tuned_test_pinball",
+    "tuned_test_pinball_by_quantile",
     "best_params",
     "val_pinball",
     "test_pinball",
@@ -47,6 +52,7 @@ SUMMARY_KEYS = {
     "interval_method",
     "interval_step",
     "coverage_90_by_vol_tercile",
+    "coverage_90_by_vol_tercile_se",
     "longest_miss_run_90",
     "coverage_90_cqr",
 }
@@ -145,6 +151,14 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
                 "0.95",
             }
             assert 0 <= be["dm_pvalue"] <= 1 and name in be["verdict"] and f"at h={h} (DM" in be["verdict"]
+            assert (be["val_pinball"] is None) == (name == "default_lgbm")
+        # the family is chosen on validation: the lowest validation pinball, the tuned model's included
+        val = {"lgbm": e["val_pinball"], **{k: v["val_pinball"] for k, v in e["baselines"].items() if v["val_pinball"]}}
+        assert e["family"] == min(val, key=val.get) and e["registered_family"] in ("lgbm", "naive")
+        assert e["family"] in e["family_reason"]
+        shipped_test = e["tuned_test_pinball"] if e["registered_family"] == "lgbm" else None
+        assert shipped_test is None or e["test_pinball"] == shipped_test
+        assert e["tuned_test_pinball"] == pytest.approx(np.mean(list(e["tuned_test_pinball_by_quantile"].values())))
         # the shipped interval: conformal PID (the default), its step chosen on calibration among the spec's steps
         d = summary["details"][h]
         assert e["interval_method"] == "pid" and e["interval_step"] in (0.002, 0.005, 0.01, 0.02, 0.05)
@@ -154,6 +168,9 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
             == f"pid(step={e['interval_step']:g})"
         )
         assert len(e["coverage_90_by_vol_tercile"]) == 3 and sum(d["test_rows_by_vol_tercile"]) == d["blocks"]["test"]
+        assert sum(d["calibration_rows_by_vol_tercile"]) == d["blocks"]["calibration"]
+        for cov, se in zip(e["coverage_90_by_vol_tercile"], e["coverage_90_by_vol_tercile_se"]):
+            assert (cov is None) == (se is None) and (se is None or 0 <= se < 0.5)
         assert 1 <= e["longest_miss_run_90"] < d["blocks"]["test"]
         assert set(e["best_params"]) >= {"learning_rate", "num_leaves", "lambda_l2"}
     # each horizon's trials trained on that horizon's data (concurrent Tuners must not share bound data):
@@ -172,6 +189,9 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     html = (out / "report.html").read_text()
     assert "<svg" in html and "<script" not in html and "Horizon 12 bars" in html
     assert "Coverage by volatility tercile" in html and "shorter than 30 days; no rolling coverage" in html
+    for h in ("6", "12"):
+        assert f"h={h}: ships {summary['horizons'][h]['registered_family']}; " in html
+        assert re.search(rf"h={h}: (no evidence of skill over|skill over|the tuned forecaster loses to) ", html)
 
     # pruned trials informed the searcher: every trial of the Optuna study was told a value or a failure
     run_id = summary["run_id"]
@@ -197,6 +217,7 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     name, version = summary["horizons"]["6"]["model_uri"].split("/")[1:]
     mv = client.get_model_version(name, version)
     assert mv.tags["hpm_ray.kind"] == "quantile_forecaster"
+    assert mv.tags["family"] == summary["horizons"]["6"]["registered_family"]
     assert version_metrics(mv)["coverage_90"] == pytest.approx(summary["horizons"]["6"]["coverage_90"])
     info = mlflow.models.get_model_info(summary["horizons"]["6"]["model_uri"])  # as the runner registers it
     assert info.saved_input_example_info is not None and "rv_168" in info.signature.inputs.input_names()

@@ -1,5 +1,7 @@
 """Pure metrics against hand-computed values."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -123,3 +125,22 @@ def test_unknown_scorer_is_named():
 def test_ks_is_binary_only_in_the_registry():
     with pytest.raises(ValueError, match="binary"):
         m.get_scorer("ks")(np.array([0, 1, 2]), np.eye(3))
+
+
+def test_group_coverage_se_by_hand():
+    from hpm_ray.metrics import group_coverage_se
+
+    y, lo, hi = np.array([0.0, 2.0, 0.0, 0.0]), -np.ones(4), np.ones(4)  # covered: 1, 0, 1, 1
+    # lag 0: d = [.25, -.75, .25, .25], sum d^2 = 0.75 -> sqrt(0.75) / 4 (the binomial-like SE)
+    assert group_coverage_se(y, lo, hi, np.zeros(4), 1, 0) == [pytest.approx(math.sqrt(0.75) / 4)]
+    # lag 1: + 2 x (1 - 1/2) x (-.1875 - .1875 + .0625) = -0.3125 -> sqrt(0.4375) / 4
+    assert group_coverage_se(y, lo, hi, np.zeros(4), 1, 1) == [pytest.approx(math.sqrt(0.4375) / 4)]
+    # group 0 = rows 1, 3: d = [0, -.5, 0, .5], sum d^2 = 0.5, lag 2 adds 2 x (1 - 2/3) x (.5 x -.5): v = 1/3, the lag
+    # running over time, not within the group; group 1 = rows 0, 2 (both covered: 0); group 2 has no rows
+    g = np.array([1, 0, 1, 0])
+    assert group_coverage_se(y, lo, hi, g, 3, 2) == [pytest.approx(math.sqrt(1 / 3) / 2), 0.0, None]
+    # misses in runs: the HAC SE of a coverage is larger than the binomial one
+    runs = np.repeat(np.random.default_rng(0).random(200) < 0.1, 10)
+    yy = np.where(runs, 2.0, 0.0)
+    hac, iid = (group_coverage_se(yy, -np.ones(2000), np.ones(2000), np.zeros(2000), 1, lag)[0] for lag in (9, 0))
+    assert hac > 2.5 * iid

@@ -1,9 +1,11 @@
 """The forecasters a quant tries first, as quantile forecasts of the h-bar log return, and a Diebold-Mariano test.
 
-Every baseline's state at row t uses 1-bar returns up to t and h-bar labels up to row t - h only. Its free
-setting (window N, EWMA decay) is chosen on the validation block with statistics of the training block; test
-forecasts then use statistics of train + validation (the tuned model is refit on the same rows). Scaled
-baselines forecast ``scale_t * Q(y / scale)``: empirical quantiles of the standardised h-bar return.
+Every baseline's state at row t uses 1-bar returns up to t and h-bar labels up to row t - h only. It is scored on
+validation exactly as the search scores a trial: on the purged walk-forward folds of the validation block, each
+fold forecast with statistics of the rows its fold trains on, the fold scores averaged. Its free setting (window
+N, EWMA decay) is chosen on that score; test forecasts then use statistics of train + validation (the tuned model
+is refit on the same rows). Scaled baselines forecast ``scale_t * Q(y / scale)``: empirical quantiles of the
+standardised h-bar return. :func:`choose_family` then picks what ships by validation pinball.
 
 - naive: unconditional training quantiles of the h-bar return.
 - rolling: empirical quantiles of the last N known h-bar returns.
@@ -17,12 +19,13 @@ baselines forecast ``scale_t * Q(y / scale)``: empirical quantiles of the standa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from hpm_ray.errors import DataError
-from hpm_ray.metrics import mean_pinball, pinball_loss
+from hpm_ray.metrics import mean_pinball, pinball_loss, pinball_rows
 
 ROLLING_WINDOWS = (720, 2160, 4320)  # bars: about 1, 3 and 6 months of hourly data
 EWMA_DECAYS = (0.94, 0.97, 0.99, 0.995)
@@ -31,20 +34,30 @@ DAY, WEEK, MONTH = 24, 168, 720  # HAR windows in bars (hourly data)
 
 @dataclass(frozen=True)
 class Blocks3:
-    """Row indices of the training, validation and test blocks (time-ordered, rows are consecutive bars)."""
+    """Row indices of the training, validation and test blocks (time-ordered, rows are consecutive bars).
+
+    ``folds``: the search's (fit rows, validated rows) pairs over the validation block; none given: one fold,
+    (train, validation).
+    """
 
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+
+    @property
+    def val_folds(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        return self.folds or ((self.train, self.validation),)
 
 
 @dataclass
 class Baseline:
-    """Test-block quantiles of one baseline and its setting chosen on validation (None: nothing to choose)."""
+    """Test-block quantiles of one baseline, its setting and validation pinball (None: nothing chosen / scored)."""
 
     name: str
     q_test: np.ndarray
     setting: float | None = None
+    val_pinball: float | None = None
 
 
 def naive_quantiles(y_train: np.ndarray, quantiles, n: int) -> np.ndarray:
@@ -143,23 +156,85 @@ def garch_scale(r: np.ndarray, h: int, train: np.ndarray) -> np.ndarray:
     return np.sqrt(garch_h_variance(s2, omega, alpha, beta, h)) / 100.0
 
 
+Forecast = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (fit rows, forecast rows) -> quantiles per row
+
+
+def fold_score(forecast: Forecast, y: np.ndarray, folds, quantiles) -> float:
+    """Mean over folds of the fold's mean pinball: how the search scores a trial (``trainable.fit_steps``)."""
+    return float(np.mean([mean_pinball(y[va], forecast(fit, va), quantiles) for fit, va in folds]))
+
+
 def baselines(r: np.ndarray, y: np.ndarray, b: Blocks3, h: int, quantiles) -> list[Baseline]:
-    """Every baseline's test quantiles; settings chosen by validation pinball (statistics from train)."""
-    q = list(quantiles)
+    """Every baseline's test quantiles and validation pinball; settings chosen by that validation pinball."""
+    q, folds = list(quantiles), b.val_folds
     search = np.concatenate([b.train, b.validation])
-    out = [Baseline("naive", naive_quantiles(y[search], q, len(b.test)))]
-    scores = {n: mean_pinball(y[b.validation], rolling_quantiles(y, b.validation, h, n, q), q) for n in ROLLING_WINDOWS}
-    n_best = min(scores, key=scores.get)
-    out.append(Baseline("rolling", rolling_quantiles(y, b.test, h, n_best, q), float(n_best)))
-    scales = {lam: ewma_vol(r, lam) * math.sqrt(h) for lam in EWMA_DECAYS}
-    scores = {
-        lam: mean_pinball(y[b.validation], _scaled(y, s, b.train, b.validation, q), q) for lam, s in scales.items()
-    }
-    lam = min(scores, key=scores.get)
-    out.append(Baseline("ewma", _scaled(y, scales[lam], search, b.test, q), lam))
-    out.append(Baseline("har", _scaled(y, har_scale(r, h, b.train), search, b.test, q)))
-    out.append(Baseline("garch", _scaled(y, garch_scale(r, h, b.train), search, b.test, q)))
+    score = lambda f: fold_score(f, y, folds, q)
+
+    def best(name: str, options: dict[float, Forecast]) -> Baseline:
+        scores = {k: score(f) for k, f in options.items()}
+        k = min(scores, key=scores.get)
+        return Baseline(name, options[k](search, b.test), k, scores[k])
+
+    def scaled(scale: np.ndarray) -> Forecast:
+        return lambda fit, rows: _scaled(y, scale, fit, rows, q)
+
+    naive: Forecast = lambda fit, rows: naive_quantiles(y[fit], q, len(rows))
+    out = [Baseline("naive", naive(search, b.test), None, score(naive))]
+    out.append(best("rolling", {float(n): _rolling(y, h, n, q) for n in ROLLING_WINDOWS}))
+    out.append(best("ewma", {lam: scaled(ewma_vol(r, lam) * math.sqrt(h)) for lam in EWMA_DECAYS}))
+    for name, fitted in (("har", har_scale), ("garch", garch_scale)):
+        f = scaled(fitted(r, h, b.train))
+        out.append(Baseline(name, f(search, b.test), None, score(f)))
     return out
+
+
+def _rolling(y: np.ndarray, h: int, window: int, quantiles) -> Forecast:
+    return lambda fit, rows: rolling_quantiles(y, rows, h, window, quantiles)
+
+
+LGBM = "lgbm"  # the tuned LightGBM forecaster's family name
+SERVABLE = (LGBM, "naive")  # families the registry can serve from one feature row (no state outside the row)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What ships per horizon: ``chosen`` has the lowest validation pinball; ``registered`` is what is registered."""
+
+    chosen: str
+    registered: str
+    reason: str
+
+
+def choose_family(val_pinball: dict[str, float], servable: tuple[str, ...] = SERVABLE) -> Family:
+    """The family with the lowest validation pinball (ties: a baseline over the tuned model, the simpler wins).
+
+    A chosen family that needs a state the feature rows do not carry (rolling labels, an EWMA / HAR / GARCH
+    filter) cannot be registered as a pyfunc over those rows; the best servable family on validation is registered
+    instead, and ``reason`` says so.
+
+    Examples
+    --------
+    >>> choose_family({"lgbm": 0.0125, "naive": 0.0121, "ewma": 0.0123}).registered
+    'naive'
+    """
+    ok = {k: v for k, v in val_pinball.items() if v is not None and math.isfinite(v)}
+    if LGBM not in ok:
+        raise DataError("choosing a family needs the tuned forecaster's validation pinball")
+    order = lambda k: (ok[k], k == LGBM)
+    chosen = min(ok, key=order)
+    runner_up = min((k for k in ok if k != chosen), key=order, default=None)
+    vs = "" if runner_up is None else f" ({ok[chosen]:.6g} vs {runner_up} {ok[runner_up]:.6g})"
+    if chosen in servable:
+        what = "the tuned model ships" if chosen == LGBM else "the baseline ships, not the tuned model"
+        return Family(chosen, chosen, f"{chosen} has the lowest validation pinball{vs}: {what}")
+    registered = min((k for k in ok if k in servable), key=order)
+    return Family(
+        chosen,
+        registered,
+        f"{chosen} has the lowest validation pinball{vs} but needs a volatility or label state the feature rows do "
+        f"not carry, so it cannot be registered; registered {registered}, the best servable family on validation "
+        f"({ok[registered]:.6g})",
+    )
 
 
 @dataclass(frozen=True)
@@ -170,12 +245,6 @@ class DMResult:
     pvalue: float
     mean_diff: float
     kernel: str
-
-
-def row_pinball(y: np.ndarray, q: np.ndarray, quantiles) -> np.ndarray:
-    """Pinball loss of each row, averaged over the quantiles."""
-    y = np.asarray(y, dtype=float)
-    return np.mean([np.maximum(t * (y - q[:, j]), (t - 1) * (y - q[:, j])) for j, t in enumerate(quantiles)], axis=0)
 
 
 def dm_test(loss_a: np.ndarray, loss_b: np.ndarray, h: int) -> DMResult:
@@ -208,24 +277,38 @@ def dm_test(loss_a: np.ndarray, loss_b: np.ndarray, h: int) -> DMResult:
     return DMResult(0.0, 1.0, float(d.mean()), "none")  # identical losses: no difference to test
 
 
+def skill(stat: float, pvalue: float, level: float = 0.05) -> str:
+    """The outcome of a two-sided DM test at ``level``: "skill", "none" (no evidence) or "worse"."""
+    if pvalue < level:
+        return "skill" if stat < 0 else "worse"
+    return "none"
+
+
 def verdict(name: str, h: int, dm: DMResult, level: float = 0.05) -> str:
     """One plain line: skill, no evidence of skill, or the baseline wins (two-sided test at ``level``)."""
     p = f"DM {dm.stat:+.2f}, p={dm.pvalue:.3g}"
-    if dm.pvalue < level and dm.stat < 0:
+    outcome = skill(dm.stat, dm.pvalue, level)
+    if outcome == "skill":
         return f"skill over {name} at h={h} ({p})"
-    if dm.pvalue < level:
+    if outcome == "worse":
         return f"{name} beats the tuned forecaster at h={h} ({p})"
     return f"no evidence of skill over {name} at h={h} ({p})"
 
 
-def score_baseline(base: Baseline, y_test: np.ndarray, shipped_loss: np.ndarray, h: int, quantiles) -> dict:
-    """The summary entry of one baseline: test pinball (mean and per quantile), DM against the shipped forecaster."""
-    dm = dm_test(shipped_loss, row_pinball(y_test, base.q_test, quantiles), h)
+def pinball_by_quantile(y: np.ndarray, q: np.ndarray, quantiles) -> dict[str, float]:
+    """Test pinball of each quantile column, keyed by the quantile as written (``"0.05"``)."""
+    return {f"{t:g}": pinball_loss(y, q[:, j], t) for j, t in enumerate(quantiles)}
+
+
+def score_baseline(base: Baseline, y_test: np.ndarray, tuned_loss: np.ndarray, h: int, quantiles) -> dict:
+    """The summary entry of one baseline: validation and test pinball (mean and per quantile), and the DM test of
+    the tuned forecaster's per-row test loss ``tuned_loss`` against it (whichever family ships: the test asks whether
+    tuning bought skill)."""
+    dm = dm_test(tuned_loss, pinball_rows(y_test, base.q_test, quantiles), h)
     return {
+        "val_pinball": base.val_pinball,
         "test_pinball": mean_pinball(y_test, base.q_test, quantiles),
-        "test_pinball_by_quantile": {
-            f"{t:g}": pinball_loss(y_test, base.q_test[:, j], t) for j, t in enumerate(quantiles)
-        },
+        "test_pinball_by_quantile": pinball_by_quantile(y_test, base.q_test, quantiles),
         "setting": base.setting,
         "dm_stat": dm.stat,
         "dm_pvalue": dm.pvalue,

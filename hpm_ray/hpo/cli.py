@@ -61,7 +61,8 @@ def summary_table(summary: dict) -> str:
 
     lines = [
         (
-            f"{'horizon':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'interval':>8} {'cov90':>6} "
+            f"{'horizon':>7} {'ships':>7} {'trials':>6} {'pruned':>6} {'test pinball':>12} {'naive':>9} {'interval':>8} "
+            f"{'cov90':>6} "
             f"{'cov90 by vol tercile':>20} {'cov90 CQR':>9} {'cov90 ACI':>9} {'cov50':>6} {'crossing':>8}"
         )
     ]
@@ -69,8 +70,9 @@ def summary_table(summary: dict) -> str:
         terciles = e.get("coverage_90_by_vol_tercile") or [None] * 3
         by_vol = " ".join(cell(v, 6, ".3f") for v in terciles)
         lines.append(
-            f"{h:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} {e['baselines']['naive']['test_pinball']:>9.6f} "
-            f"{e['interval_method']:>8} {cell(e['coverage_90'], 6, '.3f')} {by_vol:>20} "
+            f"{h:>7} {e['registered_family']:>7} {e['n_trials']:>6} {e['n_pruned']:>6} {e['test_pinball']:>12.6f} "
+            f"{e['baselines']['naive']['test_pinball']:>9.6f} {e['interval_method']:>8} "
+            f"{cell(e['coverage_90'], 6, '.3f')} {by_vol:>20} "
             f"{cell(e['coverage_90_cqr'], 9, '.3f')} {cell(e['coverage_90_aci'], 9, '.3f')} "
             f"{cell(e['coverage_50'], 6, '.3f')} {e['crossing_rate']:>8.3f}"
         )

@@ -14,7 +14,15 @@ import ray
 from hpm_ray.hpo.conformal import ConformalQuantiles, aci_intervals, rearrange
 from hpm_ray.hpo.intervals import Block, Choice, IntervalPlan, choose, intervals
 from hpm_ray.hpo.trainable import SearchData, boost, predict_quantiles, train_boosters
-from hpm_ray.metrics import coverage, crossing_rate, group_coverage, longest_miss_run, mean_pinball, mean_width
+from hpm_ray.metrics import (
+    coverage,
+    crossing_rate,
+    group_coverage,
+    group_coverage_se,
+    longest_miss_run,
+    mean_pinball,
+    mean_width,
+)
 
 # LightGBM's own defaults for the searched parameters: the "untuned" baseline.
 DEFAULT_CONFIG = dict(
@@ -113,6 +121,8 @@ def score_forecasts(
             for g in range(3)
         ]
         cond[f"mean_width_{k}_by_vol_tercile"] = widths
+        # misses of overlapping h-step targets cluster: the HAC SE says how much a tercile's coverage can tell
+        cond[f"coverage_{k}_by_vol_tercile_se"] = group_coverage_se(y_test, slo, shi, plan.groups_test, 3, horizon - 1)
         m[f"coverage_{k}_raw"] = coverage(y_test, raw_sorted[:, i], raw_sorted[:, j])
         alo, ahi, _ = aci_intervals(
             raw_sorted[:, i], raw_sorted[:, j], y_test, cq.scores_[a], a, aci_gamma, delay=horizon

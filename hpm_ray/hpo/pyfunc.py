@@ -1,5 +1,8 @@
 """The registered model of one horizon: quantile forecasts and conformal intervals for new feature rows.
 
+The tuned LightGBM family (:class:`QuantileForecaster`) or, when validation chose it, the naive baseline
+(:class:`NaiveForecaster`): both take the same feature rows and return the same columns.
+
 Input: the feature rows :func:`hpm_ray.data.features.ohlcv_features` builds from OHLCV bars (one row per
 bar, with the same windows as training; columns in any order, extra columns dropped), e.g. the forecast
 from the latest bar::
@@ -20,13 +23,38 @@ from hpm_ray.hpo.trainable import target_scale
 from hpm_ray.registry.pyfunc import SchemaPyfunc
 
 
-class QuantileForecaster(SchemaPyfunc):
-    """Holds the per-quantile LightGBM boosters, the fitted CQR margins and the target-scale feature.
+class IntervalForecaster(SchemaPyfunc):
+    """Raw quantiles per feature row (``raw``, by subclasses) -> quantiles and CQR intervals.
 
-    Output, one row per input row: ``q_<quantile>`` (rearranged model quantiles, e.g. ``q_0.05``) and
+    Output, one row per input row: ``q_<quantile>`` (rearranged raw quantiles, e.g. ``q_0.05``) and
     ``lo_<level>`` / ``hi_<level>`` (CQR-calibrated central intervals at that nominal coverage in percent, e.g.
     ``lo_90``/``hi_90`` from the 0.05/0.95 pair) of the forward log return over ``horizon`` bars.
     """
+
+    conformal: ConformalQuantiles
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        raw = self.raw(self.conform(model_input))
+        bounds = [b for lo_hi in self.conformal.intervals(self.conformal.transform(raw)).values() for b in lo_hi]
+        return pd.DataFrame(
+            np.column_stack([rearrange(raw), *bounds]), columns=self.output_names(), index=model_input.index
+        )
+
+    def output_names(self) -> list[str]:
+        levels = [round(100 * (1 - a)) for _, _, a in self.conformal.pairs]
+        return [f"q_{q:g}" for q in self.conformal.quantiles] + [
+            f"{side}_{lv:d}" for lv in levels for side in ("lo", "hi")
+        ]
+
+    def output_schema(self) -> Schema:
+        return Schema([ColSpec(DataType.double, n) for n in self.output_names()])
+
+
+class QuantileForecaster(IntervalForecaster):
+    """Holds the per-quantile LightGBM boosters, the fitted CQR margins and the target-scale feature."""
 
     def __init__(
         self,
@@ -43,22 +71,32 @@ class QuantileForecaster(SchemaPyfunc):
         self.horizon = int(horizon)
         self.scale_by, self.scale_fill = scale_by, float(scale_fill)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        frame = self.conform(model_input)
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
         X = frame.to_numpy(dtype=np.float32)
         raw = np.column_stack([b.predict(X) for b in self.boosters])
         if self.scale_by is not None:  # the boosters forecast volatility-standardized returns
             raw = raw * target_scale(frame[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
-        bounds = [b for lo_hi in self.conformal.intervals(self.conformal.transform(raw)).values() for b in lo_hi]
-        return pd.DataFrame(
-            np.column_stack([rearrange(raw), *bounds]), columns=self.output_names(), index=model_input.index
-        )
+        return raw
 
-    def output_names(self) -> list[str]:
-        levels = [round(100 * (1 - a)) for _, _, a in self.conformal.pairs]
-        return [f"q_{q:g}" for q in self.conformal.quantiles] + [
-            f"{side}_{lv:d}" for lv in levels for side in ("lo", "hi")
-        ]
 
-    def output_schema(self) -> Schema:
-        return Schema([ColSpec(DataType.double, n) for n in self.output_names()])
+class NaiveForecaster(IntervalForecaster):
+    """The naive baseline as a registered model: the same quantiles for every row (of the h-bar returns it was
+    fitted on), CQR-calibrated like the tuned model; the feature rows are checked against the training schema.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cq = ConformalQuantiles([0.05, 0.5, 0.95]).fit(np.tile([-1.0, 0.0, 1.0], (20, 1)), np.zeros(20))
+    >>> m = NaiveForecaster(np.array([-1.0, 0.0, 1.0]), cq, pd.DataFrame({"ret_1": [0.0]}), 6)
+    >>> m.predict(None, pd.DataFrame({"ret_1": [0.1, 0.2]}))["q_0.95"].tolist()
+    [1.0, 1.0]
+    """
+
+    def __init__(self, quantiles: np.ndarray, conformal: ConformalQuantiles, train: pd.DataFrame, horizon: int):
+        self.quantiles = np.asarray(quantiles, dtype=float)
+        self.conformal = conformal
+        self.schema = FrameSchema.from_frame(train)
+        self.horizon = int(horizon)
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.tile(self.quantiles, (len(frame), 1))

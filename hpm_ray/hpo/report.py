@@ -37,6 +37,91 @@ def rolling_section(rep: Report, fig: dict, h, days: int) -> None:
     )
 
 
+SETTING = {"rolling": "N={:g}", "ewma": "decay {:g}"}
+
+
+def skill_statement(h, entry: dict, level: float = 0.05) -> str:
+    """One plain sentence per horizon: over which baselines the tuned forecaster has skill on test, and which not.
+
+    Examples
+    --------
+    >>> e = {"baselines": {"naive": {"dm_stat": -0.4, "dm_pvalue": 0.7}, "ewma": {"dm_stat": -2.5, "dm_pvalue": 0.01}}}
+    >>> skill_statement(48, e)
+    'h=48: no evidence of skill over naive; skill over ewma (two-sided Diebold-Mariano test, 5 % level).'
+    """
+    from hpm_ray.hpo.baselines import skill
+
+    groups: dict[str, list[str]] = {"none": [], "skill": [], "worse": []}
+    for name, be in entry["baselines"].items():
+        groups[skill(be["dm_stat"], be["dm_pvalue"], level)].append(name)
+    parts = [
+        text.format(", ".join(names))
+        for key, text in (
+            ("none", "no evidence of skill over {}"),
+            ("skill", "skill over {}"),
+            ("worse", "the tuned forecaster loses to {}"),
+        )
+        if (names := groups[key])
+    ]
+    return f"h={h}: {'; '.join(parts)} (two-sided Diebold-Mariano test, {level * 100:g} % level)."
+
+
+def skill_rows(h, entry: dict) -> list[dict]:
+    """The tuned forecaster and each baseline at one horizon: validation and test pinball (per quantile), DM."""
+    ships = entry.get("registered_family")
+    rows = [
+        {
+            "h": int(h),
+            "forecaster": "tuned LGBM",
+            "val pinball": entry["val_pinball"],
+            "test pinball": entry["tuned_test_pinball"],
+            **{f"q{k}": v for k, v in entry["tuned_test_pinball_by_quantile"].items()},
+            "DM": "",
+            "p": "",
+            "ships": ships == "lgbm",
+        }
+    ]
+    for name, be in entry["baselines"].items():
+        setting = be.get("setting")
+        label = name if setting is None or name not in SETTING else f"{name} ({SETTING[name].format(setting)})"
+        rows.append(
+            {
+                "h": int(h),
+                "forecaster": label,
+                "val pinball": be.get("val_pinball"),
+                "test pinball": be["test_pinball"],
+                **{f"q{k}": v for k, v in be["test_pinball_by_quantile"].items()},
+                "DM": be["dm_stat"],
+                "p": be["dm_pvalue"],
+                "ships": ships == name,
+            }
+        )
+    return rows
+
+
+def family_section(rep: Report, summary: dict) -> None:
+    """Which family ships per horizon (chosen on validation) and the test-block skill of the tuned forecaster."""
+    rep.heading("What ships, and skill against baselines")
+    rep.text(
+        "Validation pinball: every forecaster scored on the search's purged walk-forward folds of the validation "
+        "block (baselines' statistics from each fold's training rows; rolling window and EWMA decay chosen there). "
+        "The tuned model's is the best of its trials and report points, so it is optimistic: a baseline that beats "
+        "it on validation beats the tuned model. The family with the lowest validation pinball ships; a family "
+        "that needs state beyond one feature row (rolling, EWMA, HAR, GARCH) cannot be registered, and the best "
+        "servable one (tuned LGBM or naive) is registered instead. Test columns: pinball on the test block, per "
+        "quantile; DM: Diebold-Mariano statistic of the tuned forecaster (CQR-calibrated) against the baseline, "
+        "HAC variance with lag h-1, two-sided p, 5 % per test, no correction for the number of tests; negative "
+        "favours the tuned forecaster. Default LGBM has no validation score (it is not searched).",
+        note=True,
+    )
+    rows = []
+    for h, e in summary["horizons"].items():
+        rep.text(f"h={h}: ships {e['registered_family']}; {e['family_reason']}.")
+        rep.text(skill_statement(h, e))
+        rows.extend(skill_rows(h, e))
+    rep.table(rows)
+
+
 def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days: int = 30) -> Report:
     hs = list(summary["horizons"])
     rep = Report(
@@ -44,11 +129,12 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
         f"run {summary['run_id']} · {len(hs)} horizon(s) · wall time {summary['wall_time_s']} s",
     )
     rep.text(
-        "The search scored trials on purged walk-forward folds of train + validation (val pinball); CQR was fit on "
-        "the calibration block; every other number is on the test block, which neither step saw. Naive: "
-        "unconditional training quantiles; default LGBM: LightGBM defaults, same rounds budget, same CQR. The shipped "
-        "interval (method and step chosen on the calibration block) updates online on test as each row's label "
-        "matures h bars later; the registered model serves the static split-CQR interval.",
+        "The search scored trials on purged walk-forward folds of train + validation (val pinball, the tuned model's); "
+        "CQR was fit on the calibration block; every other number is on the test block, which neither step saw. "
+        "Ships: the family chosen on validation and registered (next section); test pinball and coverage are its "
+        "own. Naive: unconditional training quantiles; default LGBM: LightGBM defaults, same rounds budget, same CQR. "
+        "The shipped interval (method and step chosen on the calibration block) updates online on test as each row's "
+        "label matures h bars later; the registered model serves the static split-CQR interval.",
         note=True,
     )
     rows = []
@@ -57,11 +143,13 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
         rows.append(
             {
                 "horizon": int(h),
+                "ships": e["registered_family"],
                 "trials": e["n_trials"],
                 "pruned": e["n_pruned"],
                 "failed": d["n_failed"],
                 "val pinball": e["val_pinball"],
                 "test pinball": e["test_pinball"],
+                "tuned test pinball": e["tuned_test_pinball"],
                 "naive": e["baselines"]["naive"]["test_pinball"],
                 "default LGBM": e["baselines"]["default_lgbm"]["test_pinball"],
                 "interval": d.get("interval_choice", e["interval_method"]),
@@ -120,36 +208,15 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
             title=f"{lvl}% interval mean width (log return)",
             ylabel="width",
         )
-    rep.heading("Skill against baselines")
-    rep.text(
-        "Diebold-Mariano tests of the tuned forecaster's test pinball loss (CQR-calibrated quantiles) against each "
-        "baseline, HAC variance with lag h-1 (h-step targets overlap); two-sided, 5 % level per test, with no "
-        "correction for the number of tests. A negative statistic favours the tuned forecaster. Baseline settings "
-        "(rolling window, EWMA decay) were chosen on validation.",
-        note=True,
-    )
-    base_rows = []
-    for h in hs:
-        e = summary["horizons"][h]
-        for name, be in e["baselines"].items():
-            base_rows.append(
-                {
-                    "horizon": int(h),
-                    "baseline": name,
-                    "setting": be.get("setting"),
-                    "tuned test pinball": e["test_pinball"],
-                    "baseline test pinball": be["test_pinball"],
-                    **{f"pinball q{k}": v for k, v in be["test_pinball_by_quantile"].items()},
-                    "DM stat": be["dm_stat"],
-                    "p-value": be["dm_pvalue"],
-                    "verdict": be["verdict"],
-                }
-            )
-    rep.table(base_rows)
+    family_section(rep, summary)
     rep.heading("Coverage by volatility tercile")
     rep.text(
         f"Terciles of {spec.interval_vol} (known at prediction time), cut on the training block; a regime the "
-        "training block rarely saw leaves a tercile with few test rows.",
+        "training block rarely saw leaves a tercile with few test rows, and one the calibration block lacks (cal "
+        "rows 0) starts its PID tracker from the pooled quantile: nothing chosen on calibration can target it. "
+        "cov 90 SE: standard error of the shipped interval's coverage, Bartlett HAC with lag h-1 over the test "
+        "block (misses of overlapping h-bar targets come in runs, so the binomial SE would be several times too "
+        "small); read a tercile against the band with about two of these either side.",
         note=True,
     )
     cond_rows, cats, shipped90, cqr90 = [], [], [], []
@@ -160,12 +227,14 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
                 {
                     "horizon": int(h),
                     "tercile": name,
+                    "cal rows": d["calibration_rows_by_vol_tercile"][g],
                     "test rows": d["test_rows_by_vol_tercile"][g],
                     **{
                         f"cov {lvl}{label}": (d.get(f"coverage_{lvl}{suffix}_by_vol_tercile") or [None] * 3)[g]
                         for lvl in levels
                         for label, suffix in (("", ""), (" CQR", "_cqr"), (" ACI", "_aci"))
                     },
+                    "cov 90 SE": (d.get("coverage_90_by_vol_tercile_se") or [None] * 3)[g],
                     "width 90": (d.get("mean_width_90_by_vol_tercile") or [None] * 3)[g],
                 }
             )

@@ -331,9 +331,18 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     """
     import mlflow
 
-    from hpm_ray.hpo.baselines import Baseline, Blocks3, baselines, row_pinball, score_baseline
+    from hpm_ray.hpo.baselines import (
+        LGBM,
+        Baseline,
+        Blocks3,
+        baselines,
+        choose_family,
+        pinball_by_quantile,
+        score_baseline,
+    )
     from hpm_ray.hpo.evaluate import score_forecasts
-    from hpm_ray.hpo.pyfunc import QuantileForecaster
+    from hpm_ray.hpo.pyfunc import NaiveForecaster, QuantileForecaster
+    from hpm_ray.metrics import pinball_rows
     from hpm_ray.registry import log_and_register
 
     b, y = hz.blocks, hz.data.y
@@ -342,13 +351,25 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     plan = interval_plan(hz, spec)
     sc = score_forecasts(tuned.q_cal, y[b.calibration], tuned.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
     sd = score_forecasts(default.q_cal, y[b.calibration], default.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
-    m, m_def, cq = sc.metrics, sd.metrics, sc.conformal
-    # baselines: each against the tuned forecaster's calibrated quantiles (what the registered model serves)
-    shipped_loss = row_pinball(y[b.test], sc.q_final, q)
-    bases = baselines(hz.X["ret_1"].to_numpy(dtype=float), y, Blocks3(b.train, b.validation, b.test), hz.h, q)
+    m_def = sd.metrics
+    # baselines: scored on the search's validation folds, DM-tested against the tuned forecaster's calibrated
+    # quantiles on test
+    tuned_loss = pinball_rows(y[b.test], sc.q_final, q)
+    blocks3 = Blocks3(b.train, b.validation, b.test, hz.data.folds)
+    bases = baselines(hz.X["ret_1"].to_numpy(dtype=float), y, blocks3, hz.h, q)
+    family = choose_family({LGBM: best["score"], **{base.name: base.val_pinball for base in bases}})
     bases.append(Baseline("default_lgbm", sd.q_final))
-    base_entries = {base.name: score_baseline(base, y[b.test], shipped_loss, hz.h, q) for base in bases}
+    base_entries = {base.name: score_baseline(base, y[b.test], tuned_loss, hz.h, q) for base in bases}
     naive = base_entries["naive"]["test_pinball"]
+    if family.registered == LGBM:
+        shipped = sc
+    else:  # the naive baseline ships: unconditional quantiles of train + validation, calibrated like the model
+        naive_q = np.quantile(y[b.search], q)
+        tile = lambda rows: np.tile(naive_q, (len(rows), 1))
+        shipped = score_forecasts(
+            tile(b.calibration), y[b.calibration], tile(b.test), y[b.test], q, hz.h, spec.aci_gamma, plan
+        )
+    m, cq = shipped.metrics, shipped.conformal
     n_pruned = sum(r.pruned for r in records)
     n_failed = sum(r.error is not None for r in records)
     _log_trials(records, hz.h, state["mlflow_run_id"])
@@ -356,14 +377,20 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     if str(hz.h) not in registered:
         exp_id = mlflow.active_run().info.experiment_id
         with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
-            mlflow.log_params({"horizon": hz.h, "rounds": best["rounds"], **best["config"]})
+            lgbm = family.registered == LGBM
+            params = {"rounds": best["rounds"], **best["config"]} if lgbm else {}
+            mlflow.log_params({"horizon": hz.h, "family": family.registered, **params})
             reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
             reg_metrics.update(
-                val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"]
+                val_pinball=best["score"] if lgbm else base_entries[family.registered]["val_pinball"],
+                naive_pinball=naive,
+                default_lgbm_pinball=m_def["test_pinball"],
             )
             mlflow.log_metrics(reg_metrics)
-            model = QuantileForecaster(
-                tuned.boosters, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1]
+            model = (
+                QuantileForecaster(tuned.boosters, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1])
+                if lgbm
+                else NaiveForecaster(naive_q, cq, hz.X, hz.h)
             )
             mv = log_and_register(
                 model,
@@ -371,21 +398,27 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
                 kind="quantile_forecaster",
                 metrics=reg_metrics,
                 input_example=hz.X.iloc[b.test[:5]],
-                tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
+                tags={"horizon": str(hz.h), "hpo_run": state["run_id"], "family": family.registered},
             )
         registered[str(hz.h)] = f"models:/{mv.name}/{mv.version}"
         _save_state(out, state)
     entry = dict(
+        family=family.chosen,
+        registered_family=family.registered,
+        family_reason=family.reason,
         best_params=best["config"],
         val_pinball=best["score"],
         test_pinball=m["test_pinball"],
+        tuned_test_pinball=sc.metrics["test_pinball"],
+        tuned_test_pinball_by_quantile=pinball_by_quantile(y[b.test], sc.q_final, q),
         baselines=base_entries,
-        interval_method=sc.choice.method,
-        interval_step=sc.choice.step,
+        interval_method=shipped.choice.method,
+        interval_step=shipped.choice.step,
         coverage_90=m.get("coverage_90"),
         coverage_50=m.get("coverage_50"),
         mean_width_90=m.get("mean_width_90"),
-        coverage_90_by_vol_tercile=sc.conditional.get("coverage_90_by_vol_tercile"),
+        coverage_90_by_vol_tercile=shipped.conditional.get("coverage_90_by_vol_tercile"),
+        coverage_90_by_vol_tercile_se=shipped.conditional.get("coverage_90_by_vol_tercile_se"),
         longest_miss_run_90=m.get("longest_miss_run_90"),
         coverage_90_cqr=m.get("coverage_90_cqr"),
         coverage_90_aci=m.get("coverage_90_aci"),
@@ -397,8 +430,8 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     )
     window = rows_per_days(hz.X.index, ROLLING_DAYS)
     worst = {}
-    for k, (lo, hi) in sc.shipped.items() if window else ():
-        for suffix, (a_lo, a_hi) in (("", (lo, hi)), ("_cqr", sc.cqr[k])):
+    for k, (lo, hi) in shipped.shipped.items() if window else ():
+        for suffix, (a_lo, a_hi) in (("", (lo, hi)), ("_cqr", shipped.cqr[k])):
             roll = rolling_coverage(y[b.test], a_lo, a_hi, window)
             worst[f"worst_{ROLLING_DAYS}d_coverage_{k}{suffix}"] = float(roll.min()) if len(roll) else None
     nodes: dict[str, int] = {}
@@ -408,16 +441,17 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     groups_test = plan.groups_test
     details = {
         **m,
-        **sc.conditional,
+        **shipped.conditional,
         **worst,
         "best_rounds": best["rounds"],
         "n_failed": n_failed,
         "blocks": b.sizes(),
         "trials_per_node": nodes,
-        "interval_choice": sc.choice.label,
-        "interval_candidates_calibration_score": sc.choice.candidates,
+        "interval_choice": shipped.choice.label,
+        "interval_candidates_calibration_score": shipped.choice.candidates,
         "vol_tercile_cuts": [float(c) for c in hz.vol_cuts],
         "test_rows_by_vol_tercile": [int(np.sum(groups_test == g)) for g in range(3)],
+        "calibration_rows_by_vol_tercile": [int(np.sum(plan.groups_cal == g)) for g in range(3)],
         "default_lgbm": {
             k: m_def[k] for k in ("coverage_90", "coverage_50", "coverage_90_cqr", "crossing_rate_raw") if k in m_def
         }
@@ -425,12 +459,12 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     }
     fig = {
         "time": hz.X.index[b.test],
-        "q": sc.q_final,
+        "q": shipped.q_final,
         "y": y[b.test],
-        "shipped": sc.shipped,
-        "cqr": sc.cqr,
+        "shipped": shipped.shipped,
+        "cqr": shipped.cqr,
         "window": window,
-        "method": sc.choice.label,
+        "method": shipped.choice.label,
     }
     return entry, details, fig
 
