@@ -30,10 +30,8 @@ def main() -> None:
     from hpm_ray.data.splitters import PurgedWalkForward
     from hpm_ray.hpo.baselines import naive_quantiles
     from hpm_ray.hpo.conformal import ConformalQuantiles
-    from hpm_ray.hpo.evaluate import DEFAULT_CONFIG
     from hpm_ray.hpo.runner import load_series, prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
-    from hpm_ray.hpo.trainable import boost, predict_quantiles, train_boosters
     from hpm_ray.metrics import coverage, mean_pinball
 
     summary = json.loads((a.run / "summary.json").read_text())
@@ -45,11 +43,9 @@ def main() -> None:
         return mean_pinball(d.y[held], calibrated, q), coverage(d.y[held], calibrated[:, 0], calibrated[:, -1])
 
     def score(config: dict, rounds: int, d, fit, cal, held) -> tuple[float, float]:
-        boosters = train_boosters(config, d.X[fit], d.y[fit] / d.scale[fit], q, spec.seed)
-        boost(boosters, rounds)
-        return calibrated_score(
-            d, cal, held, *(predict_quantiles(boosters, d.X[r]) * d.scale[r, None] for r in (cal, held))
-        )
+        model = d.learner.start(config, d.X[fit], d.y[fit] / d.scale[fit], q, spec.seed)
+        model.grow(rounds)
+        return calibrated_score(d, cal, held, *(model.predict(d.X[r]) * d.scale[r, None] for r in (cal, held)))
 
     def scale_only(d, fit, cal, held) -> float:
         z = np.quantile(d.y[fit] / d.scale[fit], q)
@@ -74,7 +70,7 @@ def main() -> None:
                 break
             naive = mean_pinball(d.y[held], naive_quantiles(d.y[fit], q, size), q)
             tuned, cov = score(entry["best_params"], rounds, d, fit, cal, held)
-            default, _ = score(DEFAULT_CONFIG, spec.max_rounds, d, fit, cal, held)
+            default, _ = score(d.learner.defaults, spec.max_rounds, d, fit, cal, held)
             scaled = scale_only(d, fit, cal, held)
             chosen_on = bool(np.intersect1d(held, b.validation).size)
             ratios[chosen_on].append(tuned / naive)

@@ -70,6 +70,7 @@ def test_data_goes_to_the_object_store_once_and_bad_trials_fail_alone(ray_sessio
     import ray
 
     from hpm_ray.hpo import search
+    from hpm_ray.hpo.learners import get_learner
     from hpm_ray.hpo.runner import prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.hpo.trainable import SearchData
@@ -89,6 +90,7 @@ def test_data_goes_to_the_object_store_once_and_bad_trials_fail_alone(ray_sessio
         reduction_factor=3,
         max_concurrent=2,
         seed=0,
+        space=get_learner("lightgbm").space,
         points_to_evaluate=[BAD_POINT],
     )
     recs = search.records(search.make_tuner(settings, ref).fit(), settings.max_reports)

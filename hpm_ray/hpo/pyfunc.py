@@ -16,12 +16,14 @@ from mlflow.types.schema import ColSpec, DataType, Schema
 
 from hpm_ray.data.schema import FrameSchema
 from hpm_ray.hpo.conformal import ConformalQuantiles, rearrange
+from hpm_ray.hpo.learners import QuantileModel
+from hpm_ray.hpo.lgbm import LightGBMQuantiles
 from hpm_ray.hpo.trainable import target_scale
 from hpm_ray.registry.pyfunc import SchemaPyfunc
 
 
 class QuantileForecaster(SchemaPyfunc):
-    """Holds the per-quantile LightGBM boosters, the fitted CQR margins and the target-scale feature.
+    """Holds the learner's quantile models (pickled with it), the fitted CQR margins and the target-scale feature.
 
     Output, one row per input row: ``q_<quantile>`` (rearranged model quantiles, e.g. ``q_0.05``) and
     ``lo_<level>`` / ``hi_<level>`` (CQR-calibrated central intervals at that nominal coverage in percent, e.g.
@@ -30,14 +32,14 @@ class QuantileForecaster(SchemaPyfunc):
 
     def __init__(
         self,
-        boosters: list,
+        model: QuantileModel,
         conformal: ConformalQuantiles,
         train: pd.DataFrame,
         horizon: int,
         scale_by: str | None = None,
         scale_fill: float = 1.0,
     ):
-        self.boosters = boosters
+        self.model = model
         self.conformal = conformal
         self.schema = FrameSchema.from_frame(train)
         self.horizon = int(horizon)
@@ -46,13 +48,18 @@ class QuantileForecaster(SchemaPyfunc):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = self.conform(model_input)
         X = frame.to_numpy(dtype=np.float32)
-        raw = np.column_stack([b.predict(X) for b in self.boosters])
-        if self.scale_by is not None:  # the boosters forecast volatility-standardized returns
+        raw = self.model.predict(X)
+        if self.scale_by is not None:  # the models forecast volatility-standardized returns
             raw = raw * target_scale(frame[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
         bounds = [b for lo_hi in self.conformal.intervals(self.conformal.transform(raw)).values() for b in lo_hi]
         return pd.DataFrame(
             np.column_stack([rearrange(raw), *bounds]), columns=self.output_names(), index=model_input.index
         )
+
+    def __setstate__(self, state: dict) -> None:
+        if "boosters" in state:  # a version registered before learner plug-ins: a list of LightGBM boosters
+            state["model"] = LightGBMQuantiles(state.pop("boosters"))
+        super().__setstate__(state)
 
     def output_names(self) -> list[str]:
         levels = [round(100 * (1 - a)) for _, _, a in self.conformal.pairs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpm_ray.hpo.learners import get_learner
 from hpm_ray.metrics import rolling_coverage
 from hpm_ray.report import Report
 
@@ -38,7 +39,7 @@ def rolling_section(rep: Report, fig: dict, h, days: int) -> None:
 
 
 def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days: int = 30) -> Report:
-    hs = list(summary["horizons"])
+    hs, learner = list(summary["horizons"]), get_learner(spec.learner)
     rep = Report(
         "Multi-horizon conformal quantile HPO",
         f"run {summary['run_id']} · {len(hs)} horizon(s) · wall time {summary['wall_time_s']} s",
@@ -46,9 +47,9 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
     rep.text(
         "The search scored trials on purged walk-forward folds of train + validation (val pinball); CQR was fit on "
         "the calibration block; every other number is on the test block, which neither step saw. Naive: "
-        "unconditional training quantiles; default LGBM: LightGBM defaults, same rounds budget, same CQR. The shipped "
-        "interval (method and step chosen on the calibration block) updates online on test as each row's label "
-        "matures h bars later; the registered model serves the static split-CQR interval.",
+        f"unconditional training quantiles; default {learner.short.upper()}: {learner.title} defaults, same rounds "
+        "budget, same CQR. The shipped interval (method and step chosen on the calibration block) updates online on "
+        "test as each row's label matures h bars later; the registered model serves the static split-CQR interval.",
         note=True,
     )
     rows = []
@@ -63,7 +64,7 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
                 "val pinball": e["val_pinball"],
                 "test pinball": e["test_pinball"],
                 "naive": e["baselines"]["naive"]["test_pinball"],
-                "default LGBM": e["baselines"]["default_lgbm"]["test_pinball"],
+                f"default {learner.short.upper()}": e["baselines"][f"default_{learner.short}"]["test_pinball"],
                 "interval": d.get("interval_choice", e["interval_method"]),
                 "cov 90": e["coverage_90"],
                 "cov 90 by vol tercile": _fmt_terciles(e["coverage_90_by_vol_tercile"]),

@@ -24,6 +24,7 @@ from hpm_ray.data.splitters import Blocks, PurgedWalkForward
 from hpm_ray.errors import DataError, HPMError, SpecError
 from hpm_ray.hpo.conformal import finite_sample_level, quantile_pairs
 from hpm_ray.hpo.intervals import METHODS, IntervalPlan, Settings, candidates, min_calibration_rows
+from hpm_ray.hpo.learners import get_learner
 from hpm_ray.hpo.online import check_vol
 from hpm_ray.hpo.spec import HPOSpec
 from hpm_ray.hpo.trainable import METRIC, SearchData, target_scale
@@ -91,6 +92,7 @@ def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
         max_rounds=spec.max_rounds,
         report_every=spec.report_every,
         seed=spec.seed,
+        learner=get_learner(spec.learner),
     )
     return Horizon(h, X, y, blocks, data, vol, tercile_cuts(vol[blocks.train]))
 
@@ -206,7 +208,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from hpm_ray.hpo.evaluate import DEFAULT_CONFIG, refit
+    from hpm_ray.hpo.evaluate import refit
     from hpm_ray.hpo.search import Progress, SearchSettings, run_search
     from hpm_ray.runtime import init_ray, mlflow_experiment, tune_storage
 
@@ -222,7 +224,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
     resources = init_ray(spec.runtime.address, spec.runtime.num_cpus, spec.runtime.verbose)
     cpus = max(1, int(resources.get("CPU", 1)))
     concurrent = spec.max_concurrent_trials or max(1, cpus // len(horizons))
-    # More horizons than CPUs: share the cores so every horizon progresses (LightGBM runs one thread per trial).
+    # More horizons than CPUs: share the cores so every horizon progresses (learners run one thread per trial).
     trial_cpus = min(1.0, cpus / (len(horizons) * concurrent))
     n_nodes = sum(n["Alive"] for n in ray.nodes())
     # Joined by address, Ray may have or gain other nodes (an autoscaler may add them mid-run): see reuse_actors.
@@ -259,6 +261,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
                 trial_cpus=trial_cpus,
                 reuse_actors=one_node,
                 seed=spec.seed + hz.h,
+                space=hz.data.learner.space,
                 points_to_evaluate=spec.points_to_evaluate,
                 progress_actor=actor_name,
                 key=str(hz.h),
@@ -285,7 +288,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
                 best, b = _best(trials[hz.h], hz.h), hz.blocks
                 refits[hz.h] = [
                     refit.remote(cfg, rounds, refs[hz.h], b.search, b.calibration, b.test, spec.seed)
-                    for cfg, rounds in ((best["config"], best["rounds"]), (DEFAULT_CONFIG, spec.max_rounds))
+                    for cfg, rounds in ((best["config"], best["rounds"]), (hz.data.learner.defaults, spec.max_rounds))
                 ]
         summary = {
             "wall_time_s": None,
@@ -338,6 +341,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
 
     b, y = hz.blocks, hz.data.y
     q = list(spec.quantiles)
+    untuned = f"default_{hz.data.learner.short}"  # the learner with its library defaults
     best = _best(records, hz.h)
     plan = interval_plan(hz, spec)
     sc = score_forecasts(tuned.q_cal, y[b.calibration], tuned.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
@@ -346,7 +350,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     # baselines: each against the tuned forecaster's calibrated quantiles (what the registered model serves)
     shipped_loss = row_pinball(y[b.test], sc.q_final, q)
     bases = baselines(hz.X["ret_1"].to_numpy(dtype=float), y, Blocks3(b.train, b.validation, b.test), hz.h, q)
-    bases.append(Baseline("default_lgbm", sd.q_final))
+    bases.append(Baseline(untuned, sd.q_final))
     base_entries = {base.name: score_baseline(base, y[b.test], shipped_loss, hz.h, q) for base in bases}
     naive = base_entries["naive"]["test_pinball"]
     n_pruned = sum(r.pruned for r in records)
@@ -356,22 +360,20 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     if str(hz.h) not in registered:
         exp_id = mlflow.active_run().info.experiment_id
         with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
-            mlflow.log_params({"horizon": hz.h, "rounds": best["rounds"], **best["config"]})
+            mlflow.log_params({"horizon": hz.h, "learner": spec.learner, "rounds": best["rounds"], **best["config"]})
             reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
             reg_metrics.update(
-                val_pinball=best["score"], naive_pinball=naive, default_lgbm_pinball=m_def["test_pinball"]
+                {"val_pinball": best["score"], "naive_pinball": naive, f"{untuned}_pinball": m_def["test_pinball"]}
             )
             mlflow.log_metrics(reg_metrics)
-            model = QuantileForecaster(
-                tuned.boosters, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1]
-            )
+            model = QuantileForecaster(tuned.model, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1])
             mv = log_and_register(
                 model,
                 f"{spec.model_prefix}-h{hz.h}",
                 kind="quantile_forecaster",
                 metrics=reg_metrics,
                 input_example=hz.X.iloc[b.test[:5]],
-                tags={"horizon": str(hz.h), "hpo_run": state["run_id"]},
+                tags={"horizon": str(hz.h), "hpo_run": state["run_id"], "learner": spec.learner},
             )
         registered[str(hz.h)] = f"models:/{mv.name}/{mv.version}"
         _save_state(out, state)
@@ -418,7 +420,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         "interval_candidates_calibration_score": sc.choice.candidates,
         "vol_tercile_cuts": [float(c) for c in hz.vol_cuts],
         "test_rows_by_vol_tercile": [int(np.sum(groups_test == g)) for g in range(3)],
-        "default_lgbm": {
+        untuned: {
             k: m_def[k] for k in ("coverage_90", "coverage_50", "coverage_90_cqr", "crossing_rate_raw") if k in m_def
         }
         | {"interval_choice": sd.choice.label},
