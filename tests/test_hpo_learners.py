@@ -17,10 +17,10 @@ QUANTILES = (0.1, 0.5, 0.9)
 
 @pytest.fixture(scope="module")
 def heteroscedastic():
-    """y = x0 + (0.5 + |x1|) * noise: the median follows x0, the spread follows |x1|; 1,500 train, 500 test rows."""
+    """y = 2 x0 + (0.5 + |x1|) * noise: the median follows x0, the spread |x1|; 1,500 train, 500 test rows."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, 3)).astype(np.float32)
-    y = X[:, 0] + (0.5 + np.abs(X[:, 1])) * rng.normal(size=2000)
+    y = 2 * X[:, 0] + (0.5 + np.abs(X[:, 1])) * rng.normal(size=2000)
     return X[:1500], y[:1500], X[1500:], y[1500:]
 
 
@@ -28,17 +28,19 @@ def heteroscedastic():
 def test_learner_grows_in_chunks_beats_constant_quantiles_and_pickles(name, heteroscedastic):
     X, y, X_test, y_test = heteroscedastic
     learner = get_learner(name)
-    model = learner.start(learner.defaults, X, y, QUANTILES, seed=0)
-    model.grow(5)
-    early = model.predict(X_test)
-    model.grow(25)  # a second chunk continues the same models (ASHA's resource is rounds)
-    late = model.predict(X_test)
-    assert early.shape == late.shape == (len(X_test), len(QUANTILES))
+    chunked = learner.start(learner.defaults, X, y, QUANTILES, seed=0)
+    chunked.grow(5)
+    early = chunked.predict(X_test)
+    chunked.grow(25)  # ASHA's resource is rounds: reporting between chunks must not change the model
+    whole = learner.start(learner.defaults, X, y, QUANTILES, seed=0)
+    whole.grow(30)
+    late = chunked.predict(X_test)
+    assert early.shape == late.shape == (len(X_test), len(QUANTILES)) and not np.allclose(early, late)
+    np.testing.assert_allclose(late, whole.predict(X_test), rtol=1e-6)
     constant = np.tile(np.quantile(y, QUANTILES), (len(X_test), 1))
-    assert mean_pinball(y_test, late, QUANTILES) < mean_pinball(y_test, early, QUANTILES)
-    assert mean_pinball(y_test, late, QUANTILES) < 0.85 * mean_pinball(y_test, constant, QUANTILES)
-    assert crossing_rate(late) < 0.05  # columns in quantile order
-    again = pickle.loads(pickle.dumps(model))  # as Ray returns it from a refit and MLflow stores it
+    assert mean_pinball(y_test, late, QUANTILES) < 0.7 * mean_pinball(y_test, constant, QUANTILES)  # ~0.57 both
+    assert crossing_rate(late) < 0.1  # columns in quantile order: swapped ones would cross on most rows
+    again = pickle.loads(pickle.dumps(chunked))  # as Ray returns it from a refit and MLflow stores it
     np.testing.assert_array_equal(again.predict(X_test), late)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from hpm_ray.errors import SpecError
 from hpm_ray.hpo.lgbm import LightGBMLearner
 from hpm_ray.hpo.space import Param
+from hpm_ray.hpo.xgb import XGBoostLearner
 
 
 class QuantileModel(Protocol):
@@ -69,4 +70,5 @@ def get_learner(name: str) -> QuantileLearner:
     return LEARNERS[name]
 
 
-register_learner(LightGBMLearner())
+for _learner in (LightGBMLearner(), XGBoostLearner()):
+    register_learner(_learner)

@@ -25,6 +25,7 @@ class LightGBMQuantiles:
         return np.column_stack([b.predict(X) for b in self.boosters])
 
 
+# Protocol shape: QuantileLearner (hpm_ray.hpo.learners): name, space, defaults, params, start.
 class LightGBMLearner:
     """Searched parameters of single-threaded LightGBM quantile boosters (Ray runs trials in parallel)."""
 
