@@ -1,7 +1,7 @@
 """Earlier held-out blocks for a finished ``hpm-ray hpo`` run: how its winners do on other regimes than its test block.
 
 A run's test block is one stretch of one market (for the bundled BTC series, 2022), so "beats naive on test"
-says as much about that stretch as about the models. This replays each horizon's winning config (and LightGBM
+says as much about that stretch as about the models. This replays each horizon's winning config (and the learner's
 defaults) at several earlier origins, never touching the run's test block: score a block of the run's
 calibration size, CQR on the block before it, fit on everything before that (purged gaps between, as in the
 run); naive = the fit rows' unconditional quantiles. Block 0 is the run's calibration block, which no trial
@@ -30,6 +30,7 @@ def main() -> None:
     from hpm_ray.data.splitters import PurgedWalkForward
     from hpm_ray.hpo.baselines import naive_quantiles
     from hpm_ray.hpo.conformal import ConformalQuantiles
+    from hpm_ray.hpo.learners import get_learner
     from hpm_ray.hpo.runner import load_series, prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.metrics import coverage, mean_pinball
@@ -51,8 +52,10 @@ def main() -> None:
         z = np.quantile(d.y[fit] / d.scale[fit], q)
         return calibrated_score(d, cal, held, np.outer(d.scale[cal], z), np.outer(d.scale[held], z))[0]
 
+    untuned = f"default {get_learner(spec.learner).short.upper()}"
     print(
-        "| h | block | held-out span | fit rows | tuned / naive | default LGBM / naive | scale only / naive | tuned cov90 |"
+        f"| h | block | held-out span | fit rows | tuned / naive | {untuned} / naive | scale only / naive "
+        "| tuned cov90 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     ratios: dict[bool, list[float]] = {True: [], False: []}
