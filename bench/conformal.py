@@ -182,10 +182,9 @@ def main() -> None:
     from hpm_ray.config import load_spec
     from hpm_ray.hpo.conformal import quantile_pairs, rearrange
     from hpm_ray.hpo.intervals import Block, choose, intervals
+    from hpm_ray.hpo.learners import get_learner
     from hpm_ray.hpo.runner import interval_plan, load_series, prepare_horizon, rows_per_days
-    from hpm_ray.hpo.space import lgb_params
     from hpm_ray.hpo.spec import HPOSpec
-    from hpm_ray.hpo.trainable import boost, predict_quantiles, train_boosters
     from hpm_ray.metrics import interval_score
 
     summary = json.loads((a.run / "summary.json").read_text()) if a.run else None
@@ -194,6 +193,9 @@ def main() -> None:
         spec = spec.model_copy(update={"max_rows": a.max_rows})
     horizons = [int(h) for h in a.horizons.split(",")] if a.horizons else spec.horizons
     series, q = load_series(spec), list(spec.quantiles)
+    if spec.learner != "lightgbm":  # MAPIE's EnbPI below refits LightGBM with the run's parameters
+        raise SystemExit(f"bench/conformal.py compares LightGBM runs; this run's learner is {spec.learner}")
+    learner = get_learner(spec.learner)
     qp = quantile_pairs(q)
     lo_col, hi_col = next((i, j) for i, j, a in qp if a == ALPHA)
     results, verdicts = {}, {}
@@ -210,10 +212,10 @@ def main() -> None:
             rounds = summary["details"][str(h)]["best_rounds"]
         else:
             cfg, rounds = FIXED, 150
-        boosters = train_boosters(cfg, d.X[b.search], d.y[b.search] / d.scale[b.search], q, spec.seed)
-        boost(boosters, rounds)
-        q_cal = rearrange(predict_quantiles(boosters, d.X[b.calibration]) * d.scale[b.calibration, None])
-        q_test = rearrange(predict_quantiles(boosters, d.X[b.test]) * d.scale[b.test, None])
+        model = learner.start(cfg, d.X[b.search], d.y[b.search] / d.scale[b.search], q, spec.seed)
+        model.grow(rounds)
+        q_cal = rearrange(model.predict(d.X[b.calibration]) * d.scale[b.calibration, None])
+        q_test = rearrange(model.predict(d.X[b.test]) * d.scale[b.test, None])
         y, y_test = d.y, d.y[b.test]
         # the step is chosen as the run chooses it: mean calibration interval score over every quantile pair
         pairs = {a: Block(q_cal[:, i], q_cal[:, j], y[b.calibration], plan.vol_cal, plan.groups_cal) for i, j, a in qp}
@@ -255,7 +257,7 @@ def main() -> None:
             )
         )
         fit_rows = np.concatenate([b.search, b.calibration])
-        params = {k: v for k, v in lgb_params(cfg, 0.5, spec.seed).items() if k != "num_threads"} | {"n_jobs": 1}
+        params = {k: v for k, v in learner.params(cfg, 0.5, spec.seed).items() if k != "num_threads"} | {"n_jobs": 1}
         rows.append(
             score(
                 "MAPIE EnbPI",

@@ -59,7 +59,7 @@ def main() -> None:
     # --- plain Optuna, sequential, with Optuna's own successive-halving pruner at the same rungs --------------
     def objective(trial):
         best = np.inf
-        for step, (rounds, score) in enumerate(fit_steps(suggest(trial), data), start=1):
+        for step, (rounds, score) in enumerate(fit_steps(suggest(trial, data.learner.space), data), start=1):
             best = min(best, score)
             trial.report(score, step)
             if trial.should_prune():
@@ -98,6 +98,7 @@ def main() -> None:
                 reduction_factor=spec.reduction_factor,
                 max_concurrent=slots,
                 seed=a.seed,
+                space=data.learner.space,
             )
             t0 = time.perf_counter()
             grid = make_tuner(settings, ref).fit()

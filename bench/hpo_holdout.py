@@ -1,7 +1,7 @@
 """Earlier held-out blocks for a finished ``hpm-ray hpo`` run: how its winners do on other regimes than its test block.
 
 A run's test block is one stretch of one market (for the bundled BTC series, 2022), so "beats naive on test"
-says as much about that stretch as about the models. This replays each horizon's winning config (and LightGBM
+says as much about that stretch as about the models. This replays each horizon's winning config (and the learner's
 defaults) at several earlier origins, never touching the run's test block: score a block of the run's
 calibration size, CQR on the block before it, fit on everything before that (purged gaps between, as in the
 run); naive = the fit rows' unconditional quantiles. Block 0 is the run's calibration block, which no trial
@@ -30,10 +30,9 @@ def main() -> None:
     from hpm_ray.data.splitters import PurgedWalkForward
     from hpm_ray.hpo.baselines import naive_quantiles
     from hpm_ray.hpo.conformal import ConformalQuantiles
-    from hpm_ray.hpo.evaluate import DEFAULT_CONFIG
+    from hpm_ray.hpo.learners import get_learner
     from hpm_ray.hpo.runner import load_series, prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
-    from hpm_ray.hpo.trainable import boost, predict_quantiles, train_boosters
     from hpm_ray.metrics import coverage, mean_pinball
 
     summary = json.loads((a.run / "summary.json").read_text())
@@ -45,18 +44,18 @@ def main() -> None:
         return mean_pinball(d.y[held], calibrated, q), coverage(d.y[held], calibrated[:, 0], calibrated[:, -1])
 
     def score(config: dict, rounds: int, d, fit, cal, held) -> tuple[float, float]:
-        boosters = train_boosters(config, d.X[fit], d.y[fit] / d.scale[fit], q, spec.seed)
-        boost(boosters, rounds)
-        return calibrated_score(
-            d, cal, held, *(predict_quantiles(boosters, d.X[r]) * d.scale[r, None] for r in (cal, held))
-        )
+        model = d.learner.start(config, d.X[fit], d.y[fit] / d.scale[fit], q, spec.seed)
+        model.grow(rounds)
+        return calibrated_score(d, cal, held, *(model.predict(d.X[r]) * d.scale[r, None] for r in (cal, held)))
 
     def scale_only(d, fit, cal, held) -> float:
         z = np.quantile(d.y[fit] / d.scale[fit], q)
         return calibrated_score(d, cal, held, np.outer(d.scale[cal], z), np.outer(d.scale[held], z))[0]
 
+    untuned = f"default {get_learner(spec.learner).short.upper()}"
     print(
-        "| h | block | held-out span | fit rows | tuned / naive | default LGBM / naive | scale only / naive | tuned cov90 |"
+        f"| h | block | held-out span | fit rows | tuned / naive | {untuned} / naive | scale only / naive "
+        "| tuned cov90 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     ratios: dict[bool, list[float]] = {True: [], False: []}
@@ -74,7 +73,7 @@ def main() -> None:
                 break
             naive = mean_pinball(d.y[held], naive_quantiles(d.y[fit], q, size), q)
             tuned, cov = score(entry["best_params"], rounds, d, fit, cal, held)
-            default, _ = score(DEFAULT_CONFIG, spec.max_rounds, d, fit, cal, held)
+            default, _ = score(d.learner.defaults, spec.max_rounds, d, fit, cal, held)
             scaled = scale_only(d, fit, cal, held)
             chosen_on = bool(np.intersect1d(held, b.validation).size)
             ratios[chosen_on].append(tuned / naive)

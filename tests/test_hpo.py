@@ -22,6 +22,7 @@ def small_csv(btc_small, tmp_path):
         (["--horizons", "6,x"], "--horizons: expected comma-separated int"),
         (["--horizons", "300"], "horizon 300 bars is longer than the calibration block"),
         (["--trials-per-horizon", "0"], "trials_per_horizon"),
+        (["--learner", "catboost"], "learner: Value error, unknown learner 'catboost'; known: lightgbm"),
         (["--quantiles", "0.001,0.5,0.999"], "too few for the 0.001 quantile pair (needs 499)"),
         (["--horizons", "60"], "too few to choose an interval method for horizon 60 (needs 360)"),
     ],

@@ -76,6 +76,7 @@ def test_data_goes_to_the_object_store_once_and_bad_trials_fail_alone(ray_sessio
     import ray
 
     from hpm_ray.hpo import search
+    from hpm_ray.hpo.learners import get_learner
     from hpm_ray.hpo.runner import prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.hpo.trainable import SearchData
@@ -95,6 +96,7 @@ def test_data_goes_to_the_object_store_once_and_bad_trials_fail_alone(ray_sessio
         reduction_factor=3,
         max_concurrent=2,
         seed=0,
+        space=get_learner("lightgbm").space,
         points_to_evaluate=[BAD_POINT],
     )
     recs = search.records(search.make_tuner(settings, ref).fit(), settings.max_reports)
@@ -334,3 +336,53 @@ def test_resume_after_sigkill(sub_env, small_csv, tmp_path, lines_until):
     kept = [t for t, ts in after.items() if ts <= killed_at]
     assert len(kept) >= counted, f"{counted} trials were done before the kill, {len(kept)} survived the resume"
     assert all(after.get(t) == ts for t, ts in before.items())
+
+
+@pytest.fixture
+def regime_csv(tmp_path):
+    """3,000 hourly closes whose volatility switches between calm (0.2 %) and wild (2 %) every 100-300 bars: the
+    realised-volatility features predict the spread of forward returns, constant quantiles cannot."""
+    rng = np.random.default_rng(7)
+    sigma = np.concatenate([np.full(rng.integers(100, 300), s) for s in [0.002, 0.02] * 10])[:3000]
+    close = 100 * np.exp(np.cumsum(sigma * rng.standard_normal(len(sigma))))
+    times = pd.date_range("2024-01-01", periods=len(close), freq="h")
+    p = tmp_path / "regimes.csv"
+    pd.DataFrame({"timestamp": times, "close": close}).to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.slow
+def test_hpo_tunes_the_xgboost_learner(ray_session, mlflow_uri, regime_csv, tmp_path):
+    """The second learner, chosen by the spec alone, runs through the same runner: Tune searches XGBoost's own
+    space; with raw returns as target (no scale_by) the learner itself must find the volatility regime, so its
+    calibrated test quantiles beat constant ones; they do not cross, and the registered model predicts them again."""
+    import mlflow
+
+    from hpm_ray.config import load_spec
+    from hpm_ray.hpo.learners import get_learner
+    from hpm_ray.hpo.runner import load_series, prepare_horizon, run_hpo
+    from hpm_ray.hpo.spec import HPOSpec
+    from hpm_ray.metrics import mean_pinball
+
+    spec_path = tmp_path / "xgb.yaml"
+    spec_path.write_text(
+        f"learner: xgboost\ndata: {regime_csv}\nhorizons: [6]\ntrials_per_horizon: 4\nmax_rounds: 40\n"
+        "report_every: 10\ngrace_period: 1\nn_folds: 1\nscale_by: null\nmodel_prefix: xgb\n"
+    )
+    spec = load_spec(HPOSpec, spec_path)
+    summary = run_hpo(spec, tmp_path / "out", log=lambda line: None)
+    e, d = summary["horizons"]["6"], summary["details"]["6"]
+    assert set(e["best_params"]) == {p.name for p in get_learner("xgboost").space} and e["n_trials"] == 4
+    assert d["n_failed"] == 0 and set(e["baselines"]) == {"naive", "rolling", "ewma", "har", "garch", "default_xgb"}
+    # constant training quantiles lose, and significantly: the runner's own DM test (HAC, two-sided) at 5 %
+    naive = e["baselines"]["naive"]
+    assert e["test_pinball"] < naive["test_pinball"] and naive["dm_stat"] < 0 and naive["dm_pvalue"] < 0.05
+    assert e["crossing_rate"] == 0.0
+    mv = mlflow.tracking.MlflowClient().get_model_version(*e["model_uri"].split("/")[1:])
+    assert mv.tags["learner"] == "xgboost"
+    hz = prepare_horizon(load_series(spec), 6, spec)
+    pred = mlflow.pyfunc.load_model(e["model_uri"]).predict(hz.X.iloc[hz.blocks.test])
+    calibrated = pred[["lo_90", "lo_50", "q_0.5", "hi_50", "hi_90"]].to_numpy()
+    assert np.all(np.diff(calibrated, axis=1) >= 0)
+    y_test = hz.y.iloc[hz.blocks.test].to_numpy()
+    assert mean_pinball(y_test, calibrated, spec.quantiles) == pytest.approx(e["test_pinball"], rel=1e-6)

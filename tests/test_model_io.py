@@ -21,6 +21,7 @@ from hpm_ray.data.datasets import load_btc_hourly
 from hpm_ray.data.features import make_supervised
 from hpm_ray.data.io import prepare_tabular
 from hpm_ray.hpo.conformal import ConformalQuantiles
+from hpm_ray.hpo.lgbm import LightGBMQuantiles
 from hpm_ray.hpo.pyfunc import QuantileForecaster
 from hpm_ray.hpo.trainable import target_scale
 from hpm_ray.registry.models import log_and_register
@@ -108,7 +109,7 @@ def forecaster(mlflow_uri):
     ]
     q_cal = np.column_stack([b.predict(X.iloc[2000:2500].to_numpy(dtype=np.float32)) for b in boosters])
     cq = ConformalQuantiles(quantiles).fit(q_cal * scale[2000:2500, None], y[2000:2500])
-    model = QuantileForecaster(boosters, cq, X.iloc[:2000], 24, scale_by="rv_168", scale_fill=0.01)
+    model = QuantileForecaster(LightGBMQuantiles(boosters), cq, X.iloc[:2000], 24, scale_by="rv_168", scale_fill=0.01)
     with mlflow.start_run():
         mv = log_and_register(
             model, "io-forecaster-h24", "quantile_forecaster", {"test_pinball": 0.01}, input_example=X.iloc[2500:2505]

@@ -27,21 +27,21 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from hpm_ray.distill.evaluate import better, gap_closed
-from hpm_ray.distill.spec import SplitTeacherSpec, check_alphas, check_students
+from hpm_ray.distill.spec import SoftAlphas, SplitTeacherSpec, StudentName, StudentNames
 from hpm_ray.metrics import roc_auc
 
 TECHNIQUES = ("soft", "augment", "chain")
 
 
 class InterpretableSpec(SplitTeacherSpec):
-    presets: list[str] = Field(default_factory=lambda: ["scorecard", "tree4", "gbm20"])
+    presets: StudentNames = Field(default_factory=lambda: ["scorecard", "tree4", "gbm20"])
     techniques: list[Literal["soft", "augment", "chain"]] = Field(default_factory=lambda: list(TECHNIQUES))
     temperatures: list[float] = Field(default_factory=lambda: [1.0, 2.0])
-    alphas: list[float] = Field(default_factory=lambda: [0.5, 1.0])  # > 0: alpha = 0 is the twin
+    alphas: SoftAlphas = Field(default_factory=lambda: [0.5, 1.0])
     trials: int = Field(4, ge=1)  # Optuna fits per (technique, T, alpha) config; the twin gets as many in total
     warm_start: bool = True  # every study (students' and twins' alike) tries the preset's default parameters first
     selection_metric: Literal["auc", "ks", "log_loss"] = "auc"
-    assistant: str = "lgbm"
+    assistant: StudentName = "lgbm"
     assistant_params: dict[str, Any] = Field(
         default_factory=lambda: {"n_estimators": 100, "num_leaves": 15, "learning_rate": 0.05}
     )
@@ -49,21 +49,6 @@ class InterpretableSpec(SplitTeacherSpec):
     augment_fraction: float = Field(1.0, gt=0.0, le=5.0)  # synthetic rows as a share of training rows
     augment_seconds: float = Field(30.0, gt=0.0)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-
-    @field_validator("presets")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        return check_students(v)
-
-    @field_validator("assistant")
-    @classmethod
-    def _known_assistant(cls, v: str) -> str:
-        return check_students([v])[0]
-
-    @field_validator("alphas")
-    @classmethod
-    def _alpha(cls, v: list[float]) -> list[float]:
-        return check_alphas(v, allow_zero=False)
 
     @field_validator("techniques", "seeds")
     @classmethod

@@ -117,6 +117,7 @@ def bin_index(feature: dict[str, Any], col: pd.Series) -> np.ndarray:
     return np.where(np.isnan(x), len(edges) + 1, idx)
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class ScorecardStudent(SoftStudent):
     """Logistic regression on one-hot bins: a points scorecard (``export.scorecard``) with the same output."""
 

@@ -112,20 +112,13 @@ def build_report(d) -> Report:
         part = full[full.stage == stage]
         if part.empty or part.temperature.nunique() < 2 and part.alpha.nunique() < 2:
             continue
-        series = {}
-        for st, g in part.groupby("student"):
-            agg = g.groupby("temperature").val_score.mean()
-            series[st] = (agg.index.to_numpy(float), agg.to_numpy(float))
-        rep.line_chart(
-            series, f"Validation {d.metric} vs temperature ({stage} rung, mean over alpha)", "T", d.metric, markers=True
-        )
-        series = {}
-        for st, g in part.groupby("student"):
-            agg = g.groupby("alpha").val_score.mean()
-            series[st] = (agg.index.to_numpy(float), agg.to_numpy(float))
-        rep.line_chart(
-            series, f"Validation {d.metric} vs alpha ({stage} rung, mean over T)", "alpha", d.metric, markers=True
-        )
+        for by, axis, over in (("temperature", "T", "alpha"), ("alpha", "alpha", "T")):
+            series = {}
+            for st, g in part.groupby("student"):
+                agg = g.groupby(by).val_score.mean()
+                series[st] = (agg.index.to_numpy(float), agg.to_numpy(float))
+            title = f"Validation {d.metric} vs {by} ({stage} rung, mean over {over})"
+            rep.line_chart(series, title, axis, d.metric, markers=True)
     if getattr(d, "divergence", None):
         rep.heading("Adaptive temperature: teacher-student divergence")
         temps = np.asarray(d.spec.temperatures, float)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from functools import partial
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from hpm_ray.config import RuntimeSpec, Spec
 
@@ -43,6 +44,13 @@ def check_alphas(v: list[float], allow_zero: bool = True) -> list[float]:
     return v
 
 
+# Field types that carry their check: a spec declares ``students: StudentNames`` instead of writing a validator.
+StudentNames = Annotated[list[str], AfterValidator(check_students)]
+StudentName = Annotated[str, AfterValidator(lambda v: check_students([v])[0])]
+Alphas = Annotated[list[float], AfterValidator(check_alphas)]
+SoftAlphas = Annotated[list[float], AfterValidator(partial(check_alphas, allow_zero=False))]  # 0 is the twin
+
+
 class SplitTeacherSpec(Spec):
     """What every distillation experiment shares: temperatures, how the data is split, the default teacher."""
 
@@ -63,9 +71,9 @@ class SplitTeacherSpec(Spec):
 
 class DistillSpec(SplitTeacherSpec):
     method: Method = "auto"
-    students: list[str] = Field(default_factory=lambda: ["logreg", "tree", "lgbm", "xgb"])
+    students: StudentNames = Field(default_factory=lambda: ["logreg", "tree", "lgbm", "xgb"])
     temperatures: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0])
-    alphas: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
+    alphas: Alphas = Field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
     selection_metric: SelectionMetric = "auto"  # auto: validation KS (binary), validation log loss (multiclass)
     seed: int = 0
     # legacy: the full grid, each config tuned with legacy_trials Optuna trials
@@ -86,13 +94,3 @@ class DistillSpec(SplitTeacherSpec):
     augment: bool = False
     augment_fraction: float = Field(0.5, gt=0.0, le=5.0)  # synthetic rows as a share of training rows
     augment_seconds: float = Field(30.0, gt=0.0)
-
-    @field_validator("alphas")
-    @classmethod
-    def _unit_alpha(cls, v: list[float]) -> list[float]:
-        return check_alphas(v)
-
-    @field_validator("students")
-    @classmethod
-    def _known_students(cls, v: list[str]) -> list[str]:
-        return check_students(v)

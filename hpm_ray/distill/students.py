@@ -134,6 +134,7 @@ class LogisticStudent(SoftStudent):
         return int(self.model_[-1].coef_.size)
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class TreeStudent(SoftStudent):
     """Ordinal-encoded categories (NaN kept: sklearn trees route missing values), weighted soft rows.
 
@@ -186,6 +187,7 @@ class TreeStudent(SoftStudent):
         return int(self.model_[-1].tree_.node_count)
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class LightGBMStudent(SoftStudent):
     """Binary: ``objective="cross_entropy"`` with the soft probability as label; multiclass: weighted rows."""
 
@@ -243,6 +245,7 @@ class LightGBMStudent(SoftStudent):
         return int(self.model_.booster_.num_trees())
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class XGBoostStudent(SoftStudent):
     """Binary: ``binary:logistic`` on probability labels; multiclass: ``multi:softprob`` on weighted rows."""
 

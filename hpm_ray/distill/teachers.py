@@ -10,6 +10,7 @@ hash of the data content and the teacher settings.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import pickle
 from dataclasses import dataclass, field
 
@@ -23,6 +24,12 @@ from hpm_ray.errors import DataError
 from hpm_ray.runtime import runs_dir
 
 DEFAULT_TEACHERS = ("lgbm_large", "xgb_large", "random_forest")
+# The boosted teachers share their budget and sampling settings; each adds its own tree shape. The library is
+# imported on first use (module, class), so importing this module stays cheap.
+BOOSTED = {
+    "lgbm_large": ("lightgbm", "LGBMClassifier", dict(num_leaves=63, subsample_freq=1, verbose=-1)),
+    "xgb_large": ("xgboost", "XGBClassifier", dict(max_depth=6, tree_method="hist", enable_categorical=True)),
+}
 
 
 @dataclass
@@ -38,34 +45,17 @@ class TeacherSet:
 
 def make_teacher(name: str, n_trees: int, seed: int):
     """A fresh estimator of the default ensemble (single-threaded: Ray runs folds in parallel)."""
-    if name == "lgbm_large":
-        import lightgbm as lgb
-
-        return lgb.LGBMClassifier(
+    if name in BOOSTED:
+        module, cls, own = BOOSTED[name]
+        common = dict(
             n_estimators=n_trees,
-            num_leaves=63,
-            learning_rate=0.03,
-            subsample=0.8,
-            subsample_freq=1,
-            colsample_bytree=0.8,
-            random_state=seed,
-            n_jobs=1,
-            verbose=-1,
-        )
-    if name == "xgb_large":
-        import xgboost as xgb
-
-        return xgb.XGBClassifier(
-            n_estimators=n_trees,
-            max_depth=6,
             learning_rate=0.03,
             subsample=0.8,
             colsample_bytree=0.8,
             random_state=seed,
             n_jobs=1,
-            tree_method="hist",
-            enable_categorical=True,
         )
+        return getattr(importlib.import_module(module), cls)(**common, **own)
     if name == "random_forest":
         from sklearn.compose import ColumnTransformer, make_column_selector
         from sklearn.ensemble import RandomForestClassifier

@@ -192,8 +192,7 @@ def _rolling(y: np.ndarray, h: int, window: int, quantiles) -> Forecast:
     return lambda fit, rows: rolling_quantiles(y, rows, h, window, quantiles)
 
 
-LGBM = "lgbm"  # the tuned LightGBM forecaster's family name
-SERVABLE = (LGBM, "naive")  # families the registry can serve from one feature row (no state outside the row)
+NAIVE = "naive"  # the one baseline servable from a feature row (no state outside the row)
 
 
 @dataclass(frozen=True)
@@ -205,8 +204,11 @@ class Family:
     reason: str
 
 
-def choose_family(val_pinball: dict[str, float], servable: tuple[str, ...] = SERVABLE) -> Family:
+def choose_family(val_pinball: dict[str, float], tuned: str = "lgbm") -> Family:
     """The family with the lowest validation pinball (ties: a baseline over the tuned model, the simpler wins).
+
+    ``tuned`` names the tuned forecaster's family (its learner's short name: ``lgbm``, ``xgb``); it and naive are
+    the servable families.
 
     A chosen family that needs a state the feature rows do not carry (rolling labels, an EWMA / HAR / GARCH
     filter) cannot be registered as a pyfunc over those rows; the best servable family on validation is registered
@@ -217,15 +219,16 @@ def choose_family(val_pinball: dict[str, float], servable: tuple[str, ...] = SER
     >>> choose_family({"lgbm": 0.0125, "naive": 0.0121, "ewma": 0.0123}).registered
     'naive'
     """
+    servable = (tuned, NAIVE)
     ok = {k: v for k, v in val_pinball.items() if v is not None and math.isfinite(v)}
-    if LGBM not in ok:
+    if tuned not in ok:
         raise DataError("choosing a family needs the tuned forecaster's validation pinball")
-    order = lambda k: (ok[k], k == LGBM)
+    order = lambda k: (ok[k], k == tuned)
     chosen = min(ok, key=order)
     runner_up = min((k for k in ok if k != chosen), key=order, default=None)
     vs = "" if runner_up is None else f" ({ok[chosen]:.6g} vs {runner_up} {ok[runner_up]:.6g})"
     if chosen in servable:
-        what = "the tuned model ships" if chosen == LGBM else "the baseline ships, not the tuned model"
+        what = "the tuned model ships" if chosen == tuned else "the baseline ships, not the tuned model"
         return Family(chosen, chosen, f"{chosen} has the lowest validation pinball{vs}: {what}")
     registered = min((k for k in ok if k in servable), key=order)
     return Family(

@@ -11,12 +11,15 @@ DEFAULT_SPEC = Path("tune/hpo.yaml")
 def register(sub: argparse._SubParsersAction) -> None:
     from hpm_ray.cli_args import add_runtime_args
 
-    p = sub.add_parser("hpo", help="tune LightGBM quantile forecasters per horizon (ASHA + Optuna), calibrate with CQR")
+    p = sub.add_parser(
+        "hpo", help="tune gradient-boosted quantile forecasters per horizon (ASHA + Optuna), calibrate with CQR"
+    )
     p.add_argument("--data", help="price series file (CSV/Parquet; default: the bundled BTC hourly series)")
     p.add_argument("--time-col", help="time column (default timestamp)")
     p.add_argument("--price-col", help="price column (default close)")
     p.add_argument("--horizons", help="comma-separated horizons in bars (default 42,48,54,60)")
     p.add_argument("--quantiles", help="comma-separated symmetric quantiles (default 0.05,0.25,0.5,0.75,0.95)")
+    p.add_argument("--learner", help="quantile learner: lightgbm (default) or xgboost")
     p.add_argument("--trials-per-horizon", type=int, help="trials per horizon (default 50)")
     p.add_argument("--max-rows", type=int, help="use only the most recent N bars of the series (default: all)")
     p.add_argument("--spec", help=f"YAML spec (default {DEFAULT_SPEC} when it exists)")
@@ -41,6 +44,7 @@ def hpo_cmd(args: argparse.Namespace) -> int:
         "price_col": args.price_col,
         "horizons": parse_list(args.horizons, int, "--horizons"),
         "quantiles": parse_list(args.quantiles, float, "--quantiles"),
+        "learner": args.learner,
         "trials_per_horizon": args.trials_per_horizon,
         "seed": args.seed,
         "max_rows": args.max_rows,

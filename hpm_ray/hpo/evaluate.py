@@ -13,7 +13,8 @@ import ray
 
 from hpm_ray.hpo.conformal import ConformalQuantiles, aci_intervals, rearrange
 from hpm_ray.hpo.intervals import Block, Choice, IntervalPlan, choose, intervals
-from hpm_ray.hpo.trainable import SearchData, boost, predict_quantiles, train_boosters
+from hpm_ray.hpo.learners import QuantileModel
+from hpm_ray.hpo.trainable import SearchData
 from hpm_ray.metrics import (
     coverage,
     crossing_rate,
@@ -24,39 +25,23 @@ from hpm_ray.metrics import (
     mean_width,
 )
 
-# LightGBM's own defaults for the searched parameters: the "untuned" baseline.
-DEFAULT_CONFIG = dict(
-    learning_rate=0.1,
-    num_leaves=31,
-    max_depth=-1,
-    min_child_samples=20,
-    feature_fraction=1.0,
-    bagging_fraction=1.0,
-    lambda_l1=0.0,
-    lambda_l2=0.0,
-)
-
 
 @dataclass
 class Fitted:
-    """Boosters of one config refit on the search block, with their raw calibration and test predictions."""
+    """The quantile models of one config refit on the search block, with their raw calibration and test predictions."""
 
-    boosters: list
+    model: QuantileModel
     q_cal: np.ndarray
     q_test: np.ndarray
 
 
 @ray.remote(num_cpus=1)
 def refit(config: dict, rounds: int, data: SearchData, search, cal, test, seed: int) -> Fitted:
-    """Train one booster per quantile on ``search`` rows for ``rounds`` rounds; predict calibration and test."""
+    """Grow the learner's quantile models on ``search`` rows for ``rounds`` rounds; predict calibration and test."""
     X, y, s = data.X, data.y, data.scale
-    boosters = train_boosters(config, X[search], y[search] / s[search], data.quantiles, seed)
-    boost(boosters, rounds)
-    return Fitted(
-        boosters,
-        predict_quantiles(boosters, X[cal]) * s[cal, None],
-        predict_quantiles(boosters, X[test]) * s[test, None],
-    )
+    model = data.learner.start(config, X[search], y[search] / s[search], data.quantiles, seed)
+    model.grow(rounds)
+    return Fitted(model, model.predict(X[cal]) * s[cal, None], model.predict(X[test]) * s[test, None])
 
 
 def level_key(level: float) -> str:

@@ -19,6 +19,8 @@ from mlflow.types.schema import ColSpec, DataType, Schema
 
 from hpm_ray.data.schema import FrameSchema
 from hpm_ray.hpo.conformal import ConformalQuantiles, rearrange
+from hpm_ray.hpo.learners import QuantileModel
+from hpm_ray.hpo.lgbm import LightGBMQuantiles
 from hpm_ray.hpo.trainable import target_scale
 from hpm_ray.registry.pyfunc import SchemaPyfunc
 
@@ -58,14 +60,14 @@ class QuantileForecaster(IntervalForecaster):
 
     def __init__(
         self,
-        boosters: list,
+        model: QuantileModel,
         conformal: ConformalQuantiles,
         train: pd.DataFrame,
         horizon: int,
         scale_by: str | None = None,
         scale_fill: float = 1.0,
     ):
-        self.boosters = boosters
+        self.model = model
         self.conformal = conformal
         self.schema = FrameSchema.from_frame(train)
         self.horizon = int(horizon)
@@ -73,10 +75,15 @@ class QuantileForecaster(IntervalForecaster):
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         X = frame.to_numpy(dtype=np.float32)
-        raw = np.column_stack([b.predict(X) for b in self.boosters])
-        if self.scale_by is not None:  # the boosters forecast volatility-standardized returns
+        raw = self.model.predict(X)
+        if self.scale_by is not None:  # the models forecast volatility-standardized returns
             raw = raw * target_scale(frame[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
         return raw
+
+    def __setstate__(self, state: dict) -> None:
+        if "boosters" in state:  # a version registered before learner plug-ins: a list of LightGBM boosters
+            state["model"] = LightGBMQuantiles(state.pop("boosters"))
+        super().__setstate__(state)
 
 
 class NaiveForecaster(IntervalForecaster):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hpm_ray.hpo.learners import get_learner
 from hpm_ray.metrics import rolling_coverage
 from hpm_ray.report import Report
 
@@ -66,19 +67,19 @@ def skill_statement(h, entry: dict, level: float = 0.05) -> str:
     return f"h={h}: {'; '.join(parts)} (two-sided Diebold-Mariano test, {level * 100:g} % level)."
 
 
-def skill_rows(h, entry: dict) -> list[dict]:
+def skill_rows(h, entry: dict, tuned: str = "lgbm") -> list[dict]:
     """The tuned forecaster and each baseline at one horizon: validation and test pinball (per quantile), DM."""
     ships = entry.get("registered_family")
     rows = [
         {
             "h": int(h),
-            "forecaster": "tuned LGBM",
+            "forecaster": f"tuned {tuned.upper()}",
             "val pinball": entry["val_pinball"],
             "test pinball": entry["tuned_test_pinball"],
             **{f"q{k}": v for k, v in entry["tuned_test_pinball_by_quantile"].items()},
             "DM": "",
             "p": "",
-            "ships": ships == "lgbm",
+            "ships": ships == tuned,
         }
     ]
     for name, be in entry["baselines"].items():
@@ -99,7 +100,7 @@ def skill_rows(h, entry: dict) -> list[dict]:
     return rows
 
 
-def family_section(rep: Report, summary: dict) -> None:
+def family_section(rep: Report, summary: dict, tuned: str = "lgbm") -> None:
     """Which family ships per horizon (chosen on validation) and the test-block skill of the tuned forecaster."""
     rep.heading("What ships, and skill against baselines")
     rep.text(
@@ -108,22 +109,22 @@ def family_section(rep: Report, summary: dict) -> None:
         "The tuned model's is the best of its trials and report points, so it is optimistic: a baseline that beats "
         "it on validation beats the tuned model. The family with the lowest validation pinball ships; a family "
         "that needs state beyond one feature row (rolling, EWMA, HAR, GARCH) cannot be registered, and the best "
-        "servable one (tuned LGBM or naive) is registered instead. Test columns: pinball on the test block, per "
+        f"servable one (tuned {tuned.upper()} or naive) is registered instead. Test columns: pinball on the test block, per "
         "quantile; DM: Diebold-Mariano statistic of the tuned forecaster (CQR-calibrated) against the baseline, "
         "HAC variance with lag h-1, two-sided p, 5 % per test, no correction for the number of tests; negative "
-        "favours the tuned forecaster. Default LGBM has no validation score (it is not searched).",
+        f"favours the tuned forecaster. Default {tuned.upper()} has no validation score (it is not searched).",
         note=True,
     )
     rows = []
     for h, e in summary["horizons"].items():
         rep.text(f"h={h}: ships {e['registered_family']}; {e['family_reason']}.")
         rep.text(skill_statement(h, e))
-        rows.extend(skill_rows(h, e))
+        rows.extend(skill_rows(h, e, tuned))
     rep.table(rows)
 
 
 def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days: int = 30) -> Report:
-    hs = list(summary["horizons"])
+    hs, learner = list(summary["horizons"]), get_learner(spec.learner)
     rep = Report(
         "Multi-horizon conformal quantile HPO",
         f"run {summary['run_id']} · {len(hs)} horizon(s) · wall time {summary['wall_time_s']} s",
@@ -132,9 +133,10 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
         "The search scored trials on purged walk-forward folds of train + validation (val pinball, the tuned model's); "
         "CQR was fit on the calibration block; every other number is on the test block, which neither step saw. "
         "Ships: the family chosen on validation and registered (next section); test pinball and coverage are its "
-        "own. Naive: unconditional training quantiles; default LGBM: LightGBM defaults, same rounds budget, same CQR. "
-        "The shipped interval (method and step chosen on the calibration block) updates online on test as each row's "
-        "label matures h bars later; the registered model serves the static split-CQR interval.",
+        f"own. Naive: unconditional training quantiles; default {learner.short.upper()}: {learner.title} defaults, "
+        "same rounds budget, same CQR. The shipped interval (method and step chosen on the calibration block) "
+        "updates online on test as each row's label matures h bars later; the registered model serves the static "
+        "split-CQR interval.",
         note=True,
     )
     rows = []
@@ -151,7 +153,7 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
                 "test pinball": e["test_pinball"],
                 "tuned test pinball": e["tuned_test_pinball"],
                 "naive": e["baselines"]["naive"]["test_pinball"],
-                "default LGBM": e["baselines"]["default_lgbm"]["test_pinball"],
+                f"default {learner.short.upper()}": e["baselines"][f"default_{learner.short}"]["test_pinball"],
                 "interval": d.get("interval_choice", e["interval_method"]),
                 "cov 90": e["coverage_90"],
                 "cov 90 by vol tercile": _fmt_terciles(e["coverage_90_by_vol_tercile"]),
@@ -208,7 +210,7 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
             title=f"{lvl}% interval mean width (log return)",
             ylabel="width",
         )
-    family_section(rep, summary)
+    family_section(rep, summary, learner.short)
     rep.heading("Coverage by volatility tercile")
     rep.text(
         f"Terciles of {spec.interval_vol} (known at prediction time), cut on the training block; a regime the "

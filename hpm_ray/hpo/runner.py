@@ -24,6 +24,7 @@ from hpm_ray.data.splitters import Blocks, PurgedWalkForward
 from hpm_ray.errors import DataError, HPMError, SpecError
 from hpm_ray.hpo.conformal import finite_sample_level, quantile_pairs
 from hpm_ray.hpo.intervals import METHODS, IntervalPlan, Settings, candidates, min_calibration_rows
+from hpm_ray.hpo.learners import get_learner
 from hpm_ray.hpo.online import check_vol
 from hpm_ray.hpo.spec import HPOSpec
 from hpm_ray.hpo.trainable import METRIC, SearchData, target_scale
@@ -91,6 +92,7 @@ def prepare_horizon(series: Series, h: int, spec: HPOSpec) -> Horizon:
         max_rounds=spec.max_rounds,
         report_every=spec.report_every,
         seed=spec.seed,
+        learner=get_learner(spec.learner),
     )
     return Horizon(h, X, y, blocks, data, vol, tercile_cuts(vol[blocks.train]))
 
@@ -206,7 +208,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from hpm_ray.hpo.evaluate import DEFAULT_CONFIG, refit
+    from hpm_ray.hpo.evaluate import refit
     from hpm_ray.hpo.search import Progress, SearchSettings, run_search
     from hpm_ray.runtime import init_ray, mlflow_experiment, tune_storage
 
@@ -222,7 +224,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
     resources = init_ray(spec.runtime.address, spec.runtime.num_cpus, spec.runtime.verbose)
     cpus = max(1, int(resources.get("CPU", 1)))
     concurrent = spec.max_concurrent_trials or max(1, cpus // len(horizons))
-    # More horizons than CPUs: share the cores so every horizon progresses (LightGBM runs one thread per trial).
+    # More horizons than CPUs: share the cores so every horizon progresses (learners run one thread per trial).
     trial_cpus = min(1.0, cpus / (len(horizons) * concurrent))
     n_nodes = sum(n["Alive"] for n in ray.nodes())
     # Joined by address, Ray may have or gain other nodes (an autoscaler may add them mid-run): see reuse_actors.
@@ -259,6 +261,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
                 trial_cpus=trial_cpus,
                 reuse_actors=one_node,
                 seed=spec.seed + hz.h,
+                space=hz.data.learner.space,
                 points_to_evaluate=spec.points_to_evaluate,
                 progress_actor=actor_name,
                 key=str(hz.h),
@@ -285,7 +288,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
                 best, b = _best(trials[hz.h], hz.h), hz.blocks
                 refits[hz.h] = [
                     refit.remote(cfg, rounds, refs[hz.h], b.search, b.calibration, b.test, spec.seed)
-                    for cfg, rounds in ((best["config"], best["rounds"]), (DEFAULT_CONFIG, spec.max_rounds))
+                    for cfg, rounds in ((best["config"], best["rounds"]), (hz.data.learner.defaults, spec.max_rounds))
                 ]
         summary = {
             "wall_time_s": None,
@@ -332,7 +335,6 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     import mlflow
 
     from hpm_ray.hpo.baselines import (
-        LGBM,
         Baseline,
         Blocks3,
         baselines,
@@ -347,6 +349,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
 
     b, y = hz.blocks, hz.data.y
     q = list(spec.quantiles)
+    untuned = f"default_{hz.data.learner.short}"  # the learner with its library defaults
     best = _best(records, hz.h)
     plan = interval_plan(hz, spec)
     sc = score_forecasts(tuned.q_cal, y[b.calibration], tuned.q_test, y[b.test], q, hz.h, spec.aci_gamma, plan)
@@ -357,11 +360,14 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     tuned_loss = pinball_rows(y[b.test], sc.q_final, q)
     blocks3 = Blocks3(b.train, b.validation, b.test, hz.data.folds)
     bases = baselines(hz.X["ret_1"].to_numpy(dtype=float), y, blocks3, hz.h, q)
-    family = choose_family({LGBM: best["score"], **{base.name: base.val_pinball for base in bases}})
-    bases.append(Baseline("default_lgbm", sd.q_final))
+    tuned_family = hz.data.learner.short
+    family = choose_family(
+        {tuned_family: best["score"], **{base.name: base.val_pinball for base in bases}}, tuned_family
+    )
+    bases.append(Baseline(untuned, sd.q_final))
     base_entries = {base.name: score_baseline(base, y[b.test], tuned_loss, hz.h, q) for base in bases}
     naive = base_entries["naive"]["test_pinball"]
-    if family.registered == LGBM:
+    if family.registered == tuned_family:
         shipped = sc
     else:  # the naive baseline ships: unconditional quantiles of train + validation, calibrated like the model
         naive_q = np.quantile(y[b.search], q)
@@ -377,19 +383,21 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     if str(hz.h) not in registered:
         exp_id = mlflow.active_run().info.experiment_id
         with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
-            lgbm = family.registered == LGBM
-            params = {"rounds": best["rounds"], **best["config"]} if lgbm else {}
-            mlflow.log_params({"horizon": hz.h, "family": family.registered, **params})
+            tuned_ships = family.registered == tuned_family
+            params = {"rounds": best["rounds"], **best["config"]} if tuned_ships else {}
+            mlflow.log_params({"horizon": hz.h, "learner": spec.learner, "family": family.registered, **params})
             reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
             reg_metrics.update(
-                val_pinball=best["score"] if lgbm else base_entries[family.registered]["val_pinball"],
-                naive_pinball=naive,
-                default_lgbm_pinball=m_def["test_pinball"],
+                {
+                    "val_pinball": best["score"] if tuned_ships else base_entries[family.registered]["val_pinball"],
+                    "naive_pinball": naive,
+                    f"{untuned}_pinball": m_def["test_pinball"],
+                }
             )
             mlflow.log_metrics(reg_metrics)
             model = (
-                QuantileForecaster(tuned.boosters, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1])
-                if lgbm
+                QuantileForecaster(tuned.model, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1])
+                if tuned_ships
                 else NaiveForecaster(naive_q, cq, hz.X, hz.h)
             )
             mv = log_and_register(
@@ -398,7 +406,12 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
                 kind="quantile_forecaster",
                 metrics=reg_metrics,
                 input_example=hz.X.iloc[b.test[:5]],
-                tags={"horizon": str(hz.h), "hpo_run": state["run_id"], "family": family.registered},
+                tags={
+                    "horizon": str(hz.h),
+                    "hpo_run": state["run_id"],
+                    "learner": spec.learner,
+                    "family": family.registered,
+                },
             )
         registered[str(hz.h)] = f"models:/{mv.name}/{mv.version}"
         _save_state(out, state)
@@ -452,7 +465,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         "vol_tercile_cuts": [float(c) for c in hz.vol_cuts],
         "test_rows_by_vol_tercile": [int(np.sum(groups_test == g)) for g in range(3)],
         "calibration_rows_by_vol_tercile": [int(np.sum(plan.groups_cal == g)) for g in range(3)],
-        "default_lgbm": {
+        untuned: {
             k: m_def[k] for k in ("coverage_90", "coverage_50", "coverage_90_cqr", "crossing_rate_raw") if k in m_def
         }
         | {"interval_choice": sd.choice.label},

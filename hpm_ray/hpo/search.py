@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import ray
 from ray import tune
 
+from hpm_ray.hpo.space import Param, tune_space
 from hpm_ray.hpo.trainable import METRIC, tune_trainable
 
 # Restarts of a trial whose worker or node died (a config that crashes by itself also gets them).
@@ -42,6 +43,7 @@ class SearchSettings:
     reduction_factor: int
     max_concurrent: int
     seed: int
+    space: tuple[Param, ...]  # the learner's search space
     trial_cpus: float = 1.0
     # Reuse trial actors (saves a worker start, 1-3 s, per trial) on a local instance only. On a cluster it defeats
     # retries: Tune 2.60 hands a new trial an actor cached by a finished one; if that actor's node died meanwhile,
@@ -159,8 +161,6 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from hpm_ray.hpo.space import tune_space
-
     trainable = tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
     path = experiment_path(s)
     if tune.Tuner.can_restore(path):
@@ -174,7 +174,7 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
     )
     return tune.Tuner(
         trainable,
-        param_space=tune_space(),
+        param_space=tune_space(s.space),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="min",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpm_ray.config import RuntimeSpec, Spec
 from hpm_ray.hpo.conformal import quantile_pairs
+from hpm_ray.hpo.learners import get_learner
 
 
 class HPOSpec(Spec):
@@ -19,6 +20,7 @@ class HPOSpec(Spec):
     max_rows: int | None = Field(None, ge=500)  # keep only the most recent N bars (quick runs); None: all
     horizons: list[int] = Field(default_factory=lambda: [42, 48, 54, 60])
     quantiles: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 0.75, 0.95])
+    learner: str = "lightgbm"  # a registered quantile learner (hpm_ray.hpo.learners)
     trials_per_horizon: int = Field(50, ge=1)
     seed: int = 0
     # ASHA: the resource is boosting rounds, reported every `report_every` rounds (one Tune iteration each).
@@ -74,17 +76,23 @@ class HPOSpec(Spec):
             raise ValueError(f"step sizes must lie strictly between 0 and 1, got {v}")
         return v
 
+    @field_validator("learner")
+    @classmethod
+    def _learner(cls, v: str) -> str:
+        get_learner(v)  # raises SpecError naming the known learners
+        return v
+
     @field_validator("points_to_evaluate")
     @classmethod
-    def _points(cls, v: list[dict]) -> list[dict]:
-        from hpm_ray.hpo.space import SPACE
-
-        names = {p.name for p in SPACE}
+    def _points(cls, v: list[dict], info: ValidationInfo) -> list[dict]:
+        if "learner" not in info.data:  # the learner itself is invalid: that error is the one to show
+            return v
+        names = {p.name for p in get_learner(info.data["learner"]).space}
         for point in v:
             if set(point) != names:
                 missing, extra = sorted(names - set(point)), sorted(set(point) - names)
                 raise ValueError(
-                    f"each point must set exactly the searched parameters; missing {missing}, unknown {extra}"
+                    f"each point must set exactly the learner's searched parameters; missing {missing}, unknown {extra}"
                 )
         return v
 

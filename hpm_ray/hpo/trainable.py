@@ -1,4 +1,4 @@
-"""What one trial does: train the quantile boosters in lockstep and score them on purged walk-forward folds.
+"""What one trial does: grow the learner's quantile models in lockstep and score them on purged walk-forward folds.
 
 :func:`fit_steps` is plain Python (used by the Tune trainable and by the sequential Optuna baseline), so the
 two searches of ``bench/hpo.py`` differ only in the orchestration.
@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import lightgbm as lgb
 import numpy as np
 
-from hpm_ray.hpo.space import lgb_params
+from hpm_ray.hpo.learners import QuantileLearner
 from hpm_ray.metrics import mean_pinball
 
 METRIC = "val_pinball"
@@ -20,10 +19,11 @@ METRIC = "val_pinball"
 
 @dataclass(frozen=True)
 class SearchData:
-    """Everything a trial reads: features, target and fold indices of one horizon, plus fixed settings.
+    """Everything a trial reads: features, target and fold indices of one horizon, the learner, fixed settings.
 
     Put into the object store once per experiment; trials get zero-copy read-only views of the arrays.
-    Boosters fit ``y / scale`` and predictions are multiplied back by ``scale`` (see ``HPOSpec.scale_by``).
+    Models fit ``y / scale`` and predictions are multiplied back by ``scale`` (see ``HPOSpec.scale_by``). The
+    learner object itself travels (not its name), so a learner registered only on the driver reaches the workers.
     """
 
     X: np.ndarray
@@ -34,6 +34,7 @@ class SearchData:
     max_rounds: int
     report_every: int
     seed: int
+    learner: QuantileLearner
 
 
 def target_scale(values: np.ndarray, horizon: int, fill: float) -> np.ndarray:
@@ -43,36 +44,17 @@ def target_scale(values: np.ndarray, horizon: int, fill: float) -> np.ndarray:
     return v * np.sqrt(horizon)
 
 
-def train_boosters(config: dict, X: np.ndarray, y: np.ndarray, quantiles, seed: int) -> list[lgb.Booster]:
-    """One untrained booster per quantile on a shared binned dataset (binning is the expensive part)."""
-    ds = lgb.Dataset(X, y, params={"verbose": -1, "feature_pre_filter": False, "num_threads": 1}, free_raw_data=False)
-    ds.construct()
-    return [lgb.Booster(lgb_params(config, q, seed), ds) for q in quantiles]
-
-
-def boost(boosters: list[lgb.Booster], rounds: int) -> None:
-    """Add ``rounds`` trees to every booster (a booster that cannot split any more simply stops growing)."""
-    for b in boosters:
-        for _ in range(rounds):
-            if b.update():
-                break
-
-
-def predict_quantiles(boosters: list[lgb.Booster], X: np.ndarray) -> np.ndarray:
-    return np.column_stack([b.predict(X) for b in boosters])
-
-
 def fit_steps(config: dict, data: SearchData) -> Iterator[tuple[int, float]]:
     """Yield ``(rounds, mean validation pinball over quantiles and folds)`` every ``report_every`` rounds."""
     fold_models = [
-        (train_boosters(config, data.X[tr], data.y[tr] / data.scale[tr], data.quantiles, data.seed), va)
+        (data.learner.start(config, data.X[tr], data.y[tr] / data.scale[tr], data.quantiles, data.seed), va)
         for tr, va in data.folds
     ]
     for rounds in range(data.report_every, data.max_rounds + 1, data.report_every):
         scores = []
-        for boosters, va in fold_models:
-            boost(boosters, data.report_every)
-            q = predict_quantiles(boosters, data.X[va]) * data.scale[va, None]
+        for model, va in fold_models:
+            model.grow(data.report_every)
+            q = model.predict(data.X[va]) * data.scale[va, None]
             scores.append(mean_pinball(data.y[va], q, data.quantiles))
         yield rounds, float(np.mean(scores))
 
