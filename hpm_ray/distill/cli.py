@@ -44,13 +44,13 @@ def run_distill(args: argparse.Namespace) -> int:
 
     students = parse_list(args.students, str, "--students")
     if students is not None:
-        from hpm_ray.distill.catalog import STUDENTS
+        from hpm_ray.distill.spec import check_students
         from hpm_ray.errors import SpecError
 
-        unknown = [s for s in students if s not in STUDENTS]
-        if unknown or not students:
-            what = f"unknown student {unknown[0]!r}" if unknown else "no student given"
-            raise SpecError(f"--students: {what}; known: {', '.join(sorted(STUDENTS))}")
+        try:
+            check_students(students)
+        except SpecError as exc:
+            raise SpecError(f"--students: {exc}") from None
     overrides = {
         "method": args.method,
         "max_configs": args.max_configs,
