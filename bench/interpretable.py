@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--temperatures", default="1,2")
     ap.add_argument("--alphas", default="0.5,1")
     ap.add_argument("--teacher-trees", type=int, default=300)
+    ap.add_argument("--teacher-folds", type=int, default=5, help="cross-fitting folds of the teacher ensemble")
     ap.add_argument("--augment-seconds", type=float, default=30.0)
     ap.add_argument("--no-tree4-modes", action="store_true", help="skip the tree4 soft-label mode comparison")
     ap.add_argument("--out", default=None, help="write summary.csv, results.csv, report.html and exports here")
@@ -103,6 +104,7 @@ def main() -> None:
             "alphas": parse_list(a.alphas, float, "--alphas"),
             "max_rows": a.rows,
             "teacher_trees": a.teacher_trees,
+            "teacher_folds": a.teacher_folds,
             "augment_seconds": a.augment_seconds,
             "runtime": {"num_cpus": 2},
         },
