@@ -44,7 +44,18 @@ def grouped_bags(labels: np.ndarray, n_bags: int, share: float, seed: int) -> np
 
 
 class EBMStudent(SoftStudent):
-    """Explainable Boosting Machine on weighted soft rows (``interactions`` pairwise terms, 0 = a pure GAM)."""
+    """Explainable Boosting Machine on weighted soft rows (``interactions`` pairwise terms, 0 = a pure GAM).
+
+    Two outer bags (interpret's default is 14) and one core per fit keep a study of several fits affordable;
+    ``max_rounds`` caps a fit that early stopping would let run on.
+
+    Examples
+    --------
+    >>> from hpm_ray.distill.soft_targets import soft_targets
+    >>> q = soft_targets(teacher_proba, y, 2.0, 0.7)  # doctest: +SKIP
+    >>> student = EBMStudent(interactions=0).fit(X, y, soft_targets=q)  # doctest: +SKIP
+    >>> hpm_ray.distill.export.ebm_shapes(student)["terms"][0]["scores"]  # a feature's log-odds  # doctest: +SKIP
+    """
 
     name = "ebm"
     requires = OptionalPackage("interpret", "interpret-core", ">=0.7.8,<0.8", "ebm")

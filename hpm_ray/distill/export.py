@@ -345,8 +345,8 @@ def readable(model) -> pd.DataFrame | None:
 
 
 def write_artifacts(model, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write the model's readable export (scorecard CSV + JSON, rules JSON + text, EBM shapes JSON + CSV); log it to MLflow
-    when a run is active. Returns the files written (none for students without a readable form)."""
+    """Write the model's readable export (scorecard CSV + JSON, rules JSON + text, EBM shapes JSON + CSV) and
+    log it to MLflow when a run is active. Returns the files written (none for students without a readable form)."""
     out = Path(out_dir)
     files: list[Path] = []
     if isinstance(model, ScorecardStudent) and len(model.classes_) == 2:
