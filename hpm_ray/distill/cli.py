@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=int, help="stratified row subsample before splitting")
     p.add_argument(
         "--students",
-        help="comma-separated student types, e.g. scorecard,tree4,gbm20 "
-        "(default: the spec's; presets export a points table / rules)",
+        help="comma-separated student types, e.g. scorecard,tree4,gbm20,ebm (default: the spec's; readable students "
+        "export a points table / rules / shape tables; ebm needs pip install 'hpm-ray[ebm]')",
     )
     p.add_argument("--out", default=None, help="output folder (default: <runs dir>/distill)")
     p.add_argument("--seed", type=int)
