@@ -8,11 +8,15 @@
    and vs its hard-label twin.
 5. calibration: a LightGBM student at alpha 0.9 and T = 0.5 / 1 / 3 (10 trials each): mean P(class 1) and ECE
    on test, raw (temperature still in) vs served (temperature undone, calibrated on validation), and its twin.
+6. ablation: hpm with every default, then with one component of tune/distill.yaml switched at a time (same
+   rows, seed and cached teachers; each run its own empty memory): the best student's validation score,
+   test AUC and ECE, fits and wall time. One run per row, no interval.
 Rows may be subsampled (--rows) so legacy's 640+ fits fit in minutes on 2 cores; the output says so.
 
     python bench/distill.py --rows 6000
     python bench/distill.py --parts '' --quality-seeds 0,1,2
     python bench/distill.py --parts calibration --calibration-rows 0   # 0: every row
+    python bench/distill.py --parts ablation --rows 6000
 """
 
 from __future__ import annotations
@@ -250,6 +254,65 @@ def bench_calibration(X, y, rows: int | None) -> None:
         )
 
 
+# component, the spec change that switches it (augment is off by default: its row switches it on), its claim
+ABLATIONS = (
+    ("adaptive_selection", {"adaptive_selection": False}, "cheap screening picks the configs worth full budget"),
+    ("adaptive_temperature", {"adaptive_temperature": False}, "keeps the temperatures each student can represent"),
+    ("shared_memory", {"shared_memory": False}, "configs warm-start from each other's best parameters"),
+    ("chain", {"chain": False}, "a student learns from the previous, simpler stage"),
+    ("fusion", {"fusion": "best"}, "validation-weighted teachers beat the best single teacher"),
+    ("augment", {"augment": True}, "teacher-labelled synthetic rows (off by default)"),
+)
+
+
+def bench_ablation(X, y, rows: int | None, seed: int) -> None:
+    from hpm_ray.distill.auto import AutoDistiller
+
+    def run(change: dict) -> dict:
+        d = AutoDistiller(
+            X,
+            y,
+            method="hpm",
+            seed=seed,
+            max_rows=rows,
+            memory_path=os.path.join(tempfile.mkdtemp(), "memory.journal"),
+            progress=False,
+            **change,
+        )
+        d.run()
+        sm, i = d.summary(), d._best_index()
+        return {
+            "val": float(d.results_.loc[i, "val_score"]),
+            "auc": sm["best"]["auc"],
+            "ece": sm["best"]["ece"],
+            "student": sm["best"]["student"],
+            "fits": sm["n_fits"],
+            "wall": d.timings["hpm"],  # students only: the first run also trained the (then cached) teachers
+            "metric": d.metric,
+        }
+
+    base = run({})
+    print(
+        f"\n== ablation: hpm on credit data ({rows or len(y):,} rows, seed {seed}); one run per row, no interval; "
+        f"validation {base['metric']} of the validation-best student, test AUC / ECE of that student"
+    )
+    print(
+        "| component | claim | switched | val default -> switched | test AUC default -> switched | "
+        "test ECE default -> switched | best student | fits | wall s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, change, claim in ABLATIONS:
+        r = run(change)
+        switched = ", ".join(f"{k}={v}" for k, v in change.items())
+        print(
+            f"| {name} | {claim} | {switched} | {base['val']:.4f} -> {r['val']:.4f} | {base['auc']:.4f} -> "
+            f"{r['auc']:.4f} ({r['auc'] - base['auc']:+.4f}) | {base['ece']:.4f} -> {r['ece']:.4f} | "
+            f"{base['student']} -> {r['student']} | {base['fits']} -> {r['fits']} | {base['wall']:.0f} -> "
+            f"{r['wall']:.0f} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=6000, help="rows for legacy vs hpm and the memory bench")
@@ -258,7 +321,9 @@ def main() -> None:
     ap.add_argument("--share-tasks", type=int, default=8)
     ap.add_argument("--memory-trials", type=int, default=10)
     ap.add_argument(
-        "--parts", default="sharing,compare,memory", help="comma-separated: sharing, compare, memory, calibration"
+        "--parts",
+        default="sharing,compare,memory",
+        help="comma-separated: sharing, compare, memory, calibration, ablation",
     )
     ap.add_argument("--quality-seeds", default="", help="e.g. 0,1,2 (runs hpm on the credit data per seed)")
     ap.add_argument("--quality-rows", type=int, default=None)
@@ -279,6 +344,8 @@ def main() -> None:
         bench_memory(X, y, a.rows, a.memory_trials)
     if "calibration" in parts:
         bench_calibration(X, y, a.calibration_rows or None)
+    if "ablation" in parts:
+        bench_ablation(X, y, a.rows, a.seed)
     if a.quality_seeds:
         bench_quality(X, y, [int(s) for s in a.quality_seeds.split(",")], a.quality_rows)
 

@@ -226,6 +226,9 @@ def test_experiment_selects_on_validation_with_equal_budgets(ray_session):
     assert res["n_fits"] == 12 + 12 + 4
     table = summarise([res])
     assert list(table.preset) == ["tree4", "scorecard"] and table.diff_mean.notna().all()
+    # ECE of the served (calibrated) models beside the AUCs
+    assert table[["teacher_ece", "student_ece", "twin_ece"]].notna().all().all()
+    assert all(0.0 <= o.student["test_ece"] < 0.2 and 0.0 <= o.twin["test_ece"] < 0.2 for o in res["outcomes"])
 
 
 @pytest.mark.slow

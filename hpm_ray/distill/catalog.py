@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpm_ray.distill.ebm import EBMStudent
 from hpm_ray.distill.presets import PRESETS
 from hpm_ray.distill.students import BUILTIN, SoftStudent
 from hpm_ray.errors import SpecError
@@ -23,14 +24,27 @@ def register_student(cls: type[SoftStudent]) -> type[SoftStudent]:
     return cls
 
 
-for _cls in (*BUILTIN, *PRESETS):
+for _cls in (*BUILTIN, *PRESETS, EBMStudent):
     register_student(_cls)
 
 # simple -> complex, the progressive chain's order (the constrained presets sit next to their full-size kin)
-COMPLEXITY_ORDER = ("scorecard", "logreg", "tree4", "tree", "gbm20", "lgbm", "xgb")
+COMPLEXITY_ORDER = ("scorecard", "logreg", "tree4", "tree", "ebm", "gbm20", "lgbm", "xgb")
+
+
+def check_available(name: str) -> None:
+    """Raise a one-line :class:`SpecError` when ``name`` is unknown or its optional package is not installed."""
+    import importlib.util
+
+    if name not in STUDENTS:
+        raise SpecError(f"unknown student {name!r}; known: {', '.join(sorted(STUDENTS))}")
+    pkg = STUDENTS[name].requires
+    if pkg is not None and importlib.util.find_spec(pkg.module) is None:
+        raise SpecError(
+            f"student {name!r} needs the optional package {pkg.distribution}: "
+            f"pip install 'hpm-ray[{pkg.extra}]' (or '{pkg.distribution}{pkg.bounds}')"
+        )
 
 
 def make_student(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> SoftStudent:
-    if name not in STUDENTS:
-        raise SpecError(f"unknown student {name!r}; known: {', '.join(sorted(STUDENTS))}")
+    check_available(name)
     return STUDENTS[name](**(params or {}), random_state=seed)

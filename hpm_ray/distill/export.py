@@ -5,8 +5,10 @@
   the odds. Numeric bins hold lower < x <= upper (empty bound = open); categorical bins one category; the
   ``missing`` bin takes missing values and unseen categories.
 - Depth-4 tree -> rules: one rule per leaf, {conditions, probability, rows}; a row matches exactly one rule.
-:func:`score_scorecard` and :func:`score_rules` reproduce the model's ``predict_proba`` from the exported
-JSON alone (tested to 1e-9), which is what makes the export trustworthy.
+- EBM -> shape tables: per term (a feature, or a pair) its bins and a table of log-odds scores;
+  P(positive) = 1 / (1 + exp(-(intercept + the score of every term's cell))).
+:func:`score_scorecard`, :func:`score_rules` and :func:`score_ebm` reproduce the model's ``predict_proba``
+from the exported JSON alone (tested to 1e-9), which is what makes the export trustworthy.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hpm_ray.distill.ebm import EBMStudent
 from hpm_ray.distill.presets import ScorecardStudent, Tree4Student, _numeric
 from hpm_ray.errors import DataError
 
@@ -235,6 +238,100 @@ def rules_table(rules: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("probability", ascending=False, ignore_index=True)
 
 
+# --- EBM shape tables ------------------------------------------------------------------------------------
+def ebm_shapes(model: EBMStudent) -> dict[str, Any]:
+    """The fitted binary EBM as a JSON-ready dict: its intercept and, per term, the bins of its features and
+    its score table (log-odds; one axis per feature of the term).
+
+    A numeric feature's bins: index 0 = missing, then ``lower <= x < upper`` between consecutive ``cuts``
+    (open at both ends), then one for values EBM could not read. A categorical feature's: 0 = missing, its
+    categories' indices, then one for categories unseen in training.
+    """
+    if len(model.classes_) != 2:
+        raise DataError(f"shape tables need a binary target; this EBM has {len(model.classes_)} classes")
+    m = model.model_
+    terms = []
+    for name, feats, scores, importance in zip(m.term_names_, m.term_features_, m.term_scores_, m.term_importances()):
+        axes = []
+        for f in feats:
+            levels = m.bins_[f]
+            level = levels[min(len(levels), len(feats)) - 1]  # pairs use the coarser interaction bins
+            feature = str(m.feature_names_in_[f])
+            if isinstance(level, dict):
+                axes.append(
+                    {
+                        "feature": feature,
+                        "type": "categorical",
+                        "categories": {str(k): int(v) for k, v in level.items()},
+                    }
+                )
+            else:
+                axes.append({"feature": feature, "type": "numeric", "cuts": np.asarray(level, dtype=float).tolist()})
+        terms.append(
+            {"term": str(name), "importance": float(importance), "axes": axes, "scores": np.asarray(scores).tolist()}
+        )
+    return {
+        "kind": "ebm",
+        "intercept": float(np.ravel(m.intercept_)[0]),
+        "link": "P(positive) = 1 / (1 + exp(-(intercept + sum over terms of the score of the row's cell)))",
+        "terms": terms,
+    }
+
+
+def _ebm_bin(axis: dict[str, Any], col: pd.Series) -> np.ndarray:
+    """Cell index of every value on one axis of a term's score table."""
+    if axis["type"] == "categorical":
+        cats = axis["categories"]
+        unseen = max(cats.values(), default=0) + 1
+        return np.array([0 if v is None else cats.get(v, unseen) for v in _text(col)], dtype=np.int64)
+    x = _numeric(col)
+    cuts = np.asarray(axis["cuts"], dtype=float)
+    return np.where(np.isnan(x), 0, np.searchsorted(cuts, x, side="right") + 1)
+
+
+def score_ebm(shapes: dict[str, Any], X: pd.DataFrame) -> np.ndarray:
+    """(n, 2) class probabilities computed from the exported shape tables only."""
+    X = pd.DataFrame(X).set_axis([str(c) for c in pd.DataFrame(X).columns], axis=1)
+    score = np.full(len(X), float(shapes["intercept"]))
+    for t in shapes["terms"]:
+        cells = tuple(_ebm_bin(a, X[a["feature"]]) for a in t["axes"])
+        score += np.asarray(t["scores"], dtype=float)[cells]
+    p = 1.0 / (1.0 + np.exp(-score))
+    return np.column_stack([1.0 - p, p])
+
+
+def _ebm_label(axis: dict[str, Any], i: int) -> str:
+    n_cells = len(axis["cuts"]) + 3 if axis["type"] == "numeric" else max(axis["categories"].values(), default=0) + 2
+    if i == 0:
+        return "missing"
+    if i == n_cells - 1:
+        return "other / unseen"
+    if axis["type"] == "categorical":
+        return "= " + ", ".join(k for k, v in axis["categories"].items() if v == i)
+    cuts = axis["cuts"]
+    lo, hi = (cuts[i - 2] if i >= 2 else None), (cuts[i - 1] if i - 1 < len(cuts) else None)
+    if lo is None:
+        return f"< {hi:g}"
+    return f">= {lo:g}" if hi is None else f"[{lo:g}, {hi:g})"
+
+
+def shape_table(shapes: dict[str, Any]) -> pd.DataFrame:
+    """Main effects as rows a person reads: (term, importance, bin, score), most important term first.
+
+    Pairwise terms stay in the JSON (a 2-D table each); their importance is listed with an empty bin.
+    """
+    rows = [{"term": "(intercept)", "importance": np.nan, "bin": "", "score": shapes["intercept"]}]
+    for t in sorted(shapes["terms"], key=lambda t: -t["importance"]):
+        if len(t["axes"]) != 1:
+            rows.append({"term": t["term"], "importance": t["importance"], "bin": "(pair: see JSON)", "score": np.nan})
+            continue
+        for i, v in enumerate(t["scores"]):
+            rows.append(
+                {"term": t["term"], "importance": t["importance"], "bin": _ebm_label(t["axes"][0], i), "score": v}
+            )
+    return pd.DataFrame(rows)
+
+
 # --- files -----------------------------------------------------------------------------------------------
 def readable(model) -> pd.DataFrame | None:
     """The artefact a person reads in the report: the points table or the rules; None for other students."""
@@ -242,12 +339,14 @@ def readable(model) -> pd.DataFrame | None:
         return points_table(scorecard(model))[["feature", "bin", "points"]]  # edges are in the bin label
     if isinstance(model, Tree4Student):
         return rules_table(tree_rules(model))
+    if isinstance(model, EBMStudent) and len(model.classes_) == 2:
+        return shape_table(ebm_shapes(model))
     return None
 
 
 def write_artifacts(model, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write the model's readable export (scorecard CSV + JSON, or rules JSON + text) and log it to MLflow
-    when a run is active. Returns the files written (none for students without a readable form)."""
+    """Write the model's readable export (scorecard CSV + JSON, rules JSON + text, EBM shapes JSON + CSV) and
+    log it to MLflow when a run is active. Returns the files written (none for students without a readable form)."""
     out = Path(out_dir)
     files: list[Path] = []
     if isinstance(model, ScorecardStudent) and len(model.classes_) == 2:
@@ -262,6 +361,12 @@ def write_artifacts(model, out_dir: str | Path, stem: str) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         files[0].write_text(json.dumps(rules, indent=2))
         files[1].write_text(rules_text(rules) + "\n")
+    elif isinstance(model, EBMStudent) and len(model.classes_) == 2:
+        shapes = ebm_shapes(model)
+        files += [out / f"{stem}_shapes.json", out / f"{stem}_shapes.csv"]
+        out.mkdir(parents=True, exist_ok=True)
+        files[0].write_text(json.dumps(shapes, indent=2))
+        shape_table(shapes).to_csv(files[1], index=False)
     if files and "mlflow" in sys.modules:  # no mlflow import, no active run: skip the import cost
         import mlflow
 

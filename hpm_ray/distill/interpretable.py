@@ -28,13 +28,13 @@ from pydantic import Field, field_validator
 
 from hpm_ray.distill.evaluate import better, gap_closed
 from hpm_ray.distill.spec import SoftAlphas, SplitTeacherSpec, StudentName, StudentNames
-from hpm_ray.metrics import roc_auc
+from hpm_ray.metrics import expected_calibration_error, roc_auc
 
 TECHNIQUES = ("soft", "augment", "chain")
 
 
 class InterpretableSpec(SplitTeacherSpec):
-    presets: StudentNames = Field(default_factory=lambda: ["scorecard", "tree4", "gbm20"])
+    presets: StudentNames = Field(default_factory=lambda: ["scorecard", "tree4", "gbm20"])  # ebm: an optional extra
     techniques: list[Literal["soft", "augment", "chain"]] = Field(default_factory=lambda: list(TECHNIQUES))
     temperatures: list[float] = Field(default_factory=lambda: [1.0, 2.0])
     alphas: SoftAlphas = Field(default_factory=lambda: [0.5, 1.0])
@@ -79,9 +79,10 @@ class PresetOutcome:
     preset: str
     seed: int
     teacher_auc: float
-    student: dict  # the winning record (technique, T, alpha, params, model, val_score) + test_auc
+    student: dict  # the winning record (technique, T, alpha, params, model, val_score) + test_auc, test_ece
     twin: dict
     techniques: dict[str, dict] = field(default_factory=dict)  # technique -> its validation-best record
+    teacher_ece: float = float("nan")
 
     @property
     def diff(self) -> float:
@@ -181,7 +182,8 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
         ]  # a chain's first stage is the assistant, not the preset
         for r in mine:
             r["technique"] = r["task"].stage
-            r["test_auc"] = roc_auc(sp.y_test, r["model"].predict_proba(sp.X_test))
+            r["test_auc"] = roc_auc(sp.y_test, r["model"].predict_proba(sp.X_test))  # the student's ranking
+            r["test_ece"] = expected_calibration_error(sp.y_test, r["calibrated"].predict_proba(sp.X_test))  # served
         cands = {tech: _best([r for r in mine if r["technique"] == tech], metric) for tech in spec.techniques}
         cands = {k: v for k, v in cands.items() if v is not None}
         student = _best(list(cands.values()), metric)
@@ -190,7 +192,11 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
             from hpm_ray.errors import HPMError
 
             raise HPMError(f"every {p} config failed on seed {seed}: {failed[0].get('error', '') if failed else ''}")
-        outcomes.append(PresetOutcome(p, seed, roc_auc(sp.y_test, t_test), student, twin, cands))
+        outcomes.append(
+            PresetOutcome(
+                p, seed, roc_auc(sp.y_test, t_test), student, twin, cands, expected_calibration_error(sp.y_test, t_test)
+            )
+        )
     return {
         "seed": seed,
         "outcomes": outcomes,
@@ -255,6 +261,13 @@ def summarise(seeds: list[dict]) -> pd.DataFrame:
             float(np.mean(v)) for v in zip(*[(o.teacher_auc, o.student["test_auc"], o.twin["test_auc"]) for o in outs])
         )
         mean, lo, hi = t_interval([o.diff for o in outs])
+        eces = {
+            k: float(np.mean(v))
+            for k, v in zip(
+                ("teacher_ece", "student_ece", "twin_ece"),
+                zip(*[(o.teacher_ece, o.student["test_ece"], o.twin["test_ece"]) for o in outs]),
+            )
+        }
         per_tech = {
             tech: float(np.mean([o.techniques[tech]["test_auc"] - o.twin["test_auc"] for o in outs]))
             for tech in outs[0].techniques
@@ -271,6 +284,7 @@ def summarise(seeds: list[dict]) -> pd.DataFrame:
                 "diff_lo": lo,
                 "diff_hi": hi,
                 "gap_closed": gap_closed(student, twin, teacher),
+                **eces,
                 "chosen_technique": ", ".join(f"{k} x{v}" for k, v in chosen.items()),
                 "best_technique": max(per_tech, key=per_tech.get) if per_tech else "",
                 **{f"diff_{k}": v for k, v in per_tech.items()},
@@ -295,7 +309,9 @@ def build_report(seeds: list[dict], spec: InterpretableSpec):
     rep.text(
         "diff = distilled student's test AUC - its hard-label twin's (same preset, same number of fits); "
         "[diff_lo, diff_hi] is the 95 % t-interval over seeds; gap closed = (student - twin) / (teacher - twin) "
-        "of the means; diff_<technique> is the mean test gain of that technique's validation-best config.",
+        "of the means; diff_<technique> is the mean test gain of that technique's validation-best config. "
+        "AUC is the student's own ranking; ECE (10 bins) is of the served model: temperature undone and the "
+        "calibrator chosen on validation.",
         note=True,
     )
     for p in summary.preset:
@@ -313,6 +329,8 @@ def _row(o: PresetOutcome) -> dict:
         "teacher_auc": o.teacher_auc,
         "student_auc": s["test_auc"],
         "twin_auc": tw["test_auc"],
+        "student_ece": s["test_ece"],
+        "twin_ece": tw["test_ece"],
         "student_val": s["val_score"],
         "twin_val": tw["val_score"],
         "gap_closed": gap_closed(s["test_auc"], tw["test_auc"], o.teacher_auc),

@@ -158,22 +158,26 @@ def preset_section(rep: Report, preset: str, rows: list[dict], model) -> None:
         note=True,
     )
     table = readable(model)
-    if table is not None:
-        rep.heading(
-            f"Points table (score = sum of points; every {DEFAULT_PDO:g} points double the odds)"
-            if "points" in table
-            else "Rules (one per leaf, riskiest first)",
-            level=3,
-        )
-        rep.table(table)
+    if table is None:
+        return
+    if "points" in table:
+        rep.heading(f"Points table (score = sum of points; every {DEFAULT_PDO:g} points double the odds)", level=3)
+    elif "rule" in table:
+        rep.heading("Rules (one per leaf, riskiest first)", level=3)
+    else:  # EBM: which terms matter, then every main effect's shape
+        terms = table.dropna(subset=["importance"]).drop_duplicates("term")
+        rep.bar_chart(list(terms.term), {"mean |score|": list(terms.importance)}, "EBM term importance", "log-odds")
+        rep.heading("Shape tables (log-odds added per bin; P = sigmoid of intercept + the row's scores)", level=3)
+    rep.table(table)
 
 
 def _preset_sections(rep: Report, d, students: pd.DataFrame, teacher_auc: float) -> None:
-    """A section per constrained preset in an AutoDistiller run: its validation-best student and its twin."""
+    """A section per readable student in an AutoDistiller run: its validation-best student and its twin."""
+    from hpm_ray.distill.ebm import EBMStudent
     from hpm_ray.distill.evaluate import better, gap_closed
     from hpm_ray.distill.presets import PRESETS
 
-    for preset in [c.name for c in PRESETS]:
+    for preset in [*(c.name for c in PRESETS), EBMStudent.name]:  # the readable students
         cand = students[students.student == preset] if not students.empty else students
         if cand.empty:
             continue

@@ -14,14 +14,14 @@ SelectionMetric = Literal["auto", "ks", "log_loss", "auc", "accuracy", "f1"]
 
 
 def check_students(names: list[str]) -> list[str]:
-    """Every name is a registered student type (and there is at least one)."""
-    from hpm_ray.distill.catalog import STUDENTS
+    """Every name is a registered student type whose packages are installed (and there is at least one)."""
+    from hpm_ray.distill.catalog import STUDENTS, check_available
+    from hpm_ray.errors import SpecError
 
-    unknown = [n for n in names if n not in STUDENTS]
-    if unknown or not names:
-        raise ValueError(
-            f"unknown student {unknown[0] if unknown else '(none)'!r}; known: {', '.join(sorted(STUDENTS))}"
-        )
+    if not names:
+        raise SpecError(f"no student given; known: {', '.join(sorted(STUDENTS))}")
+    for n in names:
+        check_available(n)
     return names
 
 

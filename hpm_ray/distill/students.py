@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,10 +41,20 @@ def real_rows_leaf(min_samples_leaf: int, n_rows: int) -> dict[str, Any]:
     return {"min_samples_leaf": 1, "min_weight_fraction_leaf": min(0.5, int(min_samples_leaf) / max(n_rows, 1))}
 
 
+class OptionalPackage(NamedTuple):
+    """A package a student type needs beyond hpm-ray's own dependencies (an extra in pyproject.toml)."""
+
+    module: str  # what the student imports
+    distribution: str  # what pip installs, pinned in a registered model's requirements
+    bounds: str  # the versions it was tested with
+    extra: str  # hpm-ray's extra that installs it
+
+
 class SoftStudent(ClassifierMixin, BaseEstimator, ABC):
     """Base class: label bookkeeping and the soft/hard switch; subclasses implement ``_fit_soft``/``_proba``."""
 
     name: ClassVar[str] = ""
+    requires: ClassVar[OptionalPackage | None] = None
 
     def fit(self, X, y, soft_targets: np.ndarray | None = None):
         y = np.asarray(y).astype(int)

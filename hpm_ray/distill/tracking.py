@@ -29,6 +29,7 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
     """Log ``d`` (a finished AutoDistiller) and its files in ``out_dir``; returns the registered model URI."""
     import mlflow
 
+    from hpm_ray.distill.catalog import STUDENTS
     from hpm_ray.registry.gates import classifier_metrics
     from hpm_ray.registry.models import log_and_register
     from hpm_ray.registry.pyfunc import ClassifierPyfunc
@@ -88,6 +89,7 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
                 if best["best"].get(k) is not None
             }
         )
+        pkg = STUDENTS[best["best"]["student"]].requires  # an optional student's package is served with it
         mv = log_and_register(
             ClassifierPyfunc(d.best_model(), d.splits.X_train, classes),
             register_name,
@@ -96,6 +98,7 @@ def log_distillation(d, out_dir: Path, register_name: str, experiment: str = "hp
             input_example=d.splits.X_train,
             tags={"hpm_ray.student": best["best"]["student"]},
             reference=d.splits.X_test,  # held out: scores on training rows are over-confident (drift/checks.py)
+            extra_packages=(pkg.distribution,) if pkg else (),
         )
         uri = f"models:/{register_name}/{mv.version}"
         summary_path = out_dir / "summary.json"

@@ -21,9 +21,12 @@ METRIC_TAG_PREFIX = "metric."
 _RUNTIME_PACKAGES = ("numpy", "pandas", "scikit-learn", "lightgbm", "xgboost", "mlflow")
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements of the serving environment; avoids MLflow's slow requirement inference."""
-    return [f"{p}=={metadata.version(p)}" for p in _RUNTIME_PACKAGES]
+def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """Pinned requirements of the serving environment; avoids MLflow's slow requirement inference.
+
+    ``extra``: distributions the model needs beyond hpm-ray's own (an optional student's package).
+    """
+    return [f"{p}=={metadata.version(p)}" for p in (*_RUNTIME_PACKAGES, *extra)]
 
 
 def log_and_register(
@@ -35,6 +38,7 @@ def log_and_register(
     artifacts: dict[str, str] | None = None,
     tags: dict[str, str] | None = None,
     reference=None,
+    extra_packages: tuple[str, ...] = (),
 ) -> ModelVersion:
     """Log ``python_model`` under the active run, register it, and tag the new version with kind and metrics.
 
@@ -46,6 +50,8 @@ def log_and_register(
     and the model's outputs on it are stored with the run, the baseline ``hpm-ray drift check`` compares served
     traffic with. Held-out rows, because a model's scores on its own training rows are over-confident, which
     would make the prediction check alarm on any new data.
+    ``extra_packages``: installed distributions the model needs beyond hpm-ray's runtime ones, pinned in its
+    requirements.
     """
     if mlflow.active_run() is None:
         raise RuntimeError("log_and_register needs an active MLflow run")
@@ -61,7 +67,7 @@ def log_and_register(
         signature=signature.model_signature(python_model),
         input_example=example,
         metadata={signature.METADATA_KEY: python_model.schema.to_dict()},
-        pip_requirements=pip_requirements(),
+        pip_requirements=pip_requirements(extra_packages),
     )
     all_tags = {KIND_TAG: kind, **(tags or {})}
     all_tags.update({f"{METRIC_TAG_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()})
