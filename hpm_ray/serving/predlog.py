@@ -101,7 +101,7 @@ def _label_key(x) -> str:
         return str(int(x))
     try:
         f = float(x)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return str(x)
     return str(int(f)) if f.is_integer() else repr(f)
 
@@ -125,15 +125,19 @@ def score_rows(outputs: dict, labels: list, score: str = "log_loss") -> np.ndarr
         y = []
         for v in labels:
             if v is None or isinstance(v, (list, dict)) or _label_key(v) not in codes:
-                raise InvalidLabel(f"label {v!r} is not one of the model's classes {outputs['classes']}")
+                raise InvalidLabel(f"label {str(v)[:40]!r} is not one of the model's classes {outputs['classes']}")
             y.append(codes[_label_key(v)])
         fn = brier_rows if score == "brier" else log_loss_rows
         return fn(np.asarray(y), np.asarray(outputs["proba"], dtype=float))
     y = []
     for v in labels:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InvalidLabel(f"label {v!r} is not a finite number (the model forecasts quantiles)")
-        y.append(float(v))
+        try:
+            f = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+        except OverflowError:
+            f = math.nan
+        if not math.isfinite(f):
+            raise InvalidLabel(f"label {str(v)[:40]!r} is not a finite number (the model forecasts quantiles)")
+        y.append(f)
     return pinball_rows(np.asarray(y), np.asarray(outputs["values"], dtype=float), outputs["quantiles"])
 
 
