@@ -128,3 +128,16 @@ def test_sample_ratio_mismatch_holds_the_rollout(env):
     decision = a.tick()
     assert decision.startswith("hold") and "sample ratio mismatch" in decision
     assert a.state["weights"]["challenger"] == 10.0
+
+
+def test_guardrails_judge_a_sliding_window_not_the_whole_history(env):
+    make, _, _ = env
+    a = make(policy={**FAST, "guard_window": 50, "max_p99_ms": 500})
+    early = [("challenger", False, 5.0, None, True)] * 10  # an early burst of errors
+    a.record(early + [("challenger", True, 5.0, 0.9, True)] * 100)
+    assert not a.tick().startswith("rollback")  # cumulative 9 % errors, but 0 % in the last 50
+    a.record([("challenger", False, 5.0, None, True)] * 5)  # 5 of the last 50: 10 % > 5 %
+    assert a.tick().startswith("rollback: challenger error rate 10.0%")
+    b = make(policy={**FAST, "guard_window": 50, "max_p99_ms": 500}, resume=False)
+    b.record([("challenger", True, 900.0, 0.9, True)] * 30)
+    assert "p99 latency 900 ms" in b.tick() and b.state["stage"] == "rolled_back"

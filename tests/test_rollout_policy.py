@@ -57,6 +57,15 @@ def test_inconclusive_at_the_time_limit_and_guardrails_first():
     assert decide(P, 100, 0, LABELLED, LABELLED, same).action == "promote"
 
 
+def test_p99_latency_guardrail():
+    p = RolloutPolicy(min_samples=100, min_duration_s=10, max_p99_ms=250)
+    slow = VariantStats(requests=40, labelled=500, p99_ms=400.0)
+    d = decide(p, 10, 11, LABELLED, slow, BETTER)
+    assert d.action == "rollback" and "p99 latency 400 ms > 250 ms" in d.reason
+    assert decide(p, 10, 11, LABELLED, VariantStats(requests=40, labelled=500, p99_ms=200.0), BETTER).action == "expand"
+    assert decide(P, 10, 11, LABELLED, slow, BETTER).action == "expand"  # no latency limit configured
+
+
 def test_steps_validation():
     with pytest.raises(ValueError):
         RolloutPolicy(steps=[10, 5, 100])

@@ -292,7 +292,7 @@ def test_labels_join_across_an_actor_crash_and_an_app_restart(models, launch):
     url = launch(*args, shadow=models["weak"])  # resume: false, a fresh deploy
     r = requests.post(url + "/ab/weights", json={"champion": 70, "challenger": 30}, headers=AUTH, timeout=10)
     assert r.status_code == 200
-    out = fire(url, [rows(models, i) for i in range(200)])
+    out = fire(url, [rows(models, i) for i in range(100)])
     assert {r["variant"] for _, r in out} == {"champion", "challenger"}  # the shadow's answers are never returned
     for i in range(30):  # multi-row requests, labelled one by one; the answer does not name the variant
         _, r = fire(url, [rows(models, 100 + i, 5)])[0]
@@ -315,7 +315,7 @@ def test_labels_join_across_an_actor_crash_and_an_app_restart(models, launch):
     # the state actor dies between predictions and their labels; Ray restarts it, and it resumes from sqlite
     pending, answers = _predict_for_labels(url, models, 300, 40)
     ray.kill(ray.get_actor(actor_name("ab-restart"), namespace=NAMESPACE), no_restart=False)
-    during = fire(url, [rows(models, i) for i in range(100)])
+    during = fire(url, [rows(models, i) for i in range(60)])
     assert {s for s, _ in during} == {200}  # served on the last weights meanwhile
     assert _label_all(url, pending) == ["joined"] * 40  # the log joins labels, not the actor
     champion_labelled = m["champion"]["labelled"] + sum(a["variant"] == "champion" for a in answers)
@@ -348,6 +348,9 @@ def test_labels_join_across_an_actor_crash_and_an_app_restart(models, launch):
     ray.kill(ray.get_actor(actor_name("ab-restart"), namespace=NAMESPACE))
     h = requests.get(url + "/healthz", timeout=10)
     assert h.status_code == 503 and h.json()["status"] == "degraded"
+    assert requests.get(url + "/ab/status", timeout=10).status_code == 503
+    r = requests.post(url + "/ab/expand", json={}, headers=AUTH, timeout=30)
+    assert r.status_code == 503 and "unavailable" in r.json()["error"]
     assert {s for s, _ in fire(url, [rows(models, i) for i in range(20)])} == {200}
 
 

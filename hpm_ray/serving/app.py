@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from ray import serve
+from ray.exceptions import RayError
 
 from hpm_ray.config import Spec, load_spec
 from hpm_ray.serving.client import FEEDBACK_TOKEN_ENV, TOKEN_ENV
@@ -69,6 +70,7 @@ class ServeSpec(Spec):
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     prediction_log: PredLogSpec = Field(default_factory=PredLogSpec)  # where labels join their predictions
     max_feedback_items: int = Field(10_000, gt=0)  # labels per POST /feedback
+    variant_timeout_s: float | None = Field(None, gt=0)  # a challenger slower than this: an error, the champion answers
     gates: dict[str, dict[str, dict]] | None = None  # {kind: {metric: {low, high}}} over the default gates
     # served rows for the drift monitor (hpm_ray.serving.served): sampled share, rotation, folder
     served_log: bool = True
@@ -321,8 +323,9 @@ class ABRouter:
         rid = new_request_id()
         routed = True
         try:
-            out = await self._infer(variant, version, frame)
-        except Exception as exc:
+            limit = None if variant == "champion" else self.spec.variant_timeout_s
+            out = await asyncio.wait_for(self._infer(variant, version, frame), limit)
+        except Exception as exc:  # TimeoutError included: the champion answers instead
             self._record(rid, variant, version, False, started)
             routed = False  # the champion's answer below is a fallback, not what the weights chose
             if variant == "champion" or not snap["variants"].get("champion"):
@@ -436,7 +439,11 @@ class ABRouter:
     async def status(self):
         self._ensure_loop()
         self._flush()
-        return await self.state.status.remote()
+        try:
+            return await self.state.status.remote()
+        except RayError as exc:
+            self._refind_state()
+            return _error(503, f"A/B state actor unavailable ({type(exc).__name__}); retry shortly")
 
     # -- admin --------------------------------------------------------------------------------------------
     def _auth(
@@ -473,6 +480,9 @@ class ABRouter:
             result = await call(body)
         except (TypeError, ValueError) as exc:
             return _error(422, str(exc))
+        except RayError as exc:  # nothing changed: the actor was not there to change it
+            self._refind_state()
+            return _error(503, f"A/B state actor unavailable ({type(exc).__name__}); retry shortly")
         if not result["ok"]:
             return _error(result["status"], result["error"])
         await self._refresh()  # this replica applies the change at once; others within ~0.2 s

@@ -1,6 +1,7 @@
 """Staged rollout decisions: hold, expand to the next traffic step, roll back, promote, or inconclusive. Pure.
 
-In order: a challenger erroring more than ``max_error_rate`` is rolled back (guardrail); at the last step it
+In order: a challenger erroring more than ``max_error_rate``, or slower than ``max_p99_ms`` at the 99th
+percentile, over its last ``guard_window`` requests is rolled back (guardrails); at the last step it
 is promoted (through the registry's quality gates, by the caller); a sample-ratio mismatch (traffic at this
 step not split as weighted, chi-square at ``test.srm_alpha``) holds; fewer than ``min_samples`` labelled
 *requests* per variant holds (so one 1,000-row request cannot stand for a sample; ``test.min_labels`` counts
@@ -26,6 +27,8 @@ class RolloutPolicy(Spec):
     min_samples: int = Field(200, ge=1)  # labelled requests per variant before the test may decide
     min_duration_s: float = Field(60.0, ge=0)
     max_error_rate: float = Field(0.05, ge=0, le=1)
+    max_p99_ms: float | None = Field(None, gt=0)  # challenger p99 latency above this: rolled back
+    guard_window: int = Field(500, ge=1)  # guardrails judge each variant's last this many requests
     min_requests_for_errors: int = Field(20, ge=1)
     auto: bool = True
     test: SequentialTest = Field(default_factory=SequentialTest)  # the anytime-valid test on proper scores
@@ -44,9 +47,10 @@ class RolloutPolicy(Spec):
 
 @dataclass(frozen=True)
 class VariantStats:
-    requests: int = 0
-    errors: int = 0
-    labelled: int = 0  # labelled requests
+    requests: int = 0  # in the guardrails' window (the last ``guard_window`` requests)
+    errors: int = 0  # in that window
+    labelled: int = 0  # labelled requests in the experiment
+    p99_ms: float | None = None  # latency over the window
 
     @property
     def error_rate(self) -> float:
@@ -90,8 +94,13 @@ def decide(
     >>> decide(RolloutPolicy(), 10, 120, VariantStats(labelled=500), VariantStats(labelled=500), s).action
     'expand'
     """
-    if challenger.requests >= policy.min_requests_for_errors and challenger.error_rate > policy.max_error_rate:
-        return Decision("rollback", f"challenger error rate {challenger.error_rate:.1%} > {policy.max_error_rate:.1%}")
+    if challenger.requests >= policy.min_requests_for_errors:
+        if challenger.error_rate > policy.max_error_rate:
+            return Decision(
+                "rollback", f"challenger error rate {challenger.error_rate:.1%} > {policy.max_error_rate:.1%}"
+            )
+        if policy.max_p99_ms is not None and challenger.p99_ms is not None and challenger.p99_ms > policy.max_p99_ms:
+            return Decision("rollback", f"challenger p99 latency {challenger.p99_ms:.0f} ms > {policy.max_p99_ms:g} ms")
     if traffic >= policy.steps[-1]:
         return Decision("promote", f"challenger at {traffic:g}% of traffic")
     test = policy.test

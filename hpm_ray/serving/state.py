@@ -138,8 +138,10 @@ class ABState:
         self.restored = bool(stored and stored.get("model") == init["model"])
         self.state = stored if self.restored else copy.deepcopy(init)
         self.latency: dict[str, deque] = {}
+        self.recent_ok: dict[str, deque] = {}  # the guardrails' sliding window of outcomes per variant
         for name, s in self.state.get("stats", {}).items():
             self.latency[name] = deque(s.pop("latency_recent", []), maxlen=_LATENCY_WINDOW)
+            self.recent_ok[name] = deque(s.pop("ok_recent", []), maxlen=self.policy.guard_window)
         self.last_decision = ("restarted" if restarted else "restored") + " from sqlite" if self.restored else "started"
         self.mlflow_error = ""
         self._mlflow = ThreadPoolExecutor(1, thread_name_prefix="ab-mlflow")  # in order, off the actor's thread
@@ -209,6 +211,7 @@ class ABState:
             s["requests"] += 1
             s["errors"] += 0 if ok else 1
             self.latency.setdefault(variant, deque(maxlen=_LATENCY_WINDOW)).append(latency_ms)
+            self.recent_ok.setdefault(variant, deque(maxlen=self.policy.guard_window)).append(bool(ok))
             if confidence is not None:
                 s["conf_sum"] += confidence
                 s["conf_n"] += 1
@@ -260,6 +263,17 @@ class ABState:
         if cp in per_version and ch in per_version and len(per_version[cp]) == len(per_version[ch]):
             _add(self.state["diffs"], np.subtract(per_version[ch], per_version[cp]))
 
+    def _guard_stats(self, slot: str) -> VariantStats:
+        """The guardrails' view of a variant: its last ``guard_window`` requests, and its labelled requests."""
+        window = self.recent_ok.get(slot, ())
+        lat = list(self.latency.get(slot, ()))[-self.policy.guard_window :]
+        return VariantStats(
+            requests=len(window),
+            errors=sum(not ok for ok in window),
+            labelled=self.state["labelled"].get(str(self.state["variants"].get(slot)), 0),
+            p99_ms=float(np.percentile(lat, 99)) if lat else None,
+        )
+
     def _paired(self) -> bool:
         """Paired design: the shadow is the challenger's version, so it scores the champion's rows too."""
         v = self.state["variants"]
@@ -293,6 +307,7 @@ class ABState:
         self.state["stats"] = {}
         self.state.update(_fresh_experiment(time.time()))  # late labels of earlier predictions are not counted
         self.latency.clear()
+        self.recent_ok.clear()
         return self._change("start", f"challenger v{challenger} at {traffic:g}%")
 
     def expand(self, reason: str = "manual") -> dict:
@@ -337,14 +352,7 @@ class ABState:
         if self.state["stage"] != "rollout" or not self.policy.auto:
             return
         now = time.time()
-        stats = {
-            k: VariantStats(
-                requests=self.state["stats"].get(k, {}).get("requests", 0),
-                errors=self.state["stats"].get(k, {}).get("errors", 0),
-                labelled=self.state["labelled"].get(str(self.state["variants"].get(k)), 0),
-            )
-            for k in ("champion", "challenger")
-        }
+        stats = {k: self._guard_stats(k) for k in ("champion", "challenger")}
         versions = [str(self.state["variants"].get(k)) for k in ("champion", "challenger")]
         scores = ScoreStats(
             *(_moments(self.state["scores"].get(v, [0, 0.0, 0.0])) for v in versions),
@@ -415,6 +423,7 @@ class ABState:
         state["mlflow_run_id"] = self._run_id  # set by the MLflow thread: read here, never written there into state
         for name, s in state["stats"].items():
             s["latency_recent"] = list(self.latency.get(name, ()))[-1000:]
+            s["ok_recent"] = list(self.recent_ok.get(name, ()))
         self.store.save(self.app, state, event)
 
     def flush(self) -> None:
