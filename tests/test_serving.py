@@ -114,7 +114,7 @@ def status(url):
 
 def test_split_and_sticky_keys(models, launch):
     url = launch("ab-split", models["strong"], models["weak"], {"champion": 90, "challenger": 10})
-    out = fire(url, [rows(models, i) for i in range(2000)])
+    out = fire(url, [rows(models, i) for i in range(1200)])  # share SD 0.0087: the 0.03 band is 3.5 SD
     assert {s for s, _ in out} == {200}
     share = sum(r["variant"] == "challenger" for _, r in out) / len(out)
     assert abs(share - 0.10) <= 0.03
@@ -130,10 +130,10 @@ def test_split_and_sticky_keys(models, launch):
     deadline = time.time() + 5
     while time.time() < deadline:
         m = status(url)["metrics"]
-        if m["champion"]["requests"] + m["challenger"]["requests"] == 2160:
+        if m["champion"]["requests"] + m["challenger"]["requests"] == 1360:
             break
         time.sleep(0.3)
-    assert m["champion"]["requests"] + m["challenger"]["requests"] == 2160 and m["challenger"]["errors"] == 0
+    assert m["champion"]["requests"] + m["challenger"]["requests"] == 1360 and m["challenger"]["errors"] == 0
     assert m["champion"]["latency_p50_ms"] > 0 and m["champion"]["latency_p99_ms"] >= m["champion"]["latency_p50_ms"]
     assert 0.5 <= m["champion"]["mean_confidence"] <= 1
 

@@ -139,6 +139,7 @@ class ABRouter:
         pl = self.spec.prediction_log
         self.predlog = PredictionLog(pl.url, pl.max_age_days, pl.max_rows)  # url resolved by build_app
         self.predictions: list[Prediction] = []  # written by _write_predictions, off the request path
+        self._write_lock = asyncio.Lock()
         self.handles = variants  # None: fast path, this replica holds the models
         s = self.spec
         # With variant deployments the router only needs each version's feature columns, not the model.
@@ -217,14 +218,17 @@ class ABRouter:
             await self._write_predictions()
 
     async def _write_predictions(self) -> None:
-        batch, self.predictions = self.predictions, []  # swapped on the event loop: no append is lost
-        if not batch:
-            return
-        try:
-            await asyncio.to_thread(self.predlog.append, batch)
-        except Exception as exc:  # the database away: keep the rows (bounded) for the next round
-            log.warning("predictions not logged: %s", exc)
-            self.predictions = (batch + self.predictions)[-_PENDING_PREDICTIONS:]
+        """Append what is buffered; returns once everything buffered before the call is committed (the lock:
+        a feedback call must not join while the timed flush still writes the prediction it labels)."""
+        async with self._write_lock:
+            batch, self.predictions = self.predictions, []  # swapped on the event loop: no append is lost
+            if not batch:
+                return
+            try:
+                await asyncio.to_thread(self.predlog.append, batch)
+            except Exception as exc:  # the database away: keep the rows (bounded) for the next round
+                log.warning("predictions not logged: %s", exc)
+                self.predictions = (batch + self.predictions)[-_PENDING_PREDICTIONS:]
 
     def __del__(self):
         """Serve stops a replica: write what is still buffered (best effort; the process is going)."""

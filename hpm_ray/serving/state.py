@@ -137,6 +137,8 @@ class ABState:
         stored = self.store.load(app) if resume or restarted else None
         self.restored = bool(stored and stored.get("model") == init["model"])
         self.state = stored if self.restored else copy.deepcopy(init)
+        for key, value in {**_fresh_experiment(time.time()), "cursor": 0}.items():
+            self.state.setdefault(key, value)  # a state saved before the prediction log: its experiment starts now
         self.latency: dict[str, deque] = {}
         self.recent_ok: dict[str, deque] = {}  # the guardrails' sliding window of outcomes per variant
         for name, s in self.state.get("stats", {}).items():
