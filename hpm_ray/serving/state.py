@@ -485,14 +485,18 @@ def _was_restarted() -> bool:
 
 
 def _timer(every_s: float) -> None:
-    """Queue ``tick`` on this actor every ``every_s``: the call runs on the actor's own thread, in order with
-    router and admin calls, so the rule needs no lock."""
+    """Run ``tick`` on this actor every ``every_s``: the call runs on the actor's own thread, in order with
+    router and admin calls, so the rule needs no lock; waiting for each tick keeps a slow one from piling up."""
     import ray
 
     me = ray.get_runtime_context().current_actor
     while True:
         time.sleep(every_s)
-        me.tick.remote()
+        try:
+            ray.get(me.tick.remote())
+        except Exception as exc:  # the actor is going away (tick itself never raises)
+            log.warning("A/B rule timer stopped: %s", exc)
+            return
 
 
 # MLflow's HTTP client retries for minutes by default; the actor logs in the background but should give up soon
