@@ -149,3 +149,23 @@ def test_default_url_is_next_to_the_state_db_unless_the_env_says(tmp_path, monke
     assert default_url(tmp_path / "ab_state.sqlite") == f"sqlite:///{tmp_path.resolve() / 'predictions.sqlite'}"
     monkeypatch.setenv("HPM_RAY_PREDICTION_LOG", "postgresql://db/hpm")
     assert default_url(tmp_path / "ab_state.sqlite") == "postgresql://db/hpm"
+
+
+def test_labels_csv_groups_rows_per_request_and_refuses_bad_files(tmp_path, capsys):
+    from hpm_ray.cli import main
+    from hpm_ray.serving.cli import read_labels
+
+    f = tmp_path / "labels.csv"
+    f.write_text("request_id,label,note\nr1,1,x\nr2,no,y\nr1,0.5,z\n")
+    assert read_labels(str(f)) == [{"request_id": "r1", "labels": [1, 0.5]}, {"request_id": "r2", "labels": ["no"]}]
+    for text, message in (
+        ("id,label\n1,2\n", "missing request_id"),
+        ("request_id,label\n", "no labels"),
+        ("request_id,label\nr1,\n", "line 2: empty request_id or label"),
+    ):
+        f.write_text(text)
+        assert main(["ab", "feedback", "--file", str(f), "--url", "http://127.0.0.1:9"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main(["ab", "feedback", "--file", str(tmp_path / "none.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
