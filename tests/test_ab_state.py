@@ -141,3 +141,38 @@ def test_guardrails_judge_a_sliding_window_not_the_whole_history(env):
     b = make(policy={**FAST, "guard_window": 50, "max_p99_ms": 500}, resume=False)
     b.record([("challenger", True, 900.0, 0.9, True)] * 30)
     assert "p99 latency 900 ms" in b.tick() and b.state["stage"] == "rolled_back"
+
+
+def test_a_registry_failure_at_promotion_holds_gates_refusal_rolls_back(env, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    from hpm_ray.registry import aliases
+
+    make, _, _ = env
+    a = make()
+    a.state["weights"] = {"champion": 0.0, "challenger": 100.0}  # the last step: the rule promotes
+
+    class Down:  # a registry whose reads fail: an outage, not an unknown model
+        def get_registered_model(self, name):
+            raise MlflowException("connection refused", error_code=TEMPORARILY_UNAVAILABLE)
+
+    monkeypatch.setattr(aliases, "check_gates", lambda *a, **k: type("R", (), {"passed": True})())
+    monkeypatch.setattr("mlflow.tracking.MlflowClient", lambda uri: Down())
+    decision = a.tick()
+    assert decision.startswith("hold: promotion failed: MlflowException: connection refused")
+    assert a.state["stage"] == "rollout" and a.state["variants"]["challenger"] == "2"
+
+    class Missing:
+        def get_registered_model(self, name):
+            raise MlflowException("not found", error_code=RESOURCE_DOES_NOT_EXIST)
+
+    with pytest.raises(aliases.HPMError, match="unknown registered model"):
+        aliases._registered(Missing(), "m")
+
+    def refuse(name, version, gates, client):
+        raise aliases.GatesRefused("m v2 refused by quality gates: auc")
+
+    monkeypatch.setattr(aliases, "promote", refuse)
+    a.tick()
+    assert a.state["stage"] == "rolled_back" and "refused by quality gates" in a.state["history"][-1]["detail"]

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hpm_ray.errors import HPMError
 from hpm_ray.serving.policy import RolloutPolicy, ScoreStats, VariantStats, decide
 from hpm_ray.serving.predlog import LabelledRequest, PredictionLog
 from hpm_ray.serving.sequential import Moments
@@ -333,17 +332,17 @@ class ABState:
         """Promote the challenger through the registry's quality gates; refused gates leave serving unchanged."""
         from mlflow.tracking import MlflowClient
 
-        from hpm_ray.registry.aliases import promote
+        from hpm_ray.registry.aliases import GatesRefused, promote
 
         challenger = self.state["variants"].get("challenger")
         if not challenger:
             return {"ok": False, "status": 409, "error": "no challenger to promote"}
         try:
             promote(self.state["model"], challenger, self.gates, client=MlflowClient(self.tracking_uri))
-        except HPMError as exc:
-            return {"ok": False, "status": 409, "error": str(exc)}
-        except Exception as exc:  # the registry unreachable: nothing changed, say why
-            return {"ok": False, "status": 503, "error": f"registry unavailable: {type(exc).__name__}: {exc}"}
+        except GatesRefused as exc:
+            return {"ok": False, "status": 409, "error": str(exc), "refused": True}
+        except Exception as exc:  # the registry failing (or an alias it cannot find): nothing changed, say why
+            return {"ok": False, "status": 503, "error": f"promotion failed: {type(exc).__name__}: {exc}"}
         self.state["variants"].update(champion=challenger, challenger=None)
         self.state["weights"] = {"champion": 100.0}
         self.state["stage"] = "promoted"
@@ -386,10 +385,10 @@ class ABState:
             result = self.promote(d.reason)
             if result["ok"]:
                 return
-            if result["status"] == 409:  # refused by the quality gates
+            if result.get("refused"):  # by the quality gates: the challenger goes
                 self.rollback(result["error"])
-            else:  # the registry failed: hold at the last step and retry on the next tick
-                self.last_decision = f"hold: promote failed, retrying ({result['error']})"
+            else:  # the registry failed: hold at the last step with the reason, retry on the next tick
+                self.last_decision = f"hold: {result['error']}; retrying"
 
     # -- persistence -------------------------------------------------------------------------------------
     def _change(self, event: str, detail: str) -> dict:
