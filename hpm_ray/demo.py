@@ -158,7 +158,7 @@ def _gates(name: str, version: str, gates_file: Path) -> tuple[str, dict]:
     }
 
 
-def _traffic(url: str, d, plan: DemoPlan, seed: int) -> dict:
+def _traffic(url: str, d, plan: DemoPlan, seed: int, feedback_token: str) -> dict:
     """Held-out test rows, one per request, each followed by its true label as feedback."""
     import numpy as np
     import requests
@@ -177,17 +177,26 @@ def _traffic(url: str, d, plan: DemoPlan, seed: int) -> dict:
             return "error", False
         body = r.json()
         label = sp.classes[sp.y_test[i]].item()
-        session.post(f"{url}/feedback", json={"request_id": body["request_id"], "label": label}, timeout=30)
-        return body["variant"], True
+        fb = session.post(
+            f"{url}/feedback",
+            json={"request_id": body["request_id"], "label": label},
+            headers={"Authorization": f"Bearer {feedback_token}"},
+            timeout=30,
+        )
+        return body["variant"], fb.status_code == 200
 
     with ThreadPoolExecutor(plan.clients) as pool:
         results = list(pool.map(one, rows))
     served = {}
     for variant, _ in results:
         served[variant] = served.get(variant, 0) + 1
-    time.sleep(1.0)  # routers flush their records to the state actor every ~0.2 s
-    status = session.get(f"{url}/ab/status", timeout=30).json()
-    return {"served": served, "status": status}
+    joined = sum(ok for _, ok in results)
+    deadline = time.time() + 15  # the state actor reads joined labels from the prediction log every second
+    while True:
+        status = session.get(f"{url}/ab/status", timeout=30).json()
+        if sum(m["labelled"] for m in status["metrics"].values()) >= joined or time.time() > deadline:
+            return {"served": served, "status": status}
+        time.sleep(0.3)
 
 
 def run_demo(
@@ -251,7 +260,7 @@ def run_demo(
     log(f"      v{champion_v} promoted to champion under the {which} gates; v{challenger_v} is the challenger")
 
     log(f"[4/4] A/B on Ray Serve at 90/10, {plan.requests} requests with label feedback")
-    token = new_token()
+    token, feedback_token = new_token(), new_token()
     url = serving.start_ab(
         MODEL_NAME,
         "champion",
@@ -259,12 +268,13 @@ def run_demo(
         {"champion": 90, "challenger": 10},
         port=port,
         token=token,
+        feedback_token=feedback_token,
         resume=False,
         rollout={"auto": False},
         app_name="hpm-demo",
     )
     try:
-        traffic = _traffic(url, d, plan, seed)
+        traffic = _traffic(url, d, plan, seed, feedback_token)
         log(format_status(traffic["status"]))
         summary = {
             "wall_time_s": round(time.time() - t0, 1),
@@ -284,7 +294,7 @@ def run_demo(
         log(f"MLflow UI: mlflow ui --backend-store-uri {summary['mlflow']}")
         log(f"done in {summary['wall_time_s']:.0f} s; summary in {out / 'demo.json'}")
         if keep_serving:
-            log(f"serving at {url} (admin token: {token}); Ctrl-C to stop")
+            log(f"serving at {url} (admin token: {token}, feedback token: {feedback_token}); Ctrl-C to stop")
             while True:
                 time.sleep(3600)
         return summary

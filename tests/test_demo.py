@@ -39,7 +39,8 @@ def test_demo_runs_every_stage_and_splits_traffic(mlflow_uri, serve_port, tmp_pa
     assert 0.02 <= served["challenger"] / plan.requests <= 0.25
     metrics = summary["ab_status"]["metrics"]
     assert metrics["champion"]["labelled"] + metrics["challenger"]["labelled"] == plan.requests
-    assert 0.5 < metrics["champion"]["accuracy"] <= 1.0 and metrics["champion"]["errors"] == 0
+    # mean log loss of a model that learnt something: below a coin flip's
+    assert 0.0 < metrics["champion"]["mean_score"] < 0.693 and metrics["champion"]["errors"] == 0  # < log 2
     # The registry agrees with what was served: champion passed gates, the distilled student is the challenger.
     model = MlflowClient(mlflow_uri).get_registered_model(MODEL_NAME)
     assert str(model.aliases["champion"]) == summary["champion_version"]

@@ -39,11 +39,22 @@ def _client(client: MlflowClient | None) -> MlflowClient:
     return MlflowClient(setup_mlflow())
 
 
+class GatesRefused(HPMError):
+    """The quality gates refused a promotion (nothing was written)."""
+
+
+# What MLflow answers for a name or version that is not there; any other error (the tracking server down, a
+# locked database) propagates as it is, so a caller never mistakes an outage for an unknown model.
+_NOT_THERE = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def _version(client: MlflowClient, name: str, version: str):
     _registered(client, name)
     try:
         return client.get_model_version(name, str(version))
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_THERE:
+            raise
         raise HPMError(f"model {name!r} has no version {version!r}") from None
 
 
@@ -61,7 +72,9 @@ def resolve_version(name: str, ref: str, client: MlflowClient | None = None) -> 
 def _registered(client: MlflowClient, name: str):
     try:
         return client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_THERE:
+            raise
         raise HPMError(f"unknown registered model {name!r}") from None
 
 
@@ -84,7 +97,7 @@ def promote(name: str, version: str, gate_overrides: dict | None = None, client:
     version = str(version)
     result = check_gates(name, version, gate_overrides, client)
     if not result.passed:
-        raise HPMError(f"{name} v{version} refused by quality gates: {result.summary()}")
+        raise GatesRefused(f"{name} v{version} refused by quality gates: {result.summary()}")
     model = _registered(client, name)
     previous = str(model.aliases.get(CHAMPION, ""))
     if previous == version:

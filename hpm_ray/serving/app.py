@@ -14,23 +14,33 @@ import logging
 import os
 import secrets
 import time
-import uuid
 from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from ray import serve
+from ray.exceptions import RayError
 
 from hpm_ray.config import Spec, load_spec
-from hpm_ray.serving.client import TOKEN_ENV
-from hpm_ray.serving.models import InputSpec, ModelPool, confidence, labels
+from hpm_ray.serving.client import FEEDBACK_TOKEN_ENV, TOKEN_ENV
+from hpm_ray.serving.models import InputSpec, ModelPool, confidence
 from hpm_ray.serving.policy import RolloutPolicy
+from hpm_ray.serving.predlog import (
+    JoinResult,
+    Label,
+    Prediction,
+    PredictionLog,
+    PredLogSpec,
+    new_request_id,
+    outputs_of,
+)
 from hpm_ray.serving.routing import choose
 from hpm_ray.serving.schemas import PayloadError, parse_payload
 from hpm_ray.serving.served import ServedLog
 
 log = logging.getLogger(__name__)
+_PENDING_PREDICTIONS = 200_000  # predictions a router keeps while the log's database is unreachable
 
 
 class ServeSpec(Spec):
@@ -45,6 +55,7 @@ class ServeSpec(Spec):
     app_name: str = "hpm-ab"
     route_prefix: str = "/"
     token: str | None = None  # admin bearer token; default $HPM_RAY_SERVE_TOKEN; none: admin API disabled
+    feedback_token: str | None = None  # label feedback token; default $HPM_RAY_FEEDBACK_TOKEN; none: /feedback off
     resume: bool = True  # restore the A/B state saved for this app (same model) instead of starting fresh
     max_request_bytes: int = Field(1_000_000, gt=0)
     max_rows: int = Field(10_000, gt=0)
@@ -57,6 +68,9 @@ class ServeSpec(Spec):
     state_db: str | None = None  # default: ab_state.sqlite next to the MLflow store
     tracking_uri: str | None = None
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    prediction_log: PredLogSpec = Field(default_factory=PredLogSpec)  # where labels join their predictions
+    max_feedback_items: int = Field(10_000, gt=0)  # labels per POST /feedback
+    variant_timeout_s: float | None = Field(None, gt=0)  # a challenger slower than this: an error, the champion answers
     gates: dict[str, dict[str, dict]] | None = None  # {kind: {metric: {low, high}}} over the default gates
     # served rows for the drift monitor (hpm_ray.serving.served): sampled share, rotation, folder
     served_log: bool = True
@@ -71,6 +85,27 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 api = FastAPI(title="hpm-ray A/B", docs_url=None, redoc_url=None)
+
+
+# Helpers of the ingress methods sit above the deployment classes: Serve serialises a class when it is
+# decorated, so module functions defined below it would be missing in the replicas.
+def _answer(j: JoinResult) -> dict:
+    return {"request_id": j.request_id, "outcome": j.outcome, "status": j.status, "reason": j.reason}
+
+
+def _rid(item) -> str | None:
+    return item.get("request_id") if isinstance(item, dict) and isinstance(item.get("request_id"), str) else None
+
+
+def _feedback_problem(item) -> str | None:
+    """Why one feedback item is malformed, or None."""
+    if not isinstance(item, dict) or not isinstance(item.get("request_id"), str):
+        return "expected {'request_id': str, 'label': value} (or 'labels': [..] for a multi-row request)"
+    if ("label" in item) == ("labels" in item):
+        return "give exactly one of 'label' (one-row request) and 'labels' (one per row)"
+    if "labels" in item and (not isinstance(item["labels"], list) or not item["labels"]):
+        return "'labels' must be a non-empty list"
+    return None
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
@@ -101,6 +136,10 @@ class ABRouter:
 
         self.spec = ServeSpec.model_validate(spec)
         self.state = ray.get_actor(actor_name(self.spec.app_name), namespace=NAMESPACE)
+        pl = self.spec.prediction_log
+        self.predlog = PredictionLog(pl.url, pl.max_age_days, pl.max_rows)  # url resolved by build_app
+        self.predictions: list[Prediction] = []  # written by _write_predictions, off the request path
+        self._write_lock = asyncio.Lock()
         self.handles = variants  # None: fast path, this replica holds the models
         s = self.spec
         # With variant deployments the router only needs each version's feature columns, not the model.
@@ -118,7 +157,8 @@ class ABRouter:
             else None
         )
         self.shadow_tasks: dict[str, asyncio.Task] = {}
-        self._loop_task = self._persist_task = None
+        self._loop_task = self._persist_task = self._log_task = None
+        self.state_error = ""  # the last failed call to the state actor ("" when the last one worked)
         tags = ("variant",)
         self.m_requests = metrics.Counter("hpm_ab_requests", "requests per variant", tag_keys=tags)
         self.m_errors = metrics.Counter("hpm_ab_errors", "failed model calls per variant", tag_keys=tags)
@@ -144,6 +184,7 @@ class ABRouter:
         if self._loop_task is None or self._loop_task.done():
             loop = asyncio.get_running_loop()
             self._loop_task = loop.create_task(self._follow())
+            self._log_task = loop.create_task(self._log_predictions())
             if self.served is not None:
                 self._persist_task = loop.create_task(self._persist())
 
@@ -154,8 +195,49 @@ class ABRouter:
             try:
                 self._flush()
                 await self._refresh()
-            except Exception as exc:  # keep serving on the last good snapshot
-                log.warning("A/B state refresh failed: %s", exc)
+                self.state_error = ""
+            except Exception as exc:  # keep serving on the last good snapshot; find the actor again by name
+                self.state_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("A/B state refresh failed: %s", self.state_error)
+                self._refind_state()
+
+    def _refind_state(self) -> None:
+        import ray
+
+        from hpm_ray.serving.state import NAMESPACE, actor_name
+
+        try:
+            self.state = ray.get_actor(actor_name(self.spec.app_name), namespace=NAMESPACE)
+        except ValueError:  # not there (yet): the next round tries again
+            pass
+
+    async def _log_predictions(self) -> None:
+        """Every ``prediction_log.flush_s``: append the buffered predictions to the durable log in one batch."""
+        while True:
+            await asyncio.sleep(self.spec.prediction_log.flush_s)
+            await self._write_predictions()
+
+    async def _write_predictions(self) -> None:
+        """Append what is buffered; returns once everything buffered before the call is committed (the lock:
+        a feedback call must not join while the timed flush still writes the prediction it labels)."""
+        async with self._write_lock:
+            batch, self.predictions = self.predictions, []  # swapped on the event loop: no append is lost
+            if not batch:
+                return
+            try:
+                await asyncio.to_thread(self.predlog.append, batch)
+            except Exception as exc:  # the database away: keep the rows (bounded) for the next round
+                log.warning("predictions not logged: %s", exc)
+                self.predictions = (batch + self.predictions)[-_PENDING_PREDICTIONS:]
+
+    def __del__(self):
+        """Serve stops a replica: write what is still buffered (best effort; the process is going)."""
+        try:
+            if self.predictions:
+                self.predlog.append(self.predictions)
+                self.predictions = []
+        except Exception as exc:
+            log.warning("buffered predictions lost at shutdown: %s", exc)
 
     async def _persist(self) -> None:
         """Write served rows for drift checks in their own loop: a slow disk never delays a weight change."""
@@ -194,10 +276,15 @@ class ABRouter:
             return await self.pool.predict(version, frame)
         return await self.handles[slot].predict.remote(version, frame)
 
-    def _record(self, rid: str, variant: str, ok: bool, started: float, out=None) -> None:
+    def _record(
+        self, rid: str, variant: str, version: str, ok: bool, started: float, out=None, routed=True, key=None
+    ) -> None:
         latency = (time.perf_counter() - started) * 1000
         conf = confidence(out) if out is not None else None
-        self.buffer.append((rid, variant, ok, latency, conf, labels(out) if out is not None else None))
+        self.buffer.append((variant, ok, latency, conf, routed))
+        outputs = outputs_of(out) if out is not None else None
+        if outputs is not None:
+            self.predictions.append(Prediction(rid, self.spec.app_name, variant, str(version), outputs, sticky_key=key))
         self.m_requests.inc(tags={"variant": variant})
         if not ok:
             self.m_errors.inc(tags={"variant": variant})
@@ -212,13 +299,13 @@ class ABRouter:
         s = self.spec
         return parse_payload(body, inputs, s.max_request_bytes, s.max_rows, s.allow_nan)
 
-    async def _shadow(self, rid: str, version: str, body: bytes) -> None:
+    async def _shadow(self, rid: str, version: str, body: bytes, key: str | None) -> None:
         started = time.perf_counter()
         try:
             out = await self._infer("shadow", version, self._parse(body, version).frame)
-            self._record(rid, "shadow", True, started, out)
+            self._record(rid, "shadow", version, True, started, out, routed=False, key=key)
         except Exception:
-            self._record(rid, "shadow", False, started)
+            self._record(rid, "shadow", version, False, started, routed=False)
 
     @api.post("/predict")
     async def predict(self, request: Request):
@@ -237,11 +324,14 @@ class ABRouter:
         except PayloadError as exc:
             return _error(exc.status, exc.message)
         frame = parsed.frame
-        rid = uuid.uuid4().hex
+        rid = new_request_id()
+        routed = True
         try:
-            out = await self._infer(variant, version, frame)
-        except Exception as exc:
-            self._record(rid, variant, False, started)
+            limit = None if variant == "champion" else self.spec.variant_timeout_s
+            out = await asyncio.wait_for(self._infer(variant, version, frame), limit)
+        except Exception as exc:  # TimeoutError included: the champion answers instead
+            self._record(rid, variant, version, False, started)
+            routed = False  # the champion's answer below is a fallback, not what the weights chose
             if variant == "champion" or not snap["variants"].get("champion"):
                 return _error(503, f"model v{version} failed: {type(exc).__name__}")
             variant, version = "champion", snap["variants"]["champion"]  # the user still gets an answer
@@ -252,14 +342,14 @@ class ABRouter:
             except PayloadError as exc2:
                 return _error(exc2.status, exc2.message)
             except Exception as exc2:
-                self._record(rid, variant, False, started)
+                self._record(rid, variant, version, False, started, routed=False)
                 return _error(503, f"model v{version} failed: {type(exc2).__name__}")
-        self._record(rid, variant, True, started, out)
+        self._record(rid, variant, version, True, started, out, routed=routed, key=key)
         if self.served is not None:
             self.served.add(snap["model"], variant, version, frame, out)
         shadow = snap["variants"].get("shadow")
         if shadow:
-            task = asyncio.get_running_loop().create_task(self._shadow(rid, shadow, body))
+            task = asyncio.get_running_loop().create_task(self._shadow(rid, shadow, body, key))
             self.shadow_tasks[rid] = task  # feedback for this request waits for the shadow's answer
             task.add_done_callback(lambda _t, rid=rid: self.shadow_tasks.pop(rid, None))
         # A ready JSONResponse: FastAPI would otherwise walk every cell through jsonable_encoder first.
@@ -278,57 +368,103 @@ class ABRouter:
 
     @api.post("/feedback")
     async def feedback(self, request: Request):
+        """Labels for earlier predictions: ``{"request_id", "label"}`` (``"labels": [...]`` for a multi-row
+        request), or a list of them. Needs ``Authorization: Bearer <feedback token>``. One object: the HTTP
+        status is its outcome's (200 joined, 404 unknown, 409 duplicate, 422 expired or invalid); a list: 200
+        with one result per item. Answers never name the variant (a client must not learn whom it labels)."""
+        self._ensure_loop()
+        denied = self._auth(request, self.spec.feedback_token, FEEDBACK_TOKEN_ENV, "feedback")
+        if denied is not None:
+            return denied
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > self.spec.max_request_bytes:
+            return _error(413, f"body is {size} bytes; the limit is {self.spec.max_request_bytes}")
+        raw = await request.body()
+        if len(raw) > self.spec.max_request_bytes:
+            return _error(413, f"body is {len(raw)} bytes; the limit is {self.spec.max_request_bytes}")
         try:
-            body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _error(400, "malformed JSON")
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("request_id"), str)
-            or "label" not in body
-            and "labels" not in body
-        ):
-            return _error(
-                422, "expected {'request_id': str, 'label': value} (or 'labels': [..] for a multi-row request)"
-            )
-        values = body["labels"] if "labels" in body else [body["label"]]
-        if not isinstance(values, list) or not values:
-            return _error(422, "'labels' must be a non-empty list")
-        pending = self.shadow_tasks.get(body["request_id"])
-        if pending is not None:
-            await asyncio.wait([pending], timeout=5)
-        self._flush()
-        result = await self.state.feedback.remote(body["request_id"], values)
-        return result if result["ok"] else _error(result["status"], result["error"])
+        single = isinstance(body, dict)
+        items = [body] if single else body
+        if not isinstance(items, list) or not items:
+            return _error(422, "expected {'request_id': str, 'label': value} or a non-empty list of them")
+        if len(items) > self.spec.max_feedback_items:
+            return _error(413, f"{len(items)} labels; the limit is {self.spec.max_feedback_items} per request")
+        results: list[dict | None] = []
+        labels: list[Label] = []
+        for item in items:  # a malformed item is answered on its own; the others still join
+            problem = _feedback_problem(item)
+            if problem is None:
+                labels.append(Label(item["request_id"], item["labels"] if "labels" in item else [item["label"]]))
+                results.append(None)
+            else:
+                results.append({"request_id": _rid(item), "outcome": "invalid", "status": 422, "reason": problem})
+        pending = [self.shadow_tasks[lb.request_id] for lb in labels if lb.request_id in self.shadow_tasks]
+        if pending:  # a shadow still answering this request: its prediction joins too
+            await asyncio.wait(pending, timeout=5)
+        await self._write_predictions()  # this replica's own recent predictions are in the log first
+        try:
+            joined = iter(await asyncio.to_thread(self.predlog.join, labels, self.spec.rollout.test.score))
+        except Exception as exc:  # the database unreachable: nothing was counted, the client may retry
+            return _error(503, f"prediction log unavailable: {type(exc).__name__}")
+        out = [r if r is not None else _answer(next(joined)) for r in results]
+        if single:
+            return JSONResponse(out[0], status_code=out[0]["status"])
+        counts = {
+            k: sum(r["outcome"] == k for r in out) for k in ("joined", "unknown", "expired", "duplicate", "invalid")
+        }
+        return {"results": out, **counts}
 
     @api.get("/healthz")
     async def healthz(self):
+        """200 ``{"status": "ok"}``; 503 ``{"status": "degraded"}`` while the state actor does not answer
+        (requests are still served on the last weights, but no rollout decision or admin call happens)."""
         self._ensure_loop()
-        return {
-            "status": "ok",
+        try:
+            await asyncio.wait_for(self.state.snapshot.remote(), timeout=2.0)
+            reason = ""
+        except Exception as exc:
+            reason = f"A/B state actor unreachable: {type(exc).__name__}"
+            self._refind_state()
+        body = {
+            "status": "degraded" if reason else "ok",
             "model": self.snapshot["model"],
             "variants": self.snapshot["variants"],
             "placement": self.spec.placement,
         }
+        if reason:
+            body["reason"] = reason
+            return JSONResponse(body, status_code=503)
+        return body
 
     @api.get("/ab/status")
     async def status(self):
         self._ensure_loop()
         self._flush()
-        return await self.state.status.remote()
+        try:
+            return await self.state.status.remote()
+        except RayError as exc:
+            self._refind_state()
+            return _error(503, f"A/B state actor unavailable ({type(exc).__name__}); retry shortly")
 
     # -- admin --------------------------------------------------------------------------------------------
-    def _auth(self, request: Request) -> JSONResponse | None:
+    def _auth(
+        self, request: Request, configured: str | None = None, env: str = TOKEN_ENV, what: str = "admin"
+    ) -> JSONResponse | None:
+        """None if the bearer token matches; else 401 (none sent) or 403 (wrong, or none configured)."""
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
             return JSONResponse(
-                {"error": "admin call needs 'Authorization: Bearer <token>'"},
+                {"error": f"{what} call needs 'Authorization: Bearer <token>'"},
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        token = self.spec.token or os.environ.get(TOKEN_ENV)
+        key = "token" if what == "admin" else f"{what}_token"
+        token = (self.spec.token if what == "admin" else configured) or os.environ.get(env)
         if not token:
-            return _error(403, f"admin API disabled: no token configured (set 'token' or ${TOKEN_ENV})")
+            return _error(403, f"{what} API disabled: no token configured (set '{key}' or ${env})")
         if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
             return _error(403, "invalid token")
         return None
@@ -348,6 +484,9 @@ class ABRouter:
             result = await call(body)
         except (TypeError, ValueError) as exc:
             return _error(422, str(exc))
+        except RayError as exc:  # nothing changed: the actor was not there to change it
+            self._refind_state()
+            return _error(503, f"A/B state actor unavailable ({type(exc).__name__}); retry shortly")
         if not result["ok"]:
             return _error(result["status"], result["error"])
         await self._refresh()  # this replica applies the change at once; others within ~0.2 s
@@ -392,6 +531,7 @@ def build_app(args: dict):
     """Application builder (``serve run serve/ab.yaml``, ``hpm-ray serve``): resolve refs, start the state actor."""
     from hpm_ray import runtime
     from hpm_ray.registry.aliases import resolve_version
+    from hpm_ray.serving.predlog import default_url
     from hpm_ray.serving.served import served_dir
     from hpm_ray.serving.state import ensure_actor, initial_state, kill_actor
 
@@ -399,12 +539,15 @@ def build_app(args: dict):
     tracking = spec.tracking_uri or runtime.tracking_uri()
     db = spec.state_db or str(runtime.runs_dir() / "ab_state.sqlite")
     served = spec.served_dir or str(served_dir(spec.app_name))
+    log_spec = spec.prediction_log.model_copy(update={"url": spec.prediction_log.url or default_url(db)})
     spec = spec.model_copy(
         update={
             "tracking_uri": tracking,
             "state_db": db,
             "served_dir": served,
             "token": spec.token or os.environ.get(TOKEN_ENV),
+            "feedback_token": spec.feedback_token or os.environ.get(FEEDBACK_TOKEN_ENV),
+            "prediction_log": log_spec,
         }
     )
     from mlflow.tracking import MlflowClient
@@ -419,7 +562,17 @@ def build_app(args: dict):
         kill_actor(spec.app_name)
     import ray
 
-    actor = ensure_actor(spec.app_name, db, tracking, spec.rollout.model_dump(), init, spec.resume, spec.gates)
+    actor = ensure_actor(
+        spec.app_name,
+        db,
+        tracking,
+        spec.rollout.model_dump(),
+        init,
+        spec.resume,
+        spec.gates,
+        log_spec.url,
+        (log_spec.max_age_days, log_spec.max_rows),
+    )
     ray.get(actor.snapshot.remote())  # surfaces a failing actor here, not in a replica
     data = spec.model_dump()
     router = ABRouter.options(num_replicas=spec.router_replicas, max_ongoing_requests=spec.max_ongoing_requests)
@@ -440,6 +593,7 @@ def start_ab(
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,
+    feedback_token: str | None = None,
     **spec: object,
 ) -> str:
     """Serve ``model_name`` (champion, optional challenger at ``weights``) and return the base URL.
@@ -456,6 +610,7 @@ def start_ab(
         "champion": str(champion_version),
         "challenger": None if challenger_version is None else str(challenger_version),
         "token": token,
+        "feedback_token": feedback_token,
         **spec,
     }
     serve.start(http_options={"host": host, "port": int(port)})

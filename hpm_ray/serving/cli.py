@@ -1,8 +1,9 @@
-"""``hpm-ray serve`` (run the A/B app), ``hpm-ray ab start|status|expand|rollback|promote`` (talk to it) and
-``hpm-ray ab simulate`` (the rollout test's error rate and power on realistic label streams, offline).
+"""``hpm-ray serve`` (run the A/B app), ``hpm-ray ab start|status|expand|rollback|promote|feedback`` (talk to
+it) and ``hpm-ray ab simulate`` (the rollout test's error rate and power on realistic label streams, offline).
 
 ``ab`` commands other than ``simulate`` are HTTP clients of a running app, so they work from any machine that
-can reach it; the admin token comes from ``--token`` or ``$HPM_RAY_SERVE_TOKEN``.
+can reach it; the admin token comes from ``--token`` or ``$HPM_RAY_SERVE_TOKEN``, the feedback token (``ab
+feedback``) from ``--token`` or ``$HPM_RAY_FEEDBACK_TOKEN``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 from pathlib import Path
 
 from hpm_ray.errors import HPMError, SpecError
-from hpm_ray.serving.client import DEFAULT_URL, TOKEN_ENV, call
+from hpm_ray.serving.client import DEFAULT_URL, FEEDBACK_TOKEN_ENV, TOKEN_ENV, call
+
+FEEDBACK_CHUNK = 1000  # labels per POST /feedback
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("expand", "move the challenger to the next traffic step"),
         ("rollback", "take the challenger off traffic"),
         ("promote", "make the challenger champion (quality gates first)"),
+        ("feedback", "send late labels (CSV: request_id,label) to join their predictions"),
     ):
         p = actions.add_parser(name, help=help_text)
         p.add_argument(
@@ -57,6 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             default=os.environ.get("HPM_RAY_SERVE_URL", DEFAULT_URL),
             help=f"the app's base URL (default {DEFAULT_URL})",
         )
+        if name == "feedback":
+            p.add_argument(
+                "--file",
+                required=True,
+                help="CSV with columns request_id,label: one line per row of a request, in the request's row order",
+            )
+            p.add_argument("--token", help=f"feedback bearer token (default ${FEEDBACK_TOKEN_ENV})")
+            p.set_defaults(func=_feedback)
+            continue
         p.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
         if name == "start":
             p.add_argument("--model", required=True, help="registered model name the app serves")
@@ -263,7 +276,7 @@ def format_status(s: dict) -> str:
         lines.append(
             f"  {name:<10} v{m['version']} requests={m['requests']} errors={m['errors']} p50={fmt(m['latency_p50_ms'], '.1f')}ms "
             f"p99={fmt(m['latency_p99_ms'], '.1f')}ms confidence={fmt(m['mean_confidence'], '.3f')} "
-            f"accuracy={fmt(m['accuracy'], '.3f')} (labelled {m['labelled']})"
+            f"{m['score']}={fmt(m['mean_score'], '.4f')} (labelled {m['labelled']} requests, {m['labelled_rows']} rows)"
         )
     for h in s.get("history", [])[-5:]:
         lines.append(f"  event: {h['event']}: {h['detail']}")
@@ -283,4 +296,58 @@ def _ab(args: argparse.Namespace) -> int:
     else:
         result = call(args.url, "POST", f"/ab/{args.ab_command}", {}, token)
     print(f"{result['event']}: {result['detail']}")
+    return 0
+
+
+def _label_value(text: str):
+    """A CSV cell as the JSON value a client would send: an integer, else a number, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def read_labels(path: str) -> list[dict]:
+    """``{"request_id", "labels"}`` per request id of a labels CSV, rows in file order; one-line errors."""
+    import csv
+
+    p = Path(path)
+    if not p.is_file():
+        raise HPMError(f"--file: no such file {path!r}")
+    by_id: dict[str, list] = {}
+    try:
+        with open(p, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"request_id", "label"} - set(reader.fieldnames or ())
+            if missing:
+                raise HPMError(f"{path}: needs columns request_id,label; missing {', '.join(sorted(missing))}")
+            for line, row in enumerate(reader, start=2):
+                rid, label = (row.get("request_id") or "").strip(), (row.get("label") or "").strip()
+                if not rid or not label:
+                    raise HPMError(f"{path}, line {line}: empty request_id or label")
+                by_id.setdefault(rid, []).append(_label_value(label))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise HPMError(f"{path}: not a readable CSV ({exc})") from None
+    if not by_id:
+        raise HPMError(f"{path}: no labels")
+    return [{"request_id": rid, "labels": labels} for rid, labels in by_id.items()]
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    """POST the file's labels in chunks; print the count per outcome and the first few refusals."""
+    items = read_labels(args.file)
+    token = args.token or os.environ.get(FEEDBACK_TOKEN_ENV)
+    totals: dict[str, int] = {}
+    refused: list[dict] = []
+    for i in range(0, len(items), FEEDBACK_CHUNK):
+        answer = call(args.url, "POST", "/feedback", items[i : i + FEEDBACK_CHUNK], token)
+        for r in answer["results"]:
+            totals[r["outcome"]] = totals.get(r["outcome"], 0) + 1
+            if r["outcome"] != "joined" and len(refused) < 5:
+                refused.append(r)
+    print(f"{len(items)} labelled requests: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
+    for r in refused:
+        print(f"  {r['request_id']}: {r['outcome']} ({r['reason']})")
     return 0

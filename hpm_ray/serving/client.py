@@ -10,11 +10,12 @@ import json
 from hpm_ray.errors import HPMError
 
 TOKEN_ENV = "HPM_RAY_SERVE_TOKEN"  # the admin token, for the app (hpm_ray.serving.app) and its clients
+FEEDBACK_TOKEN_ENV = "HPM_RAY_FEEDBACK_TOKEN"  # the label feedback token: labels move the rollout, so they need one
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def call(
-    url: str, method: str, path: str, body: dict | None = None, token: str | None = None, timeout: float = 30.0
+    url: str, method: str, path: str, body: dict | list | None = None, token: str | None = None, timeout: float = 30.0
 ) -> dict:
     """One JSON call to the app; an HTTP error or an unreachable app becomes an :class:`HPMError`."""
     import urllib.error

@@ -29,11 +29,6 @@ def confidence(out: pd.DataFrame) -> float | None:
     return float(np.maximum.reduce(cols).mean())  # column-wise: avoids a mixed-dtype frame copy per request
 
 
-def labels(out: pd.DataFrame) -> list | None:
-    """The predicted labels kept for feedback scoring (classifiers only)."""
-    return out["prediction"].tolist() if "prediction" in out.columns else None
-
-
 @dataclass(frozen=True)
 class InputSpec:
     """What a version takes: its columns in order; which are integer (int64 when whole), string, true/false, or optional

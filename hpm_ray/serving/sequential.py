@@ -189,7 +189,8 @@ def evaluate(
     """
     if min(champion.n, challenger.n) < test.min_labels:
         return Verdict(
-            "hold", f"labelled records champion={champion.n} challenger={challenger.n}, need {test.min_labels} each"
+            "inconclusive" if elapsed_s >= test.max_duration_s else "hold",
+            f"labelled records champion={champion.n} challenger={challenger.n}, need {test.min_labels} each",
         )
     ci = (
         paired_interval(diffs, test.alpha, test.rho2)

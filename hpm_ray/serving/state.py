@@ -1,9 +1,16 @@
 """A/B state (variants, weights, stage, history, live metrics) in one small Ray actor, persisted in sqlite.
 
 Routers read the state every ~0.2 s and send their per-request records in batches, so weights change
-live without restarting a replica, and metrics from every router replica meet in one place. Each state
-change is written to sqlite (restored when the app restarts) and logged to MLflow (run ``ab-<app>``).
-The sqlite file must be reachable from the node the actor runs on (a single node, or a shared path).
+live without restarting a replica, and metrics from every router replica meet in one place. Labels do not
+pass through the actor: routers join them to the durable prediction log (:mod:`hpm_ray.serving.predlog`),
+and the actor reads the labelled scores from there on a timer (every ``TICK_S``), crediting each to the
+version that answered; its cursor into the log is saved with the state, so the test's sums are exact
+across restarts. The rollout rule runs on the same timer, so a time limit fires without traffic.
+
+Each state change is written to sqlite first (restored when the actor or the app restarts), then logged
+to MLflow (run ``ab-<app>``) in a background thread: a slow or failing tracking server never delays a
+rollback. The sqlite file must be reachable from the node the actor runs on (a single node, or a shared
+path). The actor restarts by itself when it dies (``max_restarts=-1``) and resumes from its store.
 """
 
 from __future__ import annotations
@@ -12,20 +19,24 @@ import copy
 import json
 import logging
 import sqlite3
+import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from hpm_ray.errors import HPMError
-from hpm_ray.serving.policy import RolloutPolicy, VariantStats, decide
+from hpm_ray.serving.policy import RolloutPolicy, ScoreStats, VariantStats, decide
+from hpm_ray.serving.predlog import LabelledRequest, PredictionLog
+from hpm_ray.serving.sequential import Moments
 
 NAMESPACE = "hpm_ray"
 EXPERIMENT = "hpm-ray-ab"
 SLOTS = ("champion", "challenger", "shadow")
 _LATENCY_WINDOW = 5000
-_REQUEST_MEMORY = 200_000  # request ids kept for label feedback
+TICK_S = 1.0  # the actor reads new labels and applies the rollout rule this often, traffic or not
+_PRUNE_S = 600.0  # retention of the prediction log is applied this often
 _HISTORY = 200
 log = logging.getLogger(__name__)
 
@@ -46,20 +57,15 @@ def initial_state(model: str, champion: str, challenger: str | None, shadow: str
         "revision": 0,
         "history": [],
         "stats": {},
+        **_fresh_experiment(time.time()),
+        "cursor": 0,  # the last prediction-log label (seq) read into the scores
     }
 
 
-def _same_label(a, b) -> bool:
-    """Labels from JSON and from the model compare equal across int/float/str spellings (1, 1.0, "1")."""
-
-    def norm(x):
-        try:
-            f = float(x)
-            return str(int(f)) if f.is_integer() else repr(f)
-        except (TypeError, ValueError):
-            return str(x)
-
-    return norm(a) == norm(b)
+def _fresh_experiment(now: float) -> dict:
+    """Per-experiment evidence: score moments [n, sum, sum of squares] per version, labelled requests per
+    version, paired differences (challenger - champion on the same rows), routed requests at this step."""
+    return {"experiment_started": now, "scores": {}, "labelled": {}, "diffs": [0, 0.0, 0.0], "step_counts": {}}
 
 
 class SqliteStore:
@@ -88,9 +94,24 @@ class SqliteStore:
                 c.execute("INSERT INTO ab_events VALUES (?, ?, ?, ?)", (app, time.time(), *event))
 
 
+def _moments(m: list) -> Moments:
+    return Moments(int(m[0]), float(m[1]), float(m[2]))
+
+
+def _add(m: list, scores) -> None:
+    x = np.asarray(scores, dtype=float)
+    m[0] += int(x.size)
+    m[1] += float(x.sum())
+    m[2] += float(np.dot(x, x))
+
+
 class ABState:
     """The actor's body. Public methods are called by routers and admin endpoints; none raises to a router:
-    a refused admin call returns ``{"ok": False, "error": ...}``."""
+    a refused admin call returns ``{"ok": False, "error": ...}``.
+
+    ``resume`` restores the saved state of a fresh deploy; a restarted actor (Ray re-runs ``__init__`` after a
+    crash) always resumes, whatever the deploy said. ``timer_s`` (None in unit tests) starts the rule's timer.
+    """
 
     def __init__(
         self,
@@ -101,30 +122,42 @@ class ABState:
         init: dict,
         resume: bool = True,
         gates: dict | None = None,
+        log_url: str | None = None,
+        log_retention: tuple[float | None, int | None] = (None, None),
+        timer_s: float | None = TICK_S,
     ):
         self.app = app
         self.gates = gates
         self.store = SqliteStore(db_path)
         self.tracking_uri = tracking_uri
         self.policy = RolloutPolicy.model_validate(policy)
-        stored = self.store.load(app) if resume else None
+        self.log = PredictionLog(log_url, *log_retention) if log_url else None
+        restarted = _was_restarted()
+        stored = self.store.load(app) if resume or restarted else None
         self.restored = bool(stored and stored.get("model") == init["model"])
         self.state = stored if self.restored else copy.deepcopy(init)
+        for key, value in {**_fresh_experiment(time.time()), "cursor": 0}.items():
+            self.state.setdefault(key, value)  # a state saved before the prediction log: its experiment starts now
         self.latency: dict[str, deque] = {}
+        self.recent_ok: dict[str, deque] = {}  # the guardrails' sliding window of outcomes per variant
         for name, s in self.state.get("stats", {}).items():
             self.latency[name] = deque(s.pop("latency_recent", []), maxlen=_LATENCY_WINDOW)
-        self.requests: OrderedDict[str, list] = OrderedDict()
-        self.last_decision = "restored from sqlite" if self.restored else "started"
+            self.recent_ok[name] = deque(s.pop("ok_recent", []), maxlen=self.policy.guard_window)
+        self.last_decision = ("restarted" if restarted else "restored") + " from sqlite" if self.restored else "started"
         self.mlflow_error = ""
+        self._mlflow = ThreadPoolExecutor(1, thread_name_prefix="ab-mlflow")  # in order, off the actor's thread
         self._run_id = self.state.get("mlflow_run_id")
         self._last_save = 0.0
-        self._last_tick = 0.0
+        self._last_prune = 0.0
+        self._dirty = False
         if not self.restored:
             self._change(
                 "start",
                 f"champion v{init['variants']['champion']}"
                 + (f", challenger v{init['variants']['challenger']}" if init["variants"]["challenger"] else ""),
             )
+        if timer_s:
+            threading.Thread(target=_timer, args=(timer_s,), daemon=True, name="ab-timer").start()
 
     # -- reads -------------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -132,9 +165,12 @@ class ABState:
         return {k: self.state[k] for k in ("model", "variants", "weights", "revision", "stage")}
 
     def status(self) -> dict:
-        out = {k: v for k, v in self.state.items() if k not in ("stats", "history")}
+        hidden = ("stats", "history", "scores", "labelled", "diffs", "step_counts")
+        out = {k: v for k, v in self.state.items() if k not in hidden}
+        out["mlflow_run_id"] = self._run_id
         out["history"] = self.state["history"][-20:]
         out["metrics"] = {name: self._metrics(name) for name in self.state["stats"]}
+        out["paired"] = _moments(self.state["diffs"]).n if self._paired() else None
         out["policy"] = self.policy.model_dump()
         out["last_decision"] = self.last_decision
         out["restored"] = self.restored
@@ -145,6 +181,8 @@ class ABState:
     def _metrics(self, name: str) -> dict:
         s = self.state["stats"][name]
         lat = np.asarray(self.latency.get(name, ()), dtype=float)
+        version = str(s.get("version"))
+        m = _moments(self.state["scores"].get(version, [0, 0.0, 0.0]))
         return {
             "version": s.get("version"),
             "requests": s["requests"],
@@ -152,63 +190,95 @@ class ABState:
             "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
             "mean_confidence": s["conf_sum"] / s["conf_n"] if s["conf_n"] else None,
-            "labelled": s["labelled"],
-            "accuracy": s["correct"] / s["labelled"] if s["labelled"] else None,
+            "labelled": self.state["labelled"].get(version, 0),  # labelled requests answered by this version
+            "labelled_rows": m.n,
+            "score": self.policy.test.score,
+            "mean_score": m.mean if m.n else None,  # lower is better
         }
 
     def _stats(self, name: str) -> dict:
         return self.state["stats"].setdefault(
             name,
-            {
-                "version": self.state["variants"].get(name),
-                "requests": 0,
-                "errors": 0,
-                "conf_sum": 0.0,
-                "conf_n": 0,
-                "labelled": 0,
-                "correct": 0,
-            },
+            {"version": self.state["variants"].get(name), "requests": 0, "errors": 0, "conf_sum": 0.0, "conf_n": 0},
         )
 
     # -- traffic -----------------------------------------------------------------------------------------
     def record(self, records: list[tuple]) -> None:
-        """``(request_id, variant, ok, latency_ms, confidence | None, predictions | None)`` per request."""
-        for rid, variant, ok, latency_ms, confidence, predictions in records:
+        """``(variant, ok, latency_ms, confidence | None, routed)`` per answer; ``routed``: the variant the
+        weights chose (not a fallback or a shadow), counted for the sample-ratio check."""
+        steps = self.state["step_counts"]
+        for variant, ok, latency_ms, confidence, routed in records:
             s = self._stats(variant)
             s["requests"] += 1
             s["errors"] += 0 if ok else 1
             self.latency.setdefault(variant, deque(maxlen=_LATENCY_WINDOW)).append(latency_ms)
+            self.recent_ok.setdefault(variant, deque(maxlen=self.policy.guard_window)).append(bool(ok))
             if confidence is not None:
                 s["conf_sum"] += confidence
                 s["conf_n"] += 1
-            if ok and predictions is not None:
-                self.requests.setdefault(rid, []).append((variant, predictions))
-                self.requests.move_to_end(rid)
-        while len(self.requests) > _REQUEST_MEMORY:
-            self.requests.popitem(last=False)
-        self._tick()
-        self._save(force=False)
+            if routed:
+                steps[variant] = steps.get(variant, 0) + 1
+        self._dirty = True
 
-    def feedback(self, request_id: str, labels: list) -> dict:
-        """Score the predictions of ``request_id`` (every variant that answered it, shadow included)."""
-        served = self.requests.get(request_id)
-        if served is None:
-            return {"ok": False, "status": 404, "error": f"unknown request id {request_id!r} (or too old)"}
-        for variant, predictions in served:
-            if len(predictions) != len(labels):
-                return {
-                    "ok": False,
-                    "status": 422,
-                    "error": f"request {request_id} had {len(predictions)} rows; got {len(labels)} labels",
-                }
-        self.requests.pop(request_id)
-        for variant, predictions in served:
-            s = self._stats(variant)
-            s["labelled"] += len(labels)
-            s["correct"] += sum(_same_label(p, y) for p, y in zip(predictions, labels))
-        self._tick()
-        self._save(force=False)
-        return {"ok": True, "variants": [v for v, _ in served]}
+    def tick(self) -> str:
+        """Read new labels from the prediction log, apply the rollout rule, save; returns the last decision.
+        Called by the actor's own timer, and by tests that want it now."""
+        try:
+            if self.log is not None:
+                self._read_labels()
+                now = time.time()
+                if now - self._last_prune >= _PRUNE_S:
+                    self._last_prune = now
+                    self.log.prune(now)
+            self._decide()
+        except Exception as exc:  # a database hiccup or a failed promote must not stop the timer
+            self.last_decision = f"hold: rule not applied ({type(exc).__name__}: {exc})"
+            log.warning("A/B rule not applied: %s", self.last_decision)
+        if self._dirty:
+            self._save(force=False)
+        return self.last_decision
+
+    def _read_labels(self) -> None:
+        while True:
+            batch = self.log.scores_since(self.app, int(self.state["cursor"]))
+            if not batch:
+                return
+            for req in batch:
+                self._credit(req)
+            self.state["cursor"] = batch[-1].seq
+            self._dirty = True
+
+    def _credit(self, req: LabelledRequest) -> None:
+        """Each version that answered ``req`` during this experiment gets its per-row scores (once per
+        request, even when a version answered as challenger and as shadow), and the paired difference when
+        both champion and challenger versions answered it."""
+        started = self.state["experiment_started"]
+        per_version = {}
+        for s in req.scored:
+            if s.time >= started and s.version not in per_version:
+                per_version[s.version] = s.scores
+        for version, scores in per_version.items():
+            _add(self.state["scores"].setdefault(version, [0, 0.0, 0.0]), scores)
+            self.state["labelled"][version] = self.state["labelled"].get(version, 0) + 1
+        cp, ch = (str(self.state["variants"].get(k)) for k in ("champion", "challenger"))
+        if cp in per_version and ch in per_version and len(per_version[cp]) == len(per_version[ch]):
+            _add(self.state["diffs"], np.subtract(per_version[ch], per_version[cp]))
+
+    def _guard_stats(self, slot: str) -> VariantStats:
+        """The guardrails' view of a variant: its last ``guard_window`` requests, and its labelled requests."""
+        window = self.recent_ok.get(slot, ())
+        lat = list(self.latency.get(slot, ()))[-self.policy.guard_window :]
+        return VariantStats(
+            requests=len(window),
+            errors=sum(not ok for ok in window),
+            labelled=self.state["labelled"].get(str(self.state["variants"].get(slot)), 0),
+            p99_ms=float(np.percentile(lat, 99)) if lat else None,
+        )
+
+    def _paired(self) -> bool:
+        """Paired design: the shadow is the challenger's version, so it scores the champion's rows too."""
+        v = self.state["variants"]
+        return bool(v.get("challenger")) and v.get("shadow") == v.get("challenger")
 
     # -- admin -------------------------------------------------------------------------------------------
     def set_weights(self, weights: dict) -> dict:
@@ -236,7 +306,9 @@ class ABState:
         self.state["weights"] = {"champion": 100.0 - traffic, "challenger": traffic}
         self.state["stage"] = "rollout"
         self.state["stats"] = {}
+        self.state.update(_fresh_experiment(time.time()))  # late labels of earlier predictions are not counted
         self.latency.clear()
+        self.recent_ok.clear()
         return self._change("start", f"challenger v{challenger} at {traffic:g}%")
 
     def expand(self, reason: str = "manual") -> dict:
@@ -246,66 +318,84 @@ class ABState:
         self.state["weights"] = {"champion": 100.0 - traffic, "challenger": traffic}
         return self._change("expand", f"challenger -> {traffic:g}% ({reason})")
 
-    def rollback(self, reason: str = "manual") -> dict:
+    def rollback(self, reason: str = "manual", stage: str = "rolled_back") -> dict:
         challenger = self.state["variants"].get("challenger")
         if not challenger:
             return {"ok": False, "status": 409, "error": "no challenger to roll back"}
         self.state["variants"]["challenger"] = None
         self.state["weights"] = {"champion": 100.0}
-        self.state["stage"] = "rolled_back"
-        return self._change("rollback", f"challenger v{challenger} removed: {reason}")
+        self.state["stage"] = stage
+        event = "rollback" if stage == "rolled_back" else stage
+        return self._change(event, f"challenger v{challenger} removed: {reason}")
 
     def promote(self, reason: str = "manual") -> dict:
         """Promote the challenger through the registry's quality gates; refused gates leave serving unchanged."""
         from mlflow.tracking import MlflowClient
 
-        from hpm_ray.registry.aliases import promote
+        from hpm_ray.registry.aliases import GatesRefused, promote
 
         challenger = self.state["variants"].get("challenger")
         if not challenger:
             return {"ok": False, "status": 409, "error": "no challenger to promote"}
         try:
             promote(self.state["model"], challenger, self.gates, client=MlflowClient(self.tracking_uri))
-        except HPMError as exc:
-            return {"ok": False, "status": 409, "error": str(exc)}
+        except GatesRefused as exc:
+            return {"ok": False, "status": 409, "error": str(exc), "refused": True}
+        except Exception as exc:  # the registry failing (or an alias it cannot find): nothing changed, say why
+            return {"ok": False, "status": 503, "error": f"promotion failed: {type(exc).__name__}: {exc}"}
         self.state["variants"].update(champion=challenger, challenger=None)
         self.state["weights"] = {"champion": 100.0}
         self.state["stage"] = "promoted"
         return self._change("promote", f"v{challenger} is champion ({reason})")
 
-    def _tick(self) -> None:
-        """Apply the rollout policy (at most every 0.1 s) while an automatic rollout runs."""
-        now = time.time()
-        if self.state["stage"] != "rollout" or not self.policy.auto or now - self._last_tick < 0.1:
+    def _decide(self) -> None:
+        """Apply the rollout policy while an automatic rollout runs."""
+        if self.state["stage"] != "rollout" or not self.policy.auto:
             return
-        self._last_tick = now
-        stats = {
-            k: VariantStats(
-                **{f: self.state["stats"].get(k, {}).get(f, 0) for f in ("requests", "errors", "labelled", "correct")}
-            )
-            for k in ("champion", "challenger")
-        }
+        now = time.time()
+        stats = {k: self._guard_stats(k) for k in ("champion", "challenger")}
+        versions = [str(self.state["variants"].get(k)) for k in ("champion", "challenger")]
+        scores = ScoreStats(
+            *(_moments(self.state["scores"].get(v, [0, 0.0, 0.0])) for v in versions),
+            elapsed_s=now - self.state["experiment_started"],
+            diffs=_moments(self.state["diffs"]) if self._paired() else None,
+        )
+        counts = self.state["step_counts"]
+        split = (
+            [counts.get("champion", 0), counts.get("challenger", 0)],
+            [self.state["weights"].get("champion", 0.0), self.state["weights"].get("challenger", 0.0)],
+        )
         d = decide(
             self.policy,
             self.state["weights"].get("challenger", 0.0),
             now - self.state["step_started"],
             stats["champion"],
             stats["challenger"],
+            scores,
+            split,
         )
         self.last_decision = f"{d.action}: {d.reason}"
         if d.action == "expand":
             self.expand(d.reason)
         elif d.action == "rollback":
             self.rollback(d.reason)
+        elif d.action == "inconclusive":
+            self.rollback(d.reason, stage="inconclusive")
         elif d.action == "promote":
             result = self.promote(d.reason)
-            if not result["ok"]:
+            if result["ok"]:
+                return
+            if result.get("refused"):  # by the quality gates: the challenger goes
                 self.rollback(result["error"])
+            else:  # the registry failed: hold at the last step with the reason, retry on the next tick
+                self.last_decision = f"hold: {result['error']}; retrying"
 
     # -- persistence -------------------------------------------------------------------------------------
     def _change(self, event: str, detail: str) -> dict:
+        """A state change: saved (and its revision bumped) before anything else, then logged to MLflow."""
         self.state["revision"] += 1
         self.state["step_started"] = time.time()
+        self.state["step_counts"] = {}
         entry = {
             "time": time.time(),
             "event": event,
@@ -314,8 +404,8 @@ class ABState:
             "variants": dict(self.state["variants"]),
         }
         self.state["history"] = (self.state["history"] + [entry])[-_HISTORY:]
-        self._log_mlflow(entry)
         self._save(force=True, event=(event, detail))
+        self._mlflow.submit(self._log_mlflow, entry, copy.deepcopy(self.state["history"]), self.state["revision"])
         return {
             "ok": True,
             "event": event,
@@ -329,13 +419,18 @@ class ABState:
         if not force and now - self._last_save < 1.0:
             return
         self._last_save = now
+        self._dirty = False
         state = copy.deepcopy(self.state)
+        state["mlflow_run_id"] = self._run_id  # set by the MLflow thread: read here, never written there into state
         for name, s in state["stats"].items():
             s["latency_recent"] = list(self.latency.get(name, ()))[-1000:]
+            s["ok_recent"] = list(self.recent_ok.get(name, ()))
         self.store.save(self.app, state, event)
 
     def flush(self) -> None:
+        """Save now and wait for pending MLflow logging (bounded): called before the actor is stopped."""
         self._save(force=True)
+        self._mlflow.submit(lambda: None).result(timeout=8)
 
     def _experiment(self, client) -> str:
         """The A/B experiment; with a local sqlite store its artifacts sit next to the state db, never in ./mlruns."""
@@ -354,8 +449,8 @@ class ABState:
         except MlflowException:  # created meanwhile by another app's actor
             return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
-    def _log_mlflow(self, entry: dict) -> None:
-        """One MLflow run per A/B app: weights and stage as stepped metrics, the history as an artifact."""
+    def _log_mlflow(self, entry: dict, history: list, step: int) -> None:
+        """One MLflow run per A/B app: weights as stepped metrics, the history as an artifact (background thread)."""
         try:
             from mlflow.tracking import MlflowClient
 
@@ -365,30 +460,76 @@ class ABState:
                 self._run_id = client.create_run(
                     exp_id, run_name=f"ab-{self.app}", tags={"hpm_ray.model": self.state["model"]}
                 ).info.run_id
-                self.state["mlflow_run_id"] = self._run_id
-            step = self.state["revision"]
+                self._dirty = True  # the next save stores the run id
             ts = int(entry["time"] * 1000)
             for variant in ("champion", "challenger"):
                 client.log_metric(
                     self._run_id, f"weight_{variant}", float(entry["weights"].get(variant, 0.0)), ts, step
                 )
             client.set_tag(self._run_id, "ab.last_event", f"{entry['event']}: {entry['detail']}"[:4000])
-            client.log_dict(self._run_id, self.state["history"], "ab_history.json")
+            client.log_dict(self._run_id, history, "ab_history.json")
+            self.mlflow_error = ""
         except Exception as exc:  # MLflow down must not stop serving; status shows it
             self.mlflow_error = f"{type(exc).__name__}: {exc}"
             log.warning("A/B state not logged to MLflow: %s", self.mlflow_error)
 
 
+def _was_restarted() -> bool:
+    """True in an actor that Ray restarted after a crash (False outside an actor, e.g. in unit tests)."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
+def _timer(every_s: float) -> None:
+    """Run ``tick`` on this actor every ``every_s``: the call runs on the actor's own thread, in order with
+    router and admin calls, so the rule needs no lock; waiting for each tick keeps a slow one from piling up."""
+    import ray
+
+    me = ray.get_runtime_context().current_actor
+    while True:
+        time.sleep(every_s)
+        try:
+            ray.get(me.tick.remote())
+        except Exception as exc:  # the actor is going away (tick itself never raises)
+            log.warning("A/B rule timer stopped: %s", exc)
+            return
+
+
+# MLflow's HTTP client retries for minutes by default; the actor logs in the background but should give up soon
+_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def ensure_actor(
-    app: str, db_path: str, tracking_uri: str, policy: dict, init: dict, resume: bool, gates: dict | None = None
+    app: str,
+    db_path: str,
+    tracking_uri: str,
+    policy: dict,
+    init: dict,
+    resume: bool,
+    gates: dict | None = None,
+    log_url: str | None = None,
+    log_retention: tuple[float | None, int | None] = (None, None),
 ):
-    """The app's state actor, created (restoring from sqlite when ``resume``) if it is not running."""
+    """The app's state actor, created (restoring from sqlite when ``resume``) if it is not running.
+
+    It restarts whenever it dies (``max_restarts=-1``; a restart resumes from sqlite), and calls in flight
+    during a restart are retried on the new instance rather than failing the router or admin call.
+    """
     import ray
 
     actor = (
-        ray.remote(num_cpus=0, max_concurrency=1)(ABState)
-        .options(name=actor_name(app), namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
-        .remote(app, db_path, tracking_uri, policy, init, resume, gates)
+        ray.remote(num_cpus=0, max_concurrency=1, max_restarts=-1, max_task_retries=-1)(ABState)
+        .options(
+            name=actor_name(app),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            runtime_env={"env_vars": _MLFLOW_ENV},
+        )
+        .remote(app, db_path, tracking_uri, policy, init, resume, gates, log_url, log_retention)
     )
     return actor
 
@@ -403,6 +544,8 @@ def kill_actor(app: str) -> bool:
         return False
     try:
         ray.get(actor.flush.remote(), timeout=10)
+    except Exception as exc:  # dead or hung: its last save in sqlite stands
+        log.warning("A/B state actor not flushed before stopping: %s", exc)
     finally:
-        ray.kill(actor)
+        ray.kill(actor)  # no_restart: stopped for good
     return True
