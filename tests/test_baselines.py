@@ -119,15 +119,15 @@ def test_fold_score_by_hand():
 
 
 def test_family_is_chosen_on_validation_and_only_servable_families_are_registered():
-    f = bl.choose_family({"lgbm": 0.010, "naive": 0.012, "ewma": 0.011})
+    f = bl.choose_family({"lgbm": 0.010, "naive": 0.012, "ewma": 0.011}, "lgbm")
     assert (f.chosen, f.registered) == ("lgbm", "lgbm") and "vs ewma 0.011" in f.reason
-    f = bl.choose_family({"lgbm": 0.012, "naive": 0.011, "ewma": 0.0115})
+    f = bl.choose_family({"lgbm": 0.012, "naive": 0.011, "ewma": 0.0115}, "lgbm")
     assert (f.chosen, f.registered) == ("naive", "naive") and "not the tuned model" in f.reason
     # the best on validation needs an EWMA state: it cannot be registered; the best servable one is, and it says so
-    f = bl.choose_family({"lgbm": 0.012, "naive": 0.0125, "ewma": 0.011, "garch": float("nan")})
+    f = bl.choose_family({"lgbm": 0.012, "naive": 0.0125, "ewma": 0.011, "garch": float("nan")}, "lgbm")
     assert (f.chosen, f.registered) == ("ewma", "lgbm") and "cannot be registered; registered lgbm" in f.reason
-    f = bl.choose_family({"lgbm": 0.013, "naive": 0.0125, "har": 0.011})
+    f = bl.choose_family({"lgbm": 0.013, "naive": 0.0125, "har": 0.011}, "lgbm")
     assert (f.chosen, f.registered) == ("har", "naive")
-    assert bl.choose_family({"lgbm": 0.01, "naive": 0.01}).chosen == "naive"  # a tie goes to the simpler model
+    assert bl.choose_family({"lgbm": 0.01, "naive": 0.01}, "lgbm").chosen == "naive"  # a tie goes to the simpler model
     with pytest.raises(DataError, match="tuned forecaster's validation pinball"):
-        bl.choose_family({"naive": 0.01})
+        bl.choose_family({"naive": 0.01}, "lgbm")

@@ -77,13 +77,13 @@ def test_hpo_family_section_says_what_ships_and_where_there_is_no_skill():
         "h=48: no evidence of skill over naive, ewma; skill over default_lgbm; the tuned forecaster loses to har "
         "(two-sided Diebold-Mariano test, 5 % level)."
     )
-    rows = skill_rows(48, entry)
+    rows = skill_rows(48, entry, "lgbm")
     assert [r["forecaster"] for r in rows] == ["tuned LGBM", "naive", "ewma (decay 0.97)", "har", "default_lgbm"]
     assert [r["ships"] for r in rows] == [False, True, False, False, False]
     assert rows[0]["q0.05"] == 0.0021 and rows[0]["DM"] == "" and rows[3]["p"] == 0.004
     assert len(rows[0]) == 10  # h, forecaster, val, test, 3 quantiles, DM, p, ships: fits the page
     r = Report("t")
-    family_section(r, {"horizons": {"48": entry}})
+    family_section(r, {"horizons": {"48": entry}}, "lgbm")
     html = r.to_html()
     assert "h=48: ships naive; naive has the lowest validation pinball" in html
     assert "no evidence of skill over naive, ewma" in html and html.count("<tr>") == 6

@@ -43,6 +43,7 @@ def grouped_bags(labels: np.ndarray, n_bags: int, share: float, seed: int) -> np
     return bags
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class EBMStudent(SoftStudent):
     """Explainable Boosting Machine on weighted soft rows (``interactions`` pairwise terms, 0 = a pure GAM).
 

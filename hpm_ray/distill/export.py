@@ -344,29 +344,30 @@ def readable(model) -> pd.DataFrame | None:
     return None
 
 
+def _readable_form(model):
+    """``(file suffixes, JSON content, writer of the second file)`` of a student with a readable form, else None."""
+    if isinstance(model, ScorecardStudent) and len(model.classes_) == 2:
+        return (".json", ".csv"), scorecard(model), lambda card, path: points_table(card).to_csv(path, index=False)
+    if isinstance(model, Tree4Student):
+        return ("_rules.json", "_rules.txt"), tree_rules(model), lambda r, path: path.write_text(rules_text(r) + "\n")
+    if isinstance(model, EBMStudent) and len(model.classes_) == 2:
+        shapes = ebm_shapes(model)
+        return ("_shapes.json", "_shapes.csv"), shapes, lambda sh, path: shape_table(sh).to_csv(path, index=False)
+    return None
+
+
 def write_artifacts(model, out_dir: str | Path, stem: str) -> list[Path]:
     """Write the model's readable export (scorecard CSV + JSON, rules JSON + text, EBM shapes JSON + CSV) and
     log it to MLflow when a run is active. Returns the files written (none for students without a readable form)."""
     out = Path(out_dir)
     files: list[Path] = []
-    if isinstance(model, ScorecardStudent) and len(model.classes_) == 2:
-        card = scorecard(model)
-        files += [out / f"{stem}.json", out / f"{stem}.csv"]
+    export = _readable_form(model)
+    if export is not None:
+        suffixes, content, second = export
+        files += [out / f"{stem}{suffixes[0]}", out / f"{stem}{suffixes[1]}"]
         out.mkdir(parents=True, exist_ok=True)
-        files[0].write_text(json.dumps(card, indent=2))
-        points_table(card).to_csv(files[1], index=False)
-    elif isinstance(model, Tree4Student):
-        rules = tree_rules(model)
-        files += [out / f"{stem}_rules.json", out / f"{stem}_rules.txt"]
-        out.mkdir(parents=True, exist_ok=True)
-        files[0].write_text(json.dumps(rules, indent=2))
-        files[1].write_text(rules_text(rules) + "\n")
-    elif isinstance(model, EBMStudent) and len(model.classes_) == 2:
-        shapes = ebm_shapes(model)
-        files += [out / f"{stem}_shapes.json", out / f"{stem}_shapes.csv"]
-        out.mkdir(parents=True, exist_ok=True)
-        files[0].write_text(json.dumps(shapes, indent=2))
-        shape_table(shapes).to_csv(files[1], index=False)
+        files[0].write_text(json.dumps(content, indent=2))
+        second(content, files[1])
     if files and "mlflow" in sys.modules:  # no mlflow import, no active run: skip the import cost
         import mlflow
 

@@ -164,6 +164,7 @@ def log_ratio(q: np.ndarray) -> np.ndarray:
     return z - z.mean(axis=1, keepdims=True)
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class Tree4Student(SoftStudent):
     """A decision tree of depth <= 4 whose leaves hold the mean target probability of their rows."""
 
@@ -251,6 +252,7 @@ class Tree4Student(SoftStudent):
         return int(self.tree_model_.get_n_leaves())  # leaves = exported rules
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class GBM20Student(LightGBMStudent):
     """LightGBM capped at 20 trees of at most 8 leaves; binary soft targets via the cross-entropy objective."""
 

@@ -98,6 +98,7 @@ class SoftStudent(ClassifierMixin, BaseEstimator, ABC):
         """Class probabilities (n, k), or (n,) of the positive class for binary tasks."""
 
 
+# Protocol shape: SoftStudent (scikit-learn __init__ storing each hyperparameter; suggest, _fit_soft, _proba, size).
 class LogisticStudent(SoftStudent):
     """Impute + one-hot + scale, then multinomial logistic regression on duplicated, weighted rows."""
 

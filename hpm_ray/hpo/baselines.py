@@ -179,7 +179,7 @@ def baselines(r: np.ndarray, y: np.ndarray, b: Blocks3, h: int, quantiles) -> li
         return lambda fit, rows: _scaled(y, scale, fit, rows, q)
 
     naive: Forecast = lambda fit, rows: naive_quantiles(y[fit], q, len(rows))
-    out = [Baseline("naive", naive(search, b.test), None, score(naive))]
+    out = [Baseline(NAIVE, naive(search, b.test), None, score(naive))]
     out.append(best("rolling", {float(n): _rolling(y, h, n, q) for n in ROLLING_WINDOWS}))
     out.append(best("ewma", {lam: scaled(ewma_vol(r, lam) * math.sqrt(h)) for lam in EWMA_DECAYS}))
     for name, fitted in (("har", har_scale), ("garch", garch_scale)):
@@ -193,6 +193,7 @@ def _rolling(y: np.ndarray, h: int, window: int, quantiles) -> Forecast:
 
 
 NAIVE = "naive"  # the one baseline servable from a feature row (no state outside the row)
+BASELINES = (NAIVE, "rolling", "ewma", "har", "garch")  # the names :func:`baselines` returns
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ class Family:
     reason: str
 
 
-def choose_family(val_pinball: dict[str, float], tuned: str = "lgbm") -> Family:
+def choose_family(val_pinball: dict[str, float], tuned: str) -> Family:
     """The family with the lowest validation pinball (ties: a baseline over the tuned model, the simpler wins).
 
     ``tuned`` names the tuned forecaster's family (its learner's short name: ``lgbm``, ``xgb``); it and naive are
@@ -216,7 +217,7 @@ def choose_family(val_pinball: dict[str, float], tuned: str = "lgbm") -> Family:
 
     Examples
     --------
-    >>> choose_family({"lgbm": 0.0125, "naive": 0.0121, "ewma": 0.0123}).registered
+    >>> choose_family({"lgbm": 0.0125, "naive": 0.0121, "ewma": 0.0123}, tuned="lgbm").registered
     'naive'
     """
     servable = (tuned, NAIVE)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--price-col", help="price column (default close)")
     p.add_argument("--horizons", help="comma-separated horizons in bars (default 42,48,54,60)")
     p.add_argument("--quantiles", help="comma-separated symmetric quantiles (default 0.05,0.25,0.5,0.75,0.95)")
-    p.add_argument("--learner", help="quantile learner: lightgbm (default) or xgboost")
+    p.add_argument("--learner", help="quantile learner: lightgbm (default), xgboost or any registered one")
     p.add_argument("--trials-per-horizon", type=int, help="trials per horizon (default 50)")
     p.add_argument("--max-rows", type=int, help="use only the most recent N bars of the series (default: all)")
     p.add_argument("--spec", help=f"YAML spec (default {DEFAULT_SPEC} when it exists)")

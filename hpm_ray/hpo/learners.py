@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from hpm_ray.errors import SpecError
+from hpm_ray.hpo.baselines import BASELINES
 from hpm_ray.hpo.lgbm import LightGBMLearner
 from hpm_ray.hpo.space import Param
 from hpm_ray.hpo.xgb import XGBoostLearner
@@ -58,8 +59,15 @@ LEARNERS: dict[str, QuantileLearner] = {}
 def register_learner(learner: QuantileLearner) -> QuantileLearner:
     """Make ``learner`` available by its ``name`` in specs and the CLI; its defaults must cover its space."""
     names = {p.name for p in learner.space}
-    if not learner.name or not names or set(learner.defaults) != names:
-        raise SpecError(f"learner {learner.name!r}: needs a name, a search space and a default for each parameter")
+    if not (learner.name and learner.short and learner.title) or not names or set(learner.defaults) != names:
+        raise SpecError(
+            f"learner {learner.name!r}: needs a name, a short name, a title, a search space and a default for each "
+            "parameter"
+        )
+    if learner.name in LEARNERS and LEARNERS[learner.name] is not learner:
+        raise SpecError(f"a learner named {learner.name!r} is registered already")
+    if learner.short in BASELINES:  # the tuned family and default_<short> must not clash with a baseline's name
+        raise SpecError(f"learner short name {learner.short!r} is a baseline's name")
     LEARNERS[learner.name] = learner
     return learner
 

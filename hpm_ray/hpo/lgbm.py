@@ -25,7 +25,7 @@ class LightGBMQuantiles:
         return np.column_stack([b.predict(X) for b in self.boosters])
 
 
-# Protocol shape: QuantileLearner (hpm_ray.hpo.learners): name, space, defaults, params, start.
+# Protocol shape: QuantileLearner (hpm_ray.hpo.learners): name, short, title, space, defaults, start.
 class LightGBMLearner:
     """Searched parameters of single-threaded LightGBM quantile boosters (Ray runs trials in parallel)."""
 

@@ -1,6 +1,6 @@
 """The registered model of one horizon: quantile forecasts and conformal intervals for new feature rows.
 
-The tuned LightGBM family (:class:`QuantileForecaster`) or, when validation chose it, the naive baseline
+The tuned family, any registered learner's models (:class:`QuantileForecaster`), or, when validation chose it, the naive baseline
 (:class:`NaiveForecaster`): both take the same feature rows and return the same columns.
 
 Input: the feature rows :func:`hpm_ray.data.features.ohlcv_features` builds from OHLCV bars (one row per
@@ -56,7 +56,8 @@ class IntervalForecaster(SchemaPyfunc):
 
 
 class QuantileForecaster(IntervalForecaster):
-    """Holds the per-quantile LightGBM boosters, the fitted CQR margins and the target-scale feature."""
+    """Holds the tuned learner's quantile model (pickled with it), the fitted CQR margins and the target-scale
+    feature."""
 
     def __init__(
         self,

@@ -67,7 +67,7 @@ def skill_statement(h, entry: dict, level: float = 0.05) -> str:
     return f"h={h}: {'; '.join(parts)} (two-sided Diebold-Mariano test, {level * 100:g} % level)."
 
 
-def skill_rows(h, entry: dict, tuned: str = "lgbm") -> list[dict]:
+def skill_rows(h, entry: dict, tuned: str) -> list[dict]:
     """The tuned forecaster and each baseline at one horizon: validation and test pinball (per quantile), DM."""
     ships = entry.get("registered_family")
     rows = [
@@ -100,7 +100,7 @@ def skill_rows(h, entry: dict, tuned: str = "lgbm") -> list[dict]:
     return rows
 
 
-def family_section(rep: Report, summary: dict, tuned: str = "lgbm") -> None:
+def family_section(rep: Report, summary: dict, tuned: str) -> None:
     """Which family ships per horizon (chosen on validation) and the test-block skill of the tuned forecaster."""
     rep.heading("What ships, and skill against baselines")
     rep.text(

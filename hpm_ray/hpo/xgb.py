@@ -29,12 +29,12 @@ class XGBoostQuantiles:
         return {"booster": self.booster, "train": None}  # the training matrix is a native handle: not shipped
 
 
-# Protocol shape: QuantileLearner (hpm_ray.hpo.learners): name, space, defaults, params, start.
+# Protocol shape: QuantileLearner (hpm_ray.hpo.learners): name, short, title, space, defaults, start.
 class XGBoostLearner:
     """Searched parameters of single-threaded ``hist`` XGBoost quantile regression (Ray runs trials in parallel).
 
-    The quantile loss has unit hessians, so ``min_child_weight`` is a minimum row count per leaf, searched over
-    LightGBM's ``min_child_samples`` range.
+    The quantile loss has unit hessians, so ``min_child_weight`` is a minimum row count per leaf (searched over
+    1-400 rows).
     """
 
     name, short, title = "xgboost", "xgb", "XGBoost"

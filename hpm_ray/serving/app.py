@@ -9,7 +9,6 @@ builder for ``serve run serve/ab.yaml``; :func:`start_ab` / :func:`stop` are the
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -36,11 +35,12 @@ from hpm_ray.serving.predlog import (
     outputs_of,
 )
 from hpm_ray.serving.routing import choose
-from hpm_ray.serving.schemas import PayloadError, parse_payload
+from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body
 from hpm_ray.serving.served import ServedLog
 
 log = logging.getLogger(__name__)
 _PENDING_PREDICTIONS = 200_000  # predictions a router keeps while the log's database is unreachable
+ADMIN_MAX_BYTES = 64_000  # an admin body is a few settings
 
 
 class ServeSpec(Spec):
@@ -311,14 +311,14 @@ class ABRouter:
     async def predict(self, request: Request):
         started = time.perf_counter()
         self._ensure_loop()
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > self.spec.max_request_bytes:
-            return _error(413, f"payload is {size} bytes; the limit is {self.spec.max_request_bytes}")
+        try:
+            body = await read_body(request, self.spec.max_request_bytes)
+        except PayloadError as exc:
+            return _error(exc.status, exc.message)
         snap = self.snapshot
         key = request.headers.get("x-request-key")
         variant = choose(snap["weights"], key)
         version = snap["variants"][variant]
-        body = await request.body()
         try:
             parsed = self._parse(body, version)
         except PayloadError as exc:
@@ -376,16 +376,10 @@ class ABRouter:
         denied = self._auth(request, self.spec.feedback_token, FEEDBACK_TOKEN_ENV, "feedback")
         if denied is not None:
             return denied
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > self.spec.max_request_bytes:
-            return _error(413, f"body is {size} bytes; the limit is {self.spec.max_request_bytes}")
-        raw = await request.body()
-        if len(raw) > self.spec.max_request_bytes:
-            return _error(413, f"body is {len(raw)} bytes; the limit is {self.spec.max_request_bytes}")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return _error(400, "malformed JSON")
+            body = load_json(await read_body(request, self.spec.max_request_bytes), self.spec.max_request_bytes)
+        except PayloadError as exc:
+            return _error(exc.status, exc.message)
         single = isinstance(body, dict)
         items = [body] if single else body
         if not isinstance(items, list) or not items:
@@ -473,11 +467,11 @@ class ABRouter:
         denied = self._auth(request)
         if denied is not None:
             return denied
-        raw = await request.body()
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "malformed JSON")
+            raw = await read_body(request, ADMIN_MAX_BYTES)
+            body = load_json(raw, ADMIN_MAX_BYTES) if raw.strip() else {}
+        except PayloadError as exc:
+            return _error(exc.status, exc.message)
         if not isinstance(body, dict):
             return _error(422, "expected a JSON object")
         try:
