@@ -176,3 +176,33 @@ def test_a_registry_failure_at_promotion_holds_gates_refusal_rolls_back(env, mon
     monkeypatch.setattr(aliases, "promote", refuse)
     a.tick()
     assert a.state["stage"] == "rolled_back" and "refused by quality gates" in a.state["history"][-1]["detail"]
+
+
+def test_status_shows_the_tests_estimate_and_interval_per_variant(env):
+    """What the demo and ``hpm-ray ab status`` print: each version's mean log loss with its anytime-valid
+    interval, and the test's challenger - champion estimate with the confidence sequence it decides on."""
+    from hpm_ray.serving.cli import format_status
+    from hpm_ray.serving.sequential import Moments, boundary, unpaired_interval
+
+    make, plog, _ = env
+    a = make()
+    assert a.status()["test"] is None  # no labels yet
+    rng = np.random.default_rng(3)
+    p_cp, p_ch = rng.uniform(0.3, 0.7, 40), rng.uniform(0.6, 0.95, 40)
+    for p in p_cp:
+        label(plog, [("champion", "1", p)])
+    for p in p_ch:
+        label(plog, [("challenger", "2", p)])
+    a.record([("champion", True, 1.0, None, True), ("challenger", True, 1.0, None, True)])  # the routers' counts
+    a.tick()
+    s = a.status()
+    cp, ch = Moments.of(-np.log(p_cp)), Moments.of(-np.log(p_ch))
+    t = a.policy.test
+    iv = unpaired_interval(cp, ch, t.alpha, t.rho2)
+    assert s["test"]["estimate"] == pytest.approx(ch.mean - cp.mean) and s["test"]["paired"] is False
+    assert (s["test"]["lower"], s["test"]["upper"]) == (pytest.approx(iv.lower), pytest.approx(iv.upper))
+    lo, hi = s["metrics"]["champion"]["score_interval"]
+    half = math.sqrt(cp.variance) * boundary(cp.n, t.alpha, t.rho2)
+    assert (lo, hi) == (pytest.approx(cp.mean - half), pytest.approx(cp.mean + half))
+    text = format_status(s)
+    assert f"challenger - champion {ch.mean - cp.mean:+.4f}" in text and f"[{lo:.4f}, {hi:.4f}]" in text

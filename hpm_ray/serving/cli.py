@@ -264,6 +264,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interval(iv: list[float] | None) -> str:
+    return "" if not iv else f" [{iv[0]:.4f}, {iv[1]:.4f}]"
+
+
 def format_status(s: dict) -> str:
     lines = [
         f"model {s['model']}  stage {s['stage']}  revision {s['revision']}",
@@ -276,7 +280,16 @@ def format_status(s: dict) -> str:
         lines.append(
             f"  {name:<10} v{m['version']} requests={m['requests']} errors={m['errors']} p50={fmt(m['latency_p50_ms'], '.1f')}ms "
             f"p99={fmt(m['latency_p99_ms'], '.1f')}ms confidence={fmt(m['mean_confidence'], '.3f')} "
-            f"{m['score']}={fmt(m['mean_score'], '.4f')} (labelled {m['labelled']} requests, {m['labelled_rows']} rows)"
+            f"{m['score']}={fmt(m['mean_score'], '.4f')}{_interval(m.get('score_interval'))} "
+            f"(labelled {m['labelled']} requests, {m['labelled_rows']} rows)"
+        )
+    t = s.get("test")
+    if t:
+        lines.append(
+            f"  test: {t['score']} challenger - champion {t['estimate']:+.4f}, {1 - t['alpha']:.0%} confidence "
+            f"sequence [{t['lower']:+.4f}, {t['upper']:+.4f}] after {t['n']} {'pairs' if t['paired'] else 'records'}"
+            + (" (below 0: the challenger is better)" if t["upper"] < 0 else "")
+            + (" (above 0: the challenger is worse)" if t["lower"] > 0 else "")
         )
     for h in s.get("history", [])[-5:]:
         lines.append(f"  event: {h['event']}: {h['detail']}")

@@ -18,18 +18,20 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from hpm_ray.serving.policy import RolloutPolicy, ScoreStats, VariantStats, decide
 from hpm_ray.serving.predlog import LabelledRequest, PredictionLog
-from hpm_ray.serving.sequential import Moments
+from hpm_ray.serving.sequential import Moments, boundary, paired_interval, unpaired_interval
 
 NAMESPACE = "hpm_ray"
 EXPERIMENT = "hpm-ray-ab"
@@ -171,6 +173,7 @@ class ABState:
         out["history"] = self.state["history"][-20:]
         out["metrics"] = {name: self._metrics(name) for name in self.state["stats"]}
         out["paired"] = _moments(self.state["diffs"]).n if self._paired() else None
+        out["test"] = self._test_interval()
         out["policy"] = self.policy.model_dump()
         out["last_decision"] = self.last_decision
         out["restored"] = self.restored
@@ -194,7 +197,16 @@ class ABState:
             "labelled_rows": m.n,
             "score": self.policy.test.score,
             "mean_score": m.mean if m.n else None,  # lower is better
+            # anytime-valid CS of this version's mean score (the test's boundary for one mean)
+            "score_interval": self._mean_interval(m),
         }
+
+    def _mean_interval(self, m: Moments) -> list[float] | None:
+        if m.n < 2:
+            return None
+        t = self.policy.test
+        radius = math.sqrt(m.variance) * float(boundary(m.n, t.alpha, t.rho2))
+        return [m.mean - radius, m.mean + radius]
 
     def _stats(self, name: str) -> dict:
         return self.state["stats"].setdefault(
@@ -348,18 +360,36 @@ class ABState:
         self.state["stage"] = "promoted"
         return self._change("promote", f"v{challenger} is champion ({reason})")
 
+    def _score_stats(self, now: float) -> ScoreStats:
+        versions = [str(self.state["variants"].get(k)) for k in ("champion", "challenger")]
+        return ScoreStats(
+            *(_moments(self.state["scores"].get(v, [0, 0.0, 0.0])) for v in versions),
+            elapsed_s=now - self.state["experiment_started"],
+            diffs=_moments(self.state["diffs"]) if self._paired() else None,
+        )
+
+    def _test_interval(self) -> dict | None:
+        """The sequential test's current estimate of ``challenger - champion`` and its confidence sequence (what
+        the rollout decides on), or None without a challenger or before both have two labelled rows."""
+        if not self.state["variants"].get("challenger"):
+            return None
+        sc, t = self._score_stats(time.time()), self.policy.test
+        if min(sc.champion.n, sc.challenger.n) < 2:
+            return None
+        iv = (
+            paired_interval(sc.diffs, t.alpha, t.rho2)
+            if sc.diffs is not None
+            else unpaired_interval(sc.champion, sc.challenger, t.alpha, t.rho2)
+        )
+        return {"score": t.score, "alpha": t.alpha, **asdict(iv)}
+
     def _decide(self) -> None:
         """Apply the rollout policy while an automatic rollout runs."""
         if self.state["stage"] != "rollout" or not self.policy.auto:
             return
         now = time.time()
         stats = {k: self._guard_stats(k) for k in ("champion", "challenger")}
-        versions = [str(self.state["variants"].get(k)) for k in ("champion", "challenger")]
-        scores = ScoreStats(
-            *(_moments(self.state["scores"].get(v, [0, 0.0, 0.0])) for v in versions),
-            elapsed_s=now - self.state["experiment_started"],
-            diffs=_moments(self.state["diffs"]) if self._paired() else None,
-        )
+        scores = self._score_stats(now)
         counts = self.state["step_counts"]
         split = (
             [counts.get("champion", 0), counts.get("challenger", 0)],
