@@ -32,7 +32,8 @@ def tune_lightgbm(sp, trials: int, seed: int):
         m.fit(
             sp.X_train,
             sp.y_train,
-            eval_set=[(sp.X_val, sp.y_val)],
+            eval_X=sp.X_val,
+            eval_y=sp.y_val,
             callbacks=[lgb.early_stopping(50, verbose=False)],
         )
         return m
