@@ -225,7 +225,11 @@ def psi_counts(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
 
 def _as_matrix(proba: np.ndarray) -> np.ndarray:
     p = np.asarray(proba, dtype=float)
-    return np.column_stack([1 - p, p]) if p.ndim == 1 else p
+    p = np.column_stack([1 - p, p]) if p.ndim == 1 else p
+    # float32 model outputs (XGBoost, LightGBM) sum to 1 only to ~1e-7: undo that rounding, and only that, so
+    # scikit-learn still warns about rows that are not probabilities
+    total = p.sum(axis=1, keepdims=True)
+    return np.where(np.abs(total - 1.0) < 1e-6, p / total, p)
 
 
 def _codes(y_true: np.ndarray) -> np.ndarray:

@@ -144,3 +144,20 @@ def test_group_coverage_se_by_hand():
     yy = np.where(runs, 2.0, 0.0)
     hac, iid = (group_coverage_se(yy, -np.ones(2000), np.ones(2000), np.zeros(2000), 1, lag)[0] for lag in (9, 0))
     assert hac > 2.5 * iid
+
+
+def test_float32_probabilities_are_scored_without_a_warning_and_as_in_float64():
+    """XGBoost's and LightGBM's predict_proba are float32: rows sum to 1 only to ~1e-7, which scikit-learn's
+    check (rtol 1.5e-8) flags on every distillation run; the metrics undo that rounding and nothing more."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    p64 = rng.dirichlet([1.0, 1.0, 1.0], size=500)
+    y = rng.integers(0, 3, size=500)
+    p32 = p64.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.log_loss(y, p32) == pytest.approx(m.log_loss(y, p64), rel=1e-5)
+        assert m.brier_score(y, p32) == pytest.approx(m.brier_score(y, p64), rel=1e-5)
+    with pytest.warns(UserWarning, match="do not sum to one"):  # real non-probabilities still warn
+        m.log_loss(y, p64 * 0.9)
