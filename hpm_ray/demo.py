@@ -158,7 +158,7 @@ def _gates(name: str, version: str, gates_file: Path) -> tuple[str, dict]:
     }
 
 
-def _traffic(url: str, d, plan: DemoPlan, seed: int, feedback_token: str) -> dict:
+def _traffic(url: str, d, plan: DemoPlan, seed: int, feedback_token: str, token: str) -> dict:
     """Held-out test rows, one per request, each followed by its true label as feedback."""
     import numpy as np
     import requests
@@ -193,7 +193,7 @@ def _traffic(url: str, d, plan: DemoPlan, seed: int, feedback_token: str) -> dic
     joined = sum(ok for _, ok in results)
     deadline = time.time() + 15  # the state actor reads joined labels from the prediction log every second
     while True:
-        status = session.get(f"{url}/ab/status", timeout=30).json()
+        status = session.get(f"{url}/ab/status", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
         if sum(m["labelled"] for m in status["metrics"].values()) >= joined or time.time() > deadline:
             return {"served": served, "status": status}
         time.sleep(0.3)
@@ -274,7 +274,7 @@ def run_demo(
         app_name="hpm-demo",
     )
     try:
-        traffic = _traffic(url, d, plan, seed, feedback_token)
+        traffic = _traffic(url, d, plan, seed, feedback_token, token)
         log(format_status(traffic["status"]))
         summary = {
             "wall_time_s": round(time.time() - t0, 1),

@@ -170,7 +170,7 @@ def test_a_registry_failure_at_promotion_holds_gates_refusal_rolls_back(env, mon
     with pytest.raises(aliases.HPMError, match="unknown registered model"):
         aliases._registered(Missing(), "m")
 
-    def refuse(name, version, gates, client):
+    def refuse(name, version, gates, client, expected):
         raise aliases.GatesRefused("m v2 refused by quality gates: auc")
 
     monkeypatch.setattr(aliases, "promote", refuse)
@@ -206,3 +206,68 @@ def test_status_shows_the_tests_estimate_and_interval_per_variant(env):
     assert (lo, hi) == (pytest.approx(cp.mean - half), pytest.approx(cp.mean + half))
     text = format_status(s)
     assert f"challenger - champion {ch.mean - cp.mean:+.4f}" in text and f"[{lo:.4f}, {hi:.4f}]" in text
+
+
+def test_revert_after_a_promotion_and_following_the_registry_alias(env, monkeypatch):
+    """``ab revert`` moves the registry's champion back only if it is still the promoted version; the alias
+    watcher's reads become the served champion, a read older than the actor's own change is ignored."""
+    from hpm_ray.registry import aliases
+
+    make, plog, _ = env
+    a = make()
+    registry = {"champion": "1"}
+
+    def promote(name, version, gates, client, expected):
+        registry["champion"] = version
+
+    def rollback(name, client, expected):
+        if registry["champion"] != expected:
+            raise aliases.ConcurrentChange(f"champion is v{registry['champion']}, not v{expected}")
+        registry["champion"] = "1"
+        return "1"
+
+    monkeypatch.setattr(aliases, "promote", promote)
+    monkeypatch.setattr(aliases, "rollback", rollback)
+    monkeypatch.setattr("mlflow.tracking.MlflowClient", lambda uri: None)
+    assert a.revert()["status"] == 409  # a rollout, not a promotion: nothing to revert
+    read_before_promote = time.time()
+    assert a.promote("manual")["ok"] and a.snapshot()["previous_champion"] == "1"
+    r = a.rollback()
+    assert r["status"] == 409 and "ab revert" in r["error"]
+    assert a.follow_champion("1", read_before_promote)["event"] is None  # stale: read before the promote wrote
+    assert a.state["variants"]["champion"] == "2"
+    registry["champion"] = "5"  # someone moved it meanwhile: the revert refuses, nothing changes
+    assert a.revert()["status"] == 409 and a.state["variants"]["champion"] == "2"
+    registry["champion"] = "2"
+    assert a.revert()["ok"] and registry["champion"] == "1"
+    assert a.state["variants"] == {"champion": "1", "challenger": None, "shadow": None}
+    assert a.state["stage"] == "reverted" and a.state["history"][-1]["event"] == "revert"
+    assert a.revert()["status"] == 409  # once
+
+    b = make(resume=False)  # a registry promote of the challenger mid-rollout ends it as a promotion
+    assert b.follow_champion("2", time.time())["event"] == "champion"
+    assert b.state["variants"]["champion"] == "2" and b.state["variants"]["challenger"] is None
+    assert b.state["stage"] == "promoted" and b.state["weights"] == {"champion": 100.0}
+    c = make(resume=False)  # another version: the rollout goes on against it, evidence starts again
+    label(plog, [("champion", "1", 0.4)])
+    c.tick()
+    assert c.state["labelled"] == {"1": 1}
+    c.follow_champion("7", time.time())
+    assert c.state["variants"] == {"champion": "7", "challenger": "2", "shadow": None}
+    assert c.state["stage"] == "rollout" and c.state["labelled"] == {} and c.snapshot()["previous_champion"] == "1"
+
+
+def test_status_without_the_admin_token_shows_weights_and_counts_only(env):
+    from hpm_ray.serving.state import PUBLIC_METRICS, public_status
+
+    make, _, _ = env
+    a = make()
+    a.record([("champion", True, 1.0, 0.8, True), ("challenger", False, 3.0, None, True)])
+    a.mlflow_error = "MlflowException: connection refused at http://10.0.0.3:5000"
+    full = a.status()
+    public = public_status(full)
+    assert set(public) == {"model", "variants", "weights", "stage", "revision", "metrics"}
+    assert public["metrics"]["challenger"] == {"version": "2", "requests": 1, "errors": 1, "labelled": 0}
+    assert all(set(m) == set(PUBLIC_METRICS) for m in public["metrics"].values())
+    text = str(public)
+    assert "refused" not in text and "mlflow" not in text.lower() and "gates" not in text

@@ -11,6 +11,7 @@ from hpm_ray.cli import main
 from hpm_ray.errors import HPMError
 from hpm_ray.registry.aliases import (
     HISTORY_TAG,
+    ConcurrentChange,
     list_versions,
     promote,
     resolve_version,
@@ -73,6 +74,48 @@ def test_promote_gates_rollback_cycle(versions):
     )
     assert rollback(NAME) == good
     assert MlflowClient().get_registered_model(NAME).tags[HISTORY_TAG] == f'["{good}"]'
+
+
+class Racing:
+    """An MLflow client on which ``other`` writes the alias right after ours (a concurrent promote), or whose
+    history-tag write fails once."""
+
+    def __init__(self, other=None, fail_tag=False):
+        self.real, self.other, self.fail_tag = MlflowClient(), other, fail_tag
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def set_registered_model_alias(self, name, alias, version):
+        self.real.set_registered_model_alias(name, alias, version)
+        if self.other:
+            self.real.set_registered_model_alias(name, alias, self.other)
+
+    def set_registered_model_tag(self, name, key, value):
+        if self.fail_tag:
+            raise OSError("tag write failed")
+        self.real.set_registered_model_tag(name, key, value)
+
+
+def test_champion_moves_alias_first_with_a_guard_against_concurrent_changes(versions):
+    good, bad, good2 = versions
+    promote(NAME, good)
+    tags = dict(MlflowClient().get_registered_model(NAME).tags)
+    with pytest.raises(ConcurrentChange, match=rf"champion is v{good}, not v{good2}"):
+        promote(NAME, good2, expected=good2)
+    with pytest.raises(ConcurrentChange):
+        rollback(NAME, expected=bad)
+    assert aliases()["champion"] == good and dict(MlflowClient().get_registered_model(NAME).tags) == tags
+    # another writer moves the alias between our write and its read-back: refused before the history tag
+    with pytest.raises(ConcurrentChange, match=rf"reads v{good} after writing v{good2}"):
+        promote(NAME, good2, client=Racing(other=good))
+    assert dict(MlflowClient().get_registered_model(NAME).tags) == tags
+    # the alias is written first: a failed history write leaves it moved, and rollback still walks back right
+    with pytest.raises(OSError):
+        promote(NAME, good2, client=Racing(fail_tag=True), expected=good)
+    assert aliases()["champion"] == good2
+    assert rollback(NAME, expected=good2) == good and aliases()["champion"] == good
+    assert main(["registry", "rollback", NAME, "--expect", good2]) == 2  # the CLI guard: one-line refusal
 
 
 def test_aliases_and_listing(versions):

@@ -1,7 +1,8 @@
 """The A/B app over real HTTP on loopback: split, sticky keys, live weights, rollout, restart, fuzz, auth.
 
 Models: LightGBM on 2,000 credit-default rows, registered in the sandbox MLflow: ``strong`` and ``weak``
-(trained on flipped labels, so clearly worse). Requests use held-out rows; feedback sends their true labels.
+(trained on flipped labels, so clearly worse), and challengers that fail: one raises, one cannot be loaded,
+one takes another input schema, one hangs. Requests use held-out rows; feedback sends their true labels.
 """
 
 import json
@@ -15,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import cloudpickle
 import lightgbm as lgb
 import mlflow
 import pytest
@@ -32,6 +34,24 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FEEDBACK = "feedback-token-91c2"
 LABELLER = {"Authorization": f"Bearer {FEEDBACK}"}
 pytestmark = pytest.mark.slow
+# every gate passes: registry moves in these tests are about serving, not about the gates
+ANY_GATES = {"classifier": {m: {"low": 0.0} for m in ("accuracy", "f1", "precision_*", "recall_*", "mean_confidence")}}
+STALL_S = 3.0
+
+
+class Stalls(ClassifierPyfunc):
+    """A challenger that hangs: every call sleeps ``STALL_S`` before answering."""
+
+    def predict(self, context, model_input, params=None):
+        time.sleep(STALL_S)
+        return super().predict(context, model_input, params)
+
+
+class WontLoad(ClassifierPyfunc):
+    """A version whose loading fails (as one with a missing artifact or dependency would)."""
+
+    def load_context(self, context):
+        raise RuntimeError("cannot load")
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +72,22 @@ def models(ray_session, mlflow_uri):
         out[f"{label}_accuracy"] = metrics["accuracy"]
     # A broken version: its booster was fitted on 22 of the 23 columns it declares, so every prediction raises.
     broken = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X.iloc[:500, :22], y[:500])
-    with mlflow.start_run(experiment_id=exp):
-        out["broken"] = str(
-            log_and_register(ClassifierPyfunc(broken, X), NAME, "classifier", metrics, input_example=X.iloc[:3]).version
-        )
+    renamed = X.iloc[:500].rename(columns={X.columns[0]: "credit_limit"})  # another input schema
+    small = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X.iloc[:500], y[:500])
+    failing = {
+        "broken": ClassifierPyfunc(broken, X),
+        "schema": ClassifierPyfunc(lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(renamed, y[:500]), renamed),
+        "hangs": Stalls(small, X),
+        "unloadable": WontLoad(small, X),
+    }
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the replicas cannot import this test module
+    try:
+        for label, model in failing.items():
+            example = (renamed if label == "schema" else X).iloc[:3]
+            with mlflow.start_run(experiment_id=exp):
+                out[label] = str(log_and_register(model, NAME, "classifier", metrics, input_example=example).version)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     return out
 
 
@@ -109,7 +141,7 @@ def fire(url, bodies, headers=None, workers=8):
 
 
 def status(url):
-    return requests.get(url + "/ab/status", timeout=10).json()
+    return requests.get(url + "/ab/status", headers=AUTH, timeout=10).json()
 
 
 def test_split_and_sticky_keys(models, launch):
@@ -200,11 +232,29 @@ FAST_ROLLOUT = {"min_samples": 6, "min_duration_s": 0.3, "test": {"min_labels": 
 ROUTER_LAG_S = 1.0  # a state change reaches every router replica at its next refresh (every 0.2 s)
 
 
-def test_better_challenger_is_promoted(models, launch):
+def _served_within(url, models, version, timeout=10.0):
+    """Seconds until every answer of a small burst comes from ``version`` (polled every 50 ms)."""
+    started = time.time()
+    while time.time() - started < timeout:
+        if {r["model_version"] for _, r in fire(url, [rows(models, i) for i in range(4)], workers=4)} == {version}:
+            return time.time() - started
+        time.sleep(0.05)
+    s = status(url)
+    raise AssertionError(f"v{version} not served within {timeout:g} s: {s['variants']} {s['history'][-3:]}")
+
+
+def test_better_challenger_is_promoted_then_reverted_and_the_app_follows_the_registry(models, launch, capsys):
+    """Done-when 4 too: the app serves by the 'champion' alias; after its automatic promote, ``ab revert``
+    restores the previous champion (app and registry); a promote and a ``registry rollback`` made in the
+    registry while the app runs are served within a second."""
+    from hpm_ray.cli import main
+    from hpm_ray.registry.aliases import promote
+
+    promote(NAME, models["weak"], ANY_GATES)  # the registry's champion, which the app serves by alias
     # the strong model misses the seed's per-class recall gate (minority recall ~0.35): relaxed deliberately here
     url = launch(
         "ab-better",
-        models["weak"],
+        "champion",
         models["strong"],
         {"champion": 90, "challenger": 10},
         rollout=FAST_ROLLOUT,
@@ -228,6 +278,25 @@ def test_better_challenger_is_promoted(models, launch):
     assert run.data.tags["ab.last_event"].startswith("promote")
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == [10, 25, 50, 100, 0]
 
+    def champion_alias():
+        return str(mlflow.MlflowClient().get_registered_model(NAME).aliases["champion"])
+
+    assert main(["ab", "revert", "--url", url, "--token", TOKEN]) == 0
+    assert f"v{models['weak']} is champion again" in capsys.readouterr().out
+    assert status(url)["variants"]["champion"] == models["weak"] and champion_alias() == models["weak"]
+    assert _served_within(url, models, models["weak"]) <= ROUTER_LAG_S
+    assert main(["ab", "revert", "--url", url, "--token", TOKEN]) == 2  # once: no promotion since
+    capsys.readouterr()
+    promote(NAME, models["strong"], ANY_GATES)  # in the registry, while the app runs
+    took = {"promote": _served_within(url, models, models["strong"])}
+    assert main(["registry", "rollback", NAME]) == 0 and champion_alias() == models["weak"]
+    took["rollback"] = _served_within(url, models, models["weak"])
+    print(f"registry change served after {took}")
+    assert max(took.values()) <= 1.0, took
+    s = status(url)
+    assert [h["event"] for h in s["history"][-3:]] == ["revert", "champion", "champion"]
+    assert s["variants"]["champion"] == models["weak"]
+
 
 def test_worse_challenger_is_rolled_back(models, launch):
     champion_before = mlflow.MlflowClient().get_registered_model(NAME).aliases.get("champion")
@@ -240,21 +309,40 @@ def test_worse_challenger_is_rolled_back(models, launch):
     assert {r["variant"] for _, r in fire(url, [rows(models, i) for i in range(50)])} == {"champion"}
 
 
-def test_erroring_challenger_is_rolled_back_and_users_get_answers(models, launch):
+def test_failing_challengers_are_rolled_back_and_users_get_the_champions_answers(models, launch):
+    """Done-when 3: a challenger that cannot be loaded (the replica still starts), one that raises, one that
+    takes another input schema and one that hangs past ``variant_timeout_s``: every client gets the champion's
+    answer, the error-rate guardrail rolls each back, and the replica keeps only the versions it serves."""
     url = launch(
-        "ab-broken", models["strong"], models["broken"], {"champion": 50, "challenger": 50}, rollout=FAST_ROLLOUT
+        "ab-isolation",
+        models["strong"],
+        models["unloadable"],
+        {"champion": 20, "challenger": 80},
+        rollout=FAST_ROLLOUT,
+        variant_timeout_s=0.3,
     )
-    out = fire(url, [rows(models, i) for i in range(120)])
-    assert {s for s, _ in out} == {200}, [r for s, r in out if s != 200][
-        :3
-    ]  # a failing challenger call falls back to the champion
-    assert {(r["variant"], r["model_version"]) for _, r in out} == {("champion", models["strong"])}
-    deadline = time.time() + 10
-    while (s := status(url))["stage"] != "rolled_back" and time.time() < deadline:
-        fire(url, [rows(models, 0)])
-        time.sleep(0.2)
-    assert s["stage"] == "rolled_back" and "error rate" in s["history"][-1]["detail"]
-    assert s["metrics"]["challenger"]["errors"] >= 20 and s["metrics"]["champion"]["errors"] == 0
+    health = requests.get(url + "/healthz", timeout=10).json()
+    assert health["failed_versions"] == [models["unloadable"]] and health["loaded_versions"] == [models["strong"]]
+    for label in ("unloadable", "broken", "schema", "hangs"):
+        if label != "unloadable":
+            r = requests.post(url + "/ab/start", json={"challenger": models[label], "traffic": 80}, headers=AUTH)
+            assert r.status_code == 200, r.text
+        timed = []
+        for _ in range(2):  # ~48 challenger calls (P(< 20) ~ 1e-10): over the guardrail's 20, within its window
+            sent = time.perf_counter()
+            out = fire(url, [rows(models, i) for i in range(30)])
+            timed.append(time.perf_counter() - sent)
+            assert {s for s, _ in out} == {200}, (label, [r for s, r in out if s != 200][:3])
+            assert {(r["variant"], r["model_version"]) for _, r in out} == {("champion", models["strong"])}, label
+        if label == "hangs":  # answered at the timeout, not after the hanging call: it holds only its own thread
+            assert max(timed) < STALL_S, timed
+        deadline = time.time() + 10
+        while (s := status(url))["stage"] != "rolled_back" and time.time() < deadline:
+            time.sleep(0.2)
+        assert s["stage"] == "rolled_back" and "error rate" in s["history"][-1]["detail"], (label, s["last_decision"])
+        assert s["metrics"]["challenger"]["errors"] >= 20 and s["metrics"]["champion"]["errors"] == 0, label
+    health = requests.get(url + "/healthz", timeout=10).json()
+    assert health["loaded_versions"] == [models["strong"]] and health["failed_versions"] == []
 
 
 def _label_all(url, pending):
@@ -449,6 +537,9 @@ def test_admin_calls_need_the_token(models, launch, capsys, tmp_path):
             requests.post(url + path, json={}, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
         )
     assert status(url)["revision"] == 1  # nothing changed
+    public = requests.get(url + "/ab/status", timeout=10).json()  # no token: weights and counts only
+    assert set(public) == {"model", "variants", "weights", "stage", "revision", "metrics"}
+    assert set(public["metrics"]["champion"]) == {"version", "requests", "errors", "labelled"}
     r = requests.post(url + "/ab/weights", json={"champion": 1, "ghost": 2}, headers=AUTH, timeout=10)
     assert r.status_code == 422 and "ghost" in r.json()["error"]
     r = requests.post(url + "/ab/start", json={"challenger": "999"}, headers=AUTH, timeout=30)

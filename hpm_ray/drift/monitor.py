@@ -274,7 +274,7 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     if not c.result.drifted:
         log.decide("retrain", "not started: no drift")
         return {**base, "action": "none"}
-    status = call(spec.url, "GET", "/ab/status")
+    status = call(spec.url, "GET", "/ab/status", token=spec.token)  # the full view: history, gates
     if status["model"] != c.model:
         raise HPMError(f"the app at {spec.url} serves {status['model']!r}, not {c.model!r}")
     running = status["variants"].get("challenger")

@@ -3,6 +3,11 @@
 ``champion`` only moves through :func:`promote` (quality gates first) or :func:`rollback`, so the gates
 cannot be bypassed by hand. The chain of past champions is kept as a registered-model tag, which is what
 ``rollback`` walks back. A refused call writes nothing.
+
+MLflow has no compare-and-set, so a move of ``champion`` checks the alias just before writing it (against the
+caller's ``expected`` champion, if given), writes the alias first (what servers follow), reads it back, and
+only then the history tag. A history tag left behind by a failed write is reconciled from the alias on the
+next move, so ``rollback`` never skips or repeats a champion.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ class GatesRefused(HPMError):
     """The quality gates refused a promotion (nothing was written)."""
 
 
+class ConcurrentChange(HPMError):
+    """``champion`` was not (or is no longer) what the caller expected: someone else moved it."""
+
+
 # What MLflow answers for a name or version that is not there; any other error (the tracking server down, a
 # locked database) propagates as it is, so a caller never mistakes an outage for an unknown model.
 _NOT_THERE = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -78,8 +87,29 @@ def _registered(client: MlflowClient, name: str):
         raise HPMError(f"unknown registered model {name!r}") from None
 
 
-def _history(client: MlflowClient, name: str) -> list[str]:
-    return json.loads(_registered(client, name).tags.get(HISTORY_TAG, "[]"))
+def _champion_and_history(client: MlflowClient, name: str, expected: str | None) -> tuple[str, list[str]]:
+    """The current champion ("" if none) and the chain of champions ending with it; refuses when the champion
+    is not ``expected``."""
+    model = _registered(client, name)
+    current = str(model.aliases.get(CHAMPION, ""))
+    if expected is not None and current != str(expected):
+        raise ConcurrentChange(f"{name}: champion is v{current or '(none)'}, not v{expected}: changed meanwhile")
+    history = json.loads(model.tags.get(HISTORY_TAG, "[]"))
+    if current and (not history or history[-1] != current):  # moved without its tag (a failed write, by hand)
+        history.append(current)
+    return current, history
+
+
+def _move_champion(client: MlflowClient, name: str, version: str, current: str, history: list[str]) -> None:
+    """Alias first, checked just before and read back after; then the history tag."""
+    now = str(_registered(client, name).aliases.get(CHAMPION, ""))
+    if now != current:
+        raise ConcurrentChange(f"{name}: champion moved to v{now or '(none)'} meanwhile; nothing written")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    now = str(_registered(client, name).aliases.get(CHAMPION, ""))
+    if now != version:
+        raise ConcurrentChange(f"{name}: champion reads v{now or '(none)'} after writing v{version}: moved meanwhile")
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
 
 
 def check_gates(
@@ -91,37 +121,36 @@ def check_gates(
     return evaluate_gates(kind, version_metrics(mv), (gate_overrides or {}).get(kind))
 
 
-def promote(name: str, version: str, gate_overrides: dict | None = None, client: MlflowClient | None = None) -> str:
-    """Make ``version`` the champion if its gates hold; returns the previous champion ("" if none)."""
+def promote(
+    name: str,
+    version: str,
+    gate_overrides: dict | None = None,
+    client: MlflowClient | None = None,
+    expected: str | None = None,
+) -> str:
+    """Make ``version`` the champion if its gates hold (and, given ``expected``, if the champion is still that
+    version); returns the previous champion ("" if none)."""
     client = _client(client)
     version = str(version)
     result = check_gates(name, version, gate_overrides, client)
     if not result.passed:
         raise GatesRefused(f"{name} v{version} refused by quality gates: {result.summary()}")
-    model = _registered(client, name)
-    previous = str(model.aliases.get(CHAMPION, ""))
+    previous, history = _champion_and_history(client, name, expected)
     if previous == version:
         return previous
-    history = _history(client, name)
-    if previous and (not history or history[-1] != previous):
-        history.append(previous)
-    history.append(version)
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    client.set_registered_model_alias(name, CHAMPION, version)
+    _move_champion(client, name, version, previous, history + [version])
     return previous
 
 
-def rollback(name: str, client: MlflowClient | None = None) -> str:
-    """Move ``champion`` back to the previous champion; returns that version."""
+def rollback(name: str, client: MlflowClient | None = None, expected: str | None = None) -> str:
+    """Move ``champion`` back to the previous champion (given ``expected``, only if the champion is still that
+    version); returns that version."""
     client = _client(client)
-    history = _history(client, name)
+    current, history = _champion_and_history(client, name, expected)
     if len(history) < 2:
         raise HPMError(f"model {name!r} has no previous champion to roll back to")
-    history.pop()
-    target = history[-1]
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    client.set_registered_model_alias(name, CHAMPION, target)
-    return target
+    _move_champion(client, name, history[-2], current, history[:-1])
+    return history[-2]
 
 
 def set_alias(name: str, alias: str, version: str | None, client: MlflowClient | None = None) -> None:

@@ -17,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("name")
     pr.add_argument("version")
     pr.add_argument("--gates", help="YAML {kind: {metric: {low: .., high: ..}}} overriding the default gates")
+    pr.add_argument("--expect", metavar="VERSION", help="refuse unless 'champion' is this version now")
     pr.set_defaults(func=_promote)
     rb = rs.add_parser("rollback", help="move 'champion' back to the previous champion")
     rb.add_argument("name")
+    rb.add_argument("--expect", metavar="VERSION", help="refuse unless 'champion' is this version now")
     rb.set_defaults(func=_rollback)
     al = rs.add_parser("alias", help="point an alias (not 'champion') at a version, or --delete it")
     al.add_argument("name")
@@ -47,7 +49,9 @@ def _promote(args) -> int:
     from hpm_ray.registry.aliases import promote
     from hpm_ray.registry.gates import load_gate_file
 
-    previous = promote(args.name, args.version, load_gate_file(args.gates) if args.gates else None)
+    previous = promote(
+        args.name, args.version, load_gate_file(args.gates) if args.gates else None, expected=args.expect
+    )
     print(f"{args.name}: champion -> v{args.version}" + (f" (was v{previous})" if previous else ""))
     return 0
 
@@ -55,7 +59,7 @@ def _promote(args) -> int:
 def _rollback(args) -> int:
     from hpm_ray.registry.aliases import rollback
 
-    print(f"{args.name}: champion -> v{rollback(args.name)} (rolled back)")
+    print(f"{args.name}: champion -> v{rollback(args.name, expected=args.expect)} (rolled back)")
     return 0
 
 

@@ -116,8 +116,11 @@ class Variant:
         s = ServeSpec.model_validate(spec)
         self.pool = ModelPool(s.model, s.tracking_uri, s.max_batch_size, s.batch_wait_timeout_s)
 
-    async def warm(self, version: str) -> InputSpec:
-        return await self.pool.aload(version)
+    async def warm(self, version: str, keep: list[str]) -> InputSpec:
+        """Load ``version`` and drop what no variant serves any more (``keep``)."""
+        spec = await self.pool.aload(version)
+        self.pool.retain([*keep, version])
+        return spec
 
     async def predict(self, version: str, frame):
         return await self.pool.predict(version, frame)
@@ -147,9 +150,18 @@ class ABRouter:
             s.model, s.tracking_uri, s.max_batch_size, s.batch_wait_timeout_s, hold_models=variants is None
         )
         self.features: dict[str, InputSpec] = {}
+        self.failed: dict[str, str] = {}  # versions this replica could not load: their requests count as errors
         self.snapshot = ray.get(self.state.snapshot.remote())
-        for version in self._versions(self.snapshot):
-            self.features[version] = self.pool.load(version)  # fails the replica (and the deploy) if unloadable
+        for slot, version in self.snapshot["variants"].items():
+            if not version or version in self.features:
+                continue
+            if slot == "champion":  # nothing to serve without it: fails the replica (and the deploy)
+                self.features[version] = self.pool.load(version)
+                continue
+            try:  # another version that cannot load never stops the champion from serving
+                self.features[version] = self.pool.load(version)
+            except Exception as exc:
+                self._failed(version, exc)
         self.buffer: list[tuple] = []
         self.served = (
             ServedLog(s.served_dir, s.served_fraction, s.served_file_rows, s.served_max_files)
@@ -177,7 +189,12 @@ class ABRouter:
 
     @staticmethod
     def _versions(snapshot: dict) -> list[str]:
-        return [v for v in snapshot["variants"].values() if v]
+        """What a replica keeps loaded: the variants' versions and the previous champion (a revert is instant)."""
+        return [v for v in (*snapshot["variants"].values(), snapshot.get("previous_champion")) if v]
+
+    def _failed(self, version: str, exc: Exception) -> None:
+        self.failed[version] = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("v%s cannot be loaded; its requests count as errors: %s", version, self.failed[version])
 
     # -- background: follow the state, flush records ------------------------------------------------------
     def _ensure_loop(self) -> None:
@@ -252,12 +269,22 @@ class ABRouter:
         snap = await self.state.snapshot.remote()
         if snap["revision"] == self.snapshot["revision"]:
             return
+        keep = self._versions(snap)
         for slot, version in snap["variants"].items():
-            if version and version not in self.features:
-                if self.handles is not None:
-                    await self.handles[slot].warm.remote(version)
-                self.features[version] = await self.pool.aload(version)
-        self.snapshot = snap  # swap only once every version is loaded: no request waits on a load
+            if version and version not in self.features:  # a failed version is tried again at each change
+                try:
+                    if self.handles is not None:
+                        await self.handles[slot].warm.remote(version, keep)
+                    self.features[version] = await self.pool.aload(version)
+                    self.failed.pop(version, None)
+                except Exception as exc:
+                    if slot == "champion":  # keep serving the last snapshot's champion; retried next round
+                        raise
+                    self._failed(version, exc)
+        self.snapshot = snap  # swap once the champion is loaded: no request waits on a load
+        self.pool.retain(keep)  # versions no variant serves any more leave the replica
+        self.features = {v: f for v, f in self.features.items() if v in keep}
+        self.failed = {v: r for v, r in self.failed.items() if v in keep}
 
     def _write_served(self) -> None:
         try:
@@ -299,10 +326,21 @@ class ABRouter:
         s = self.spec
         return parse_payload(body, inputs, s.max_request_bytes, s.max_rows, s.allow_nan)
 
-    async def _shadow(self, rid: str, version: str, body: bytes, key: str | None) -> None:
+    def _frame_for(self, version: str, champion: str, body: bytes, parsed):
+        """The input of a non-champion ``version``: the champion's parsed frame when both take the same
+        columns, else the body parsed against its own schema; a version that failed to load, or cannot take
+        the payload, raises (an error of that version, never of the client)."""
+        if version in self.failed:
+            raise RuntimeError(f"v{version} could not be loaded: {self.failed[version]}")
+        if self.features[version] == self.features[champion]:
+            return parsed.frame
+        return self._parse(body, version).frame
+
+    async def _shadow(self, rid: str, version: str, champion: str, body: bytes, parsed, key: str | None) -> None:
         started = time.perf_counter()
         try:
-            out = await self._infer("shadow", version, self._parse(body, version).frame)
+            frame = self._frame_for(version, champion, body, parsed)
+            out = await asyncio.wait_for(self._infer("shadow", version, frame), self.spec.variant_timeout_s)
             self._record(rid, "shadow", version, True, started, out, routed=False, key=key)
         except Exception:
             self._record(rid, "shadow", version, False, started, routed=False)
@@ -319,28 +357,26 @@ class ABRouter:
         key = request.headers.get("x-request-key")
         variant = choose(snap["weights"], key)
         version = snap["variants"][variant]
-        try:
-            parsed = self._parse(body, version)
+        try:  # the client's payload is judged by the champion's schema, whoever answers
+            parsed = self._parse(body, snap["variants"]["champion"])
         except PayloadError as exc:
             return _error(exc.status, exc.message)
         frame = parsed.frame
         rid = new_request_id()
         routed = True
         try:
+            if variant != "champion":  # its own parse, load, timeout and model errors are its errors
+                frame = self._frame_for(version, snap["variants"]["champion"], body, parsed)
             limit = None if variant == "champion" else self.spec.variant_timeout_s
             out = await asyncio.wait_for(self._infer(variant, version, frame), limit)
         except Exception as exc:  # TimeoutError included: the champion answers instead
             self._record(rid, variant, version, False, started)
-            routed = False  # the champion's answer below is a fallback, not what the weights chose
-            if variant == "champion" or not snap["variants"].get("champion"):
+            if variant == "champion":
                 return _error(503, f"model v{version} failed: {type(exc).__name__}")
-            variant, version = "champion", snap["variants"]["champion"]  # the user still gets an answer
+            routed = False  # the champion's answer below is a fallback, not what the weights chose
+            variant, version, frame = "champion", snap["variants"]["champion"], parsed.frame
             try:
-                parsed = self._parse(body, version)  # versions may declare different column types
-                frame = parsed.frame
                 out = await self._infer(variant, version, frame)
-            except PayloadError as exc2:
-                return _error(exc2.status, exc2.message)
             except Exception as exc2:
                 self._record(rid, variant, version, False, started, routed=False)
                 return _error(503, f"model v{version} failed: {type(exc2).__name__}")
@@ -349,7 +385,9 @@ class ABRouter:
             self.served.add(snap["model"], variant, version, frame, out)
         shadow = snap["variants"].get("shadow")
         if shadow:
-            task = asyncio.get_running_loop().create_task(self._shadow(rid, shadow, body, key))
+            task = asyncio.get_running_loop().create_task(
+                self._shadow(rid, shadow, snap["variants"]["champion"], body, parsed, key)
+            )
             self.shadow_tasks[rid] = task  # feedback for this request waits for the shadow's answer
             task.add_done_callback(lambda _t, rid=rid: self.shadow_tasks.pop(rid, None))
         # A ready JSONResponse: FastAPI would otherwise walk every cell through jsonable_encoder first.
@@ -427,6 +465,8 @@ class ABRouter:
             "model": self.snapshot["model"],
             "variants": self.snapshot["variants"],
             "placement": self.spec.placement,
+            "loaded_versions": sorted(self.pool.versions),  # what this replica holds: the variants, the last champion
+            "failed_versions": sorted(self.failed),  # this replica could not load them (their requests: errors)
         }
         if reason:
             body["reason"] = reason
@@ -434,14 +474,18 @@ class ABRouter:
         return body
 
     @api.get("/ab/status")
-    async def status(self):
+    async def status(self, request: Request):
+        """The A/B state; without the admin token only weights and counts (no errors, gates, run ids)."""
+        from hpm_ray.serving.state import public_status
+
         self._ensure_loop()
         self._flush()
         try:
-            return await self.state.status.remote()
+            full = await self.state.status.remote()
         except RayError as exc:
             self._refind_state()
             return _error(503, f"A/B state actor unavailable ({type(exc).__name__}); retry shortly")
+        return full if self._auth(request) is None else public_status(full)
 
     # -- admin --------------------------------------------------------------------------------------------
     def _auth(
@@ -520,11 +564,16 @@ class ABRouter:
     async def promote(self, request: Request):
         return await self._admin(request, lambda b: self.state.promote.remote("manual"))
 
+    @api.post("/ab/revert")
+    async def revert(self, request: Request):
+        """After a promotion: the previous champion serves again, and the registry's alias goes back too."""
+        return await self._admin(request, lambda b: self.state.revert.remote(str(b.get("reason", "manual"))))
+
 
 def build_app(args: dict):
     """Application builder (``serve run serve/ab.yaml``, ``hpm-ray serve``): resolve refs, start the state actor."""
     from hpm_ray import runtime
-    from hpm_ray.registry.aliases import resolve_version
+    from hpm_ray.registry.aliases import CHAMPION, resolve_version
     from hpm_ray.serving.predlog import default_url
     from hpm_ray.serving.served import served_dir
     from hpm_ray.serving.state import ensure_actor, initial_state, kill_actor
@@ -566,6 +615,7 @@ def build_app(args: dict):
         spec.gates,
         log_spec.url,
         (log_spec.max_age_days, log_spec.max_rows),
+        follow_alias=spec.champion == CHAMPION,  # served by alias: a promote or rollback in the registry moves it
     )
     ray.get(actor.snapshot.remote())  # surfaces a failing actor here, not in a replica
     data = spec.model_dump()

@@ -1,4 +1,4 @@
-"""``hpm-ray serve`` (run the A/B app), ``hpm-ray ab start|status|expand|rollback|promote|feedback`` (talk to
+"""``hpm-ray serve`` (run the A/B app), ``hpm-ray ab start|status|expand|rollback|promote|revert|feedback`` (talk to
 it) and ``hpm-ray ab simulate`` (the rollout test's error rate and power on realistic label streams, offline).
 
 ``ab`` commands other than ``simulate`` are HTTP clients of a running app, so they work from any machine that
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ab = sub.add_parser(
         "ab",
-        help="staged rollout on a running A/B app (start, status, expand, rollback, promote); "
+        help="staged rollout on a running A/B app (start, status, expand, rollback, promote, revert); "
         "simulate its test offline",
     )
     actions = ab.add_subparsers(dest="ab_command", metavar="ACTION", required=True, parser_class=type(ab))
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("expand", "move the challenger to the next traffic step"),
         ("rollback", "take the challenger off traffic"),
         ("promote", "make the challenger champion (quality gates first)"),
+        ("revert", "after a promotion: the previous champion again (the registry's alias too)"),
         ("feedback", "send late labels (CSV: request_id,label) to join their predictions"),
     ):
         p = actions.add_parser(name, help=help_text)
@@ -277,6 +278,11 @@ def format_status(s: dict) -> str:
     ]
     for name, m in s.get("metrics", {}).items():
         fmt = lambda v, f: "-" if v is None else format(v, f)
+        if "latency_p50_ms" not in m:  # the public view (no admin token): counts only
+            lines.append(
+                f"  {name:<10} v{m['version']} requests={m['requests']} errors={m['errors']} labelled={m['labelled']}"
+            )
+            continue
         lines.append(
             f"  {name:<10} v{m['version']} requests={m['requests']} errors={m['errors']} p50={fmt(m['latency_p50_ms'], '.1f')}ms "
             f"p99={fmt(m['latency_p99_ms'], '.1f')}ms confidence={fmt(m['mean_confidence'], '.3f')} "
@@ -299,7 +305,7 @@ def format_status(s: dict) -> str:
 def _ab(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_ENV)
     if args.ab_command == "status":
-        print(format_status(call(args.url, "GET", "/ab/status")))
+        print(format_status(call(args.url, "GET", "/ab/status", token=token)))  # without a token: counts only
         return 0
     if args.ab_command == "start":
         served = call(args.url, "GET", "/healthz")["model"]

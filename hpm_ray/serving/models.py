@@ -1,13 +1,15 @@
 """Registered model versions loaded once per replica, each behind its own ``@serve.batch`` queue.
 
 Concurrent single-row requests for the same version are concatenated into one ``predict`` call; the
-answer frame is split back per request.
+answer frame is split back per request. Each version predicts on its own thread, so a version that hangs
+holds only its own queue: the event loop keeps answering (and timing out) requests for the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +60,24 @@ class ModelPool:
         self._models: dict[str, object] = {}
         self._features: dict[str, InputSpec] = {}
         self._batchers: dict[str, object] = {}
+        self._threads: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
+
+    @property
+    def versions(self) -> set[str]:
+        return set(self._features)
+
+    def retain(self, keep) -> None:
+        """Drop every version not in ``keep`` (models, batch queues, threads): a replica holds what it serves."""
+        keep = {str(v) for v in keep if v}
+        with self._lock:
+            for version in set(self._features) - keep:
+                self._features.pop(version, None)
+                self._models.pop(version, None)
+                self._batchers.pop(version, None)  # a call still in its queue keeps the queue alive until done
+                thread = self._threads.pop(version, None)
+                if thread is not None:
+                    thread.shutdown(wait=False, cancel_futures=True)  # a hung call ends on its own
 
     def load(self, version: str) -> InputSpec:
         """Load ``version`` if needed (only its signature unless ``hold_models``); returns its input spec."""
@@ -90,16 +109,17 @@ class ModelPool:
         await self.aload(version)
         batcher = self._batchers.get(version)
         if batcher is None:
-            batcher = self._batchers[version] = self._make_batcher(validated_predict(self._models[version]))
+            thread = self._threads[version] = ThreadPoolExecutor(1, thread_name_prefix=f"predict-v{version}")
+            batcher = self._batchers[version] = self._make_batcher(validated_predict(self._models[version]), thread)
         return await batcher(frame)
 
-    def _make_batcher(self, predict):
+    def _make_batcher(self, predict, thread: ThreadPoolExecutor):
         from ray import serve
 
         @serve.batch(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s)
         async def run(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
             merged = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-            out = predict(merged)
+            out = await asyncio.get_running_loop().run_in_executor(thread, predict, merged)
             if not isinstance(out, pd.DataFrame):
                 out = pd.DataFrame({"prediction": np.asarray(out)})
             bounds = np.cumsum([0] + [len(f) for f in frames])

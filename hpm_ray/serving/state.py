@@ -11,6 +11,9 @@ Each state change is written to sqlite first (restored when the actor or the app
 to MLflow (run ``ab-<app>``) in a background thread: a slow or failing tracking server never delays a
 rollback. The sqlite file must be reachable from the node the actor runs on (a single node, or a shared
 path). The actor restarts by itself when it dies (``max_restarts=-1``) and resumes from its store.
+
+An app served by the ``champion`` alias follows it: a thread reads the alias every ``ALIAS_POLL_S`` and a
+change made in the registry (``registry promote``/``rollback``, another tool) becomes the served champion.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ _LATENCY_WINDOW = 5000
 TICK_S = 1.0  # the actor reads new labels and applies the rollout rule this often, traffic or not
 _PRUNE_S = 600.0  # retention of the prediction log is applied this often
 _HISTORY = 200
+ALIAS_POLL_S = 0.5  # an app served by alias reads the registry's 'champion' this often (one small query)
+PUBLIC_METRICS = ("version", "requests", "errors", "labelled")  # what /ab/status shows without the admin token
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +67,13 @@ def initial_state(model: str, champion: str, challenger: str | None, shadow: str
         **_fresh_experiment(time.time()),
         "cursor": 0,  # the last prediction-log label (seq) read into the scores
     }
+
+
+def public_status(status: dict) -> dict:
+    """What anyone may see: weights and counts. No error texts, decisions, gates, scores, run ids or history."""
+    out = {k: status[k] for k in ("model", "variants", "weights", "stage", "revision")}
+    out["metrics"] = {name: {k: m.get(k) for k in PUBLIC_METRICS} for name, m in status.get("metrics", {}).items()}
+    return out
 
 
 def _fresh_experiment(now: float) -> dict:
@@ -127,6 +139,7 @@ class ABState:
         log_url: str | None = None,
         log_retention: tuple[float | None, int | None] = (None, None),
         timer_s: float | None = TICK_S,
+        follow_alias: bool = False,
     ):
         self.app = app
         self.gates = gates
@@ -152,6 +165,8 @@ class ABState:
         self._last_save = 0.0
         self._last_prune = 0.0
         self._dirty = False
+        self._champion_set_at = 0.0  # when this actor last moved the champion itself (the alias watcher's guard)
+        self.follow_alias = follow_alias
         if not self.restored:
             self._change(
                 "start",
@@ -160,11 +175,16 @@ class ABState:
             )
         if timer_s:
             threading.Thread(target=_timer, args=(timer_s,), daemon=True, name="ab-timer").start()
+        if timer_s and follow_alias:
+            args = (ALIAS_POLL_S, self.state["model"], tracking_uri)
+            threading.Thread(target=_watch_alias, args=args, daemon=True, name="ab-alias").start()
 
     # -- reads -------------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
-        """What routers need: variants, weights, revision."""
-        return {k: self.state[k] for k in ("model", "variants", "weights", "revision", "stage")}
+        """What routers need: variants, weights, revision, and the previous champion (they keep it loaded)."""
+        out = {k: self.state[k] for k in ("model", "variants", "weights", "revision", "stage")}
+        out["previous_champion"] = self.state.get("previous_champion")
+        return out
 
     def status(self) -> dict:
         hidden = ("stats", "history", "scores", "labelled", "diffs", "step_counts")
@@ -333,7 +353,8 @@ class ABState:
     def rollback(self, reason: str = "manual", stage: str = "rolled_back") -> dict:
         challenger = self.state["variants"].get("challenger")
         if not challenger:
-            return {"ok": False, "status": 409, "error": "no challenger to roll back"}
+            hint = "; 'ab revert' goes back to the previous champion" if self.state["stage"] == "promoted" else ""
+            return {"ok": False, "status": 409, "error": "no challenger to roll back" + hint}
         self.state["variants"]["challenger"] = None
         self.state["weights"] = {"champion": 100.0}
         self.state["stage"] = stage
@@ -349,16 +370,70 @@ class ABState:
         challenger = self.state["variants"].get("challenger")
         if not challenger:
             return {"ok": False, "status": 409, "error": "no challenger to promote"}
+        champion = self.state["variants"]["champion"]
         try:
-            promote(self.state["model"], challenger, self.gates, client=MlflowClient(self.tracking_uri))
+            # served by alias: promote only over the champion this app serves (else it holds; the watcher follows)
+            expected = champion if self.follow_alias else None
+            promote(
+                self.state["model"], challenger, self.gates, client=MlflowClient(self.tracking_uri), expected=expected
+            )
         except GatesRefused as exc:
             return {"ok": False, "status": 409, "error": str(exc), "refused": True}
         except Exception as exc:  # the registry failing (or an alias it cannot find): nothing changed, say why
             return {"ok": False, "status": 503, "error": f"promotion failed: {type(exc).__name__}: {exc}"}
-        self.state["variants"].update(champion=challenger, challenger=None)
-        self.state["weights"] = {"champion": 100.0}
+        self._set_champion(challenger, champion)
         self.state["stage"] = "promoted"
         return self._change("promote", f"v{challenger} is champion ({reason})")
+
+    def _set_champion(self, version: str, previous: str) -> None:
+        self.state["variants"].update(champion=version, challenger=None)
+        self.state["weights"] = {"champion": 100.0}
+        self.state["previous_champion"] = previous
+        self._champion_set_at = time.time()
+
+    def revert(self, reason: str = "manual") -> dict:
+        """After a promotion: the registry's ``champion`` goes back to the previous one (if nobody moved it
+        meanwhile), and the app serves it."""
+        from mlflow.tracking import MlflowClient
+
+        from hpm_ray.errors import HPMError
+        from hpm_ray.registry.aliases import rollback
+
+        if self.state["stage"] != "promoted":
+            return {
+                "ok": False,
+                "status": 409,
+                "error": f"nothing to revert: no promotion since (stage {self.state['stage']})",
+            }
+        current = self.state["variants"]["champion"]
+        try:
+            target = rollback(self.state["model"], client=MlflowClient(self.tracking_uri), expected=current)
+        except HPMError as exc:  # no previous champion, or the alias moved meanwhile: nothing written
+            return {"ok": False, "status": 409, "error": str(exc)}
+        except Exception as exc:
+            return {"ok": False, "status": 503, "error": f"revert failed: {type(exc).__name__}: {exc}"}
+        self._set_champion(target, current)
+        self.state["stage"] = "reverted"
+        return self._change("revert", f"v{target} is champion again, v{current} withdrawn ({reason})")
+
+    def follow_champion(self, version: str, read_at: float) -> dict:
+        """The registry's ``champion`` alias named ``version`` at ``read_at``: serve it. A read older than this
+        actor's own last champion change is stale and ignored (the watcher's next read tells)."""
+        version, current = str(version), self.state["variants"]["champion"]
+        if version == current or read_at < self._champion_set_at:
+            return {"ok": True, "event": None}
+        if version == self.state["variants"].get("challenger"):  # promoted in the registry: the rollout ends
+            self._set_champion(version, current)
+            self.state["stage"] = "promoted"
+        else:
+            self.state["variants"]["champion"] = version
+            self.state["previous_champion"] = current
+            self._champion_set_at = time.time()
+            if self.state["variants"].get("challenger"):  # evidence against the old champion does not carry over
+                self.state.update(_fresh_experiment(time.time()))
+            else:
+                self.state["stage"] = "registry"
+        return self._change("champion", f"v{version} is champion: the registry's alias moved (was v{current})")
 
     def _score_stats(self, now: float) -> ScoreStats:
         versions = [str(self.state["variants"].get(k)) for k in ("champion", "challenger")]
@@ -532,6 +607,29 @@ def _timer(every_s: float) -> None:
 _MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
+def _watch_alias(every_s: float, model: str, tracking_uri: str) -> None:
+    """Read the registry's ``champion`` every ``every_s``; the first read and every change go to the actor
+    (in order with its other calls). A failed read is retried; the app keeps serving what it serves."""
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from hpm_ray.registry.aliases import CHAMPION
+
+    me = ray.get_runtime_context().current_actor
+    client = MlflowClient(tracking_uri)
+    seen = None
+    while True:
+        time.sleep(every_s)  # first: the actor finishes starting before it is called
+        read_at = time.time()
+        try:
+            current = client.get_registered_model(model).aliases.get(CHAMPION)
+            if current is not None and str(current) != seen:
+                ray.get(me.follow_champion.remote(str(current), read_at))
+                seen = str(current)
+        except Exception as exc:  # the registry or the actor not answering: the next round tries again
+            log.warning("champion alias not followed: %s", exc)
+
+
 def ensure_actor(
     app: str,
     db_path: str,
@@ -542,6 +640,7 @@ def ensure_actor(
     gates: dict | None = None,
     log_url: str | None = None,
     log_retention: tuple[float | None, int | None] = (None, None),
+    follow_alias: bool = False,
 ):
     """The app's state actor, created (restoring from sqlite when ``resume``) if it is not running.
 
@@ -559,7 +658,7 @@ def ensure_actor(
             get_if_exists=True,
             runtime_env={"env_vars": _MLFLOW_ENV},
         )
-        .remote(app, db_path, tracking_uri, policy, init, resume, gates, log_url, log_retention)
+        .remote(app, db_path, tracking_uri, policy, init, resume, gates, log_url, log_retention, TICK_S, follow_alias)
     )
     return actor
 
