@@ -95,12 +95,13 @@ def _fake_loop(tmp_path, monkeypatch, history=()):
     from hpm_ray.registry import aliases
     from hpm_ray.registry.gates import GateResult
     from hpm_ray.serving import client as serving_client
-    from tests.test_drift_units import _App, _drifted_outcome
+    from tests.test_drift_units import _App, _drifted_outcome, fake_served_data
 
     app, retrained = _App(), []
     app.status["history"] = list(history)
     monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
-    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out: retrained.append(1) or "7")
+    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out, X, y, ids: retrained.append(1) or "7")
+    fake_served_data(monkeypatch, monitor)
     monkeypatch.setattr(serving_client, "call", app)
     monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: None)
     monkeypatch.setattr(aliases, "check_gates", lambda name, v, g: GateResult(True, ()))

@@ -23,6 +23,7 @@ from hpm_ray.registry.pyfunc import ClassifierPyfunc
 NAME = "drift-credit"
 APP = "drift-app"
 TOKEN = "drift-token-91c2"
+FEEDBACK = "drift-feedback-5e7a"
 # Gates the app is configured with: the retrained challenger must pass them (credit-scoring style, looser
 # than gates_credit.yaml because the test retrains on 2,000 rows with one config).
 GATES = {
@@ -64,11 +65,20 @@ def served(mlflow_uri, serve_port):
         )
     promote(NAME, v, GATES)
     url = start_ab(
-        NAME, "champion", port=serve_port, token=TOKEN, app_name=APP, resume=False, rollout={"auto": False}, gates=GATES
+        NAME,
+        "champion",
+        port=serve_port,
+        token=TOKEN,
+        feedback_token=FEEDBACK,
+        app_name=APP,
+        resume=False,
+        rollout={"auto": False},
+        gates=GATES,
     )
     yield {
         "url": url,
         "X": X.iloc[2000:].reset_index(drop=True),
+        "y": y[2000:],
         "champion": v,
         "bare": bare,
         "model": m,
@@ -78,6 +88,8 @@ def served(mlflow_uri, serve_port):
 
 
 def _send(url, X, rows_per_request=50):
+    """Post ``X`` in requests of ``rows_per_request`` rows; returns each request's (id, first row, rows)."""
+    sent = []
     for i in range(0, len(X), rows_per_request):
         part = X.iloc[i : i + rows_per_request]
         r = requests.post(
@@ -86,7 +98,16 @@ def _send(url, X, rows_per_request=50):
             timeout=30,
         )
         assert r.status_code == 200, r.text
+        sent.append((r.json()["request_id"], i, len(part)))
     time.sleep(0.6)  # the router appends its sampled rows every ~0.2 s
+    return sent
+
+
+def _label(url, sent, y):
+    """The late labels of ``sent`` requests, through POST /feedback."""
+    body = [{"request_id": rid, "labels": [int(v) for v in y[i : i + n]]} for rid, i, n in sent]
+    r = requests.post(f"{url}/feedback", json=body, headers={"Authorization": f"Bearer {FEEDBACK}"}, timeout=30)
+    assert r.status_code == 200 and {x["outcome"] for x in r.json()["results"]} == {"joined"}, r.text
 
 
 def _shifted(X):
@@ -202,7 +223,7 @@ def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, 
     assert _decisions(run.info.run_id)["decision.retrain"] == "not started: no drift"
     assert _registry() == before and _status(url) == app_before
 
-    _send(url, _shifted(served["X"]))  # the whole window is now shifted traffic
+    shifted = _send(url, _shifted(served["X"]))  # the whole window is now shifted traffic
     assert main(["drift", "check", "--app", APP, "--window", "1000", "--out", str(tmp_path / "check")]) == 0
     out = capsys.readouterr().out
     assert "DRIFT" in out and "LIMIT_BAL" in out and "AGE" in out
@@ -224,6 +245,11 @@ def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, 
     assert _registry() == before and _status(url) == app_before  # done-when 3
     assert "would retrain" in _decisions(_last_watch_run().info.run_id)["decision.dry_run"]
 
+    # labels have not arrived yet: the retrain refuses (one line), nothing is registered
+    assert _watch(served, tmp_path / "nolabels") == 2
+    assert "only 0 served row(s) have labels; retraining needs 200" in capsys.readouterr().err
+    assert _registry() == before
+    _label(url, shifted, served["y"])  # the late labels of the shifted traffic arrive
     assert _watch(served, tmp_path / "live") == 0
     versions, aliases = _registry()
     new = sorted(set(versions) - set(before[0]), key=int)
@@ -236,6 +262,11 @@ def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, 
         "passed (the app's gates)"
     )
     assert decisions["decision.ab"].startswith("started: challenger v" + new[0])
+    # done-when 3 (issue 18): the retrain learnt from the served, labelled rows; their ids are in its MLflow run
+    assert decisions["decision.retrain"].startswith("started on 1000 labelled served rows (20 requests) + 2000 rows")
+    run_id = MlflowClient().get_model_version(NAME, new[0]).run_id
+    ids = mlflow.artifacts.load_text(f"runs:/{run_id}/served_ids.txt").split()
+    assert ids == [rid for rid, _, _ in shifted]
     ref = MlflowClient().list_artifacts(MlflowClient().get_model_version(NAME, new[0]).run_id, "drift_reference")
     assert {a.path.split("/")[-1] for a in ref} == {
         "features.parquet",
@@ -246,3 +277,26 @@ def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, 
     assert "already in an A/B" in _decisions(_last_watch_run().info.run_id)["decision.retrain"]
     assert len(_registry()[0]) == len(versions)
     assert time.time() - t0 < 240
+
+
+def test_drift_demo_promotes_the_retrained_model_and_the_control_takes_no_action(mlflow_uri, serve_port, tmp_path):
+    """Issue 18 Done-when 2 and 3 at the test's size (``hpm-ray drift demo --quick``): on a real shift of the
+    relation between features and default, the watch refuses to retrain before the late labels arrive, then
+    retrains on the served, labelled rows (their ids in the retrain's MLflow run), and the sequential test
+    promotes the retrained model, better on the shifted traffic; the unshifted control takes no action."""
+    from hpm_ray.drift.demo import MODEL, QUICK, run_drift_demo
+
+    t0 = time.time()
+    r = run_drift_demo(tmp_path, QUICK, port=serve_port)
+    s = r["shift"]
+    assert r["control"]["action"] == "none"
+    assert s["before_labels"].startswith("only 0 served row(s) have labels")
+    assert s["action"] == "promoted", s
+    assert s["new_log_loss"] < s["old_log_loss"] and s["interval"][1] < 0 < s["old_log_loss"] - s["new_log_loss"]
+    aliases = {k: str(v) for k, v in MlflowClient().get_registered_model(MODEL).aliases.items()}
+    assert aliases["champion"] == s["new_version"]
+    run_id = MlflowClient().get_model_version(MODEL, s["new_version"]).run_id
+    ids = mlflow.artifacts.load_text(f"runs:/{run_id}/served_ids.txt").split()
+    requests_per_phase = QUICK.detect_rows // QUICK.rows_per_request
+    assert len(ids) == len(set(ids)) == 2 * requests_per_phase  # control + shifted requests, all labelled
+    assert time.time() - t0 < 180
