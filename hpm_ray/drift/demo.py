@@ -6,9 +6,10 @@ rises (half of their non-defaulters default: the relation between features and d
 champion cannot know). Labels arrive late through ``POST /feedback``: the first drifted check finds none and
 refuses to retrain (the watch keeps running); once they are in, the watch retrains on the labelled window plus
 reference rows, the gates pass, the A/B starts at 10 %, and labelled A/B traffic goes on until the rollout's
-anytime-valid test decides. The control run serves the same number of unshifted rows: the watch must take no
-action. Both log losses come from the A/B's own per-version scores on the shifted traffic, with the test's
-confidence sequence for their difference.
+anytime-valid test decides. The control run serves as many unshifted rows first: the watch must take no
+action (they stay unlabelled, so the shifted run's retrain learns from shifted rows only). Both log losses
+come from the A/B's own per-version scores on the shifted traffic, with the test's confidence sequence for
+their difference.
 """
 
 from __future__ import annotations
@@ -140,14 +141,14 @@ def _champion(X: pd.DataFrame, y: np.ndarray, train: np.ndarray, held: np.ndarra
     return version
 
 
-def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, state_db: Path):
+def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, served: Path, state_db: Path):
     from hpm_ray.distill.spec import DistillSpec
     from hpm_ray.drift.monitor import WatchSpec
     from hpm_ray.serving.predlog import default_url
 
     return WatchSpec(
         app=APP,
-        served_dir=str(out / "served"),
+        served_dir=str(served),
         window=plan.detect_rows,
         url=url,
         token=token,
@@ -223,15 +224,17 @@ def run_drift_demo(
     )
     client = _Client(url, token, fb_token, plan.rows_per_request)
     try:
-        say(f"[2/5] control: {plan.detect_rows:,} unshifted rows served and labelled; drift watch")
-        Xc, yc = traffic(X, y, pool, plan.detect_rows, plan, False, rng)
-        client.feedback(client.predict(Xc), yc)
+        say(f"[2/5] control: {plan.detect_rows:,} unshifted rows served; drift watch")
+        Xc, _ = traffic(X, y, pool, plan.detect_rows, plan, False, rng)
+        client.predict(Xc)  # their labels are not needed: the watch must not act on this window
         time.sleep(0.6)  # the router writes served rows every ~0.2 s
-        control = watch_once(_watch_spec(plan, url, token, out / "control", state_db), lambda m: say("      " + m))
+        control = watch_once(
+            _watch_spec(plan, url, token, out / "control", out / "served", state_db), lambda m: say("      " + m)
+        )
         say(f"      control: action {control['action']}")
 
         say(f"[3/5] shift: {plan.detect_rows:,} rows, {plan.young_share:.0%} aged <= {YOUNG}, whose default rate rises")
-        spec = _watch_spec(plan, url, token, out / "shift", state_db)
+        spec = _watch_spec(plan, url, token, out / "shift", out / "served", state_db)
         Xs, ys = traffic(X, y, pool, plan.detect_rows, plan, True, rng)
         sent = client.predict(Xs)
         time.sleep(0.6)
