@@ -23,7 +23,6 @@ from hpm_ray.registry.pyfunc import ClassifierPyfunc
 NAME = "drift-credit"
 APP = "drift-app"
 TOKEN = "drift-token-91c2"
-FEEDBACK = "drift-feedback-5e7a"
 # Gates the app is configured with: the retrained challenger must pass them (credit-scoring style, looser
 # than gates_credit.yaml because the test retrains on 2,000 rows with one config).
 GATES = {
@@ -65,20 +64,11 @@ def served(mlflow_uri, serve_port):
         )
     promote(NAME, v, GATES)
     url = start_ab(
-        NAME,
-        "champion",
-        port=serve_port,
-        token=TOKEN,
-        feedback_token=FEEDBACK,
-        app_name=APP,
-        resume=False,
-        rollout={"auto": False},
-        gates=GATES,
+        NAME, "champion", port=serve_port, token=TOKEN, app_name=APP, resume=False, rollout={"auto": False}, gates=GATES
     )
     yield {
         "url": url,
         "X": X.iloc[2000:].reset_index(drop=True),
-        "y": y[2000:],
         "champion": v,
         "bare": bare,
         "model": m,
@@ -88,8 +78,6 @@ def served(mlflow_uri, serve_port):
 
 
 def _send(url, X, rows_per_request=50):
-    """Post ``X`` in requests of ``rows_per_request`` rows; returns each request's (id, first row, rows)."""
-    sent = []
     for i in range(0, len(X), rows_per_request):
         part = X.iloc[i : i + rows_per_request]
         r = requests.post(
@@ -98,16 +86,7 @@ def _send(url, X, rows_per_request=50):
             timeout=30,
         )
         assert r.status_code == 200, r.text
-        sent.append((r.json()["request_id"], i, len(part)))
     time.sleep(0.6)  # the router appends its sampled rows every ~0.2 s
-    return sent
-
-
-def _label(url, sent, y):
-    """The late labels of ``sent`` requests, through POST /feedback."""
-    body = [{"request_id": rid, "labels": [int(v) for v in y[i : i + n]]} for rid, i, n in sent]
-    r = requests.post(f"{url}/feedback", json=body, headers={"Authorization": f"Bearer {FEEDBACK}"}, timeout=30)
-    assert r.status_code == 200 and {x["outcome"] for x in r.json()["results"]} == {"joined"}, r.text
 
 
 def _shifted(X):
@@ -210,8 +189,8 @@ def test_bad_input_is_refused_without_retraining(served, tmp_path, capsys):
 
 
 def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, capsys):
-    """Done-when 2 and 3: no drift -> no retrain; drift + --dry-run -> nothing changes; drift -> retrain,
-    gates, challenger registered and on 10 % of traffic; each decision in MLflow."""
+    """No drift -> no retrain; drift + --dry-run -> nothing changes; each decision in MLflow. (Drift -> retrain
+    on the labelled window, gates, challenger at 10 % and its promotion: the demo test below.)"""
     url = served["url"]
     t0 = time.time()
     _send(url, served["X"])  # 1,000 held-out rows, same distribution as training
@@ -223,7 +202,7 @@ def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, 
     assert _decisions(run.info.run_id)["decision.retrain"] == "not started: no drift"
     assert _registry() == before and _status(url) == app_before
 
-    shifted = _send(url, _shifted(served["X"]))  # the whole window is now shifted traffic
+    _send(url, _shifted(served["X"]))  # the whole window is now shifted traffic
     assert main(["drift", "check", "--app", APP, "--window", "1000", "--out", str(tmp_path / "check")]) == 0
     out = capsys.readouterr().out
     assert "DRIFT" in out and "LIMIT_BAL" in out and "AGE" in out
@@ -245,37 +224,6 @@ def test_in_distribution_then_shifted_traffic_closes_the_loop(served, tmp_path, 
     assert _registry() == before and _status(url) == app_before  # done-when 3
     assert "would retrain" in _decisions(_last_watch_run().info.run_id)["decision.dry_run"]
 
-    # labels have not arrived yet: the retrain refuses (one line), nothing is registered
-    assert _watch(served, tmp_path / "nolabels") == 2
-    assert "only 0 served row(s) have labels; retraining needs 200" in capsys.readouterr().err
-    assert _registry() == before
-    _label(url, shifted, served["y"])  # the late labels of the shifted traffic arrive
-    assert _watch(served, tmp_path / "live") == 0
-    versions, aliases = _registry()
-    new = sorted(set(versions) - set(before[0]), key=int)
-    assert len(new) == 1 and aliases["challenger"] == new[0] and aliases["champion"] == served["champion"]
-    status = _status(url)
-    assert status["variants"]["challenger"] == new[0] and status["weights"] == {"champion": 90.0, "challenger": 10.0}
-    assert status["stage"] == "rollout"
-    decisions = _decisions(_last_watch_run().info.run_id)
-    assert decisions["decision.retrain"].startswith("started") and decisions["decision.gates"].startswith(
-        "passed (the app's gates)"
-    )
-    assert decisions["decision.ab"].startswith("started: challenger v" + new[0])
-    # done-when 3 (issue 18): the retrain learnt from the served, labelled rows; their ids are in its MLflow run
-    assert decisions["decision.retrain"].startswith("started on 1000 labelled served rows (20 requests) + 2000 rows")
-    run_id = MlflowClient().get_model_version(NAME, new[0]).run_id
-    ids = mlflow.artifacts.load_text(f"runs:/{run_id}/served_ids.txt").split()
-    assert ids == [rid for rid, _, _ in shifted]
-    ref = MlflowClient().list_artifacts(MlflowClient().get_model_version(NAME, new[0]).run_id, "drift_reference")
-    assert {a.path.split("/")[-1] for a in ref} == {
-        "features.parquet",
-        "outputs.parquet",
-    }  # the challenger can be checked too
-    # a second drifted check while the A/B runs does not retrain again
-    assert _watch(served, tmp_path / "again") == 0
-    assert "already in an A/B" in _decisions(_last_watch_run().info.run_id)["decision.retrain"]
-    assert len(_registry()[0]) == len(versions)
     assert time.time() - t0 < 240
 
 
@@ -295,7 +243,12 @@ def test_drift_demo_promotes_the_retrained_model_and_the_control_takes_no_action
     assert s["new_log_loss"] < s["old_log_loss"] and s["interval"][1] < 0 < s["old_log_loss"] - s["new_log_loss"]
     aliases = {k: str(v) for k, v in MlflowClient().get_registered_model(MODEL).aliases.items()}
     assert aliases["champion"] == s["new_version"]
+    decisions = _decisions(s["watch_run_id"])
+    assert decisions["decision.gates"].startswith("passed (the app's gates)")
+    assert decisions["decision.ab"] == f"started: challenger v{s['new_version']} at 10%"
     run_id = MlflowClient().get_model_version(MODEL, s["new_version"]).run_id
+    ref = {a.path.split("/")[-1] for a in MlflowClient().list_artifacts(run_id, "drift_reference")}
+    assert ref == {"features.parquet", "outputs.parquet"}  # the new champion can be checked in turn
     ids = mlflow.artifacts.load_text(f"runs:/{run_id}/served_ids.txt").split()
     requests_per_phase = QUICK.detect_rows // QUICK.rows_per_request
     assert len(ids) == len(set(ids)) == requests_per_phase  # the shifted requests (the control's are unlabelled)

@@ -216,6 +216,7 @@ def run_drift_demo(
         token=token,
         feedback_token=fb_token,
         app_name=APP,
+        route_prefix=f"/{APP}",  # beside other apps on the same Serve proxy
         resume=False,
         rollout=policy,
         gates=GATES,
@@ -296,6 +297,7 @@ def run_drift_demo(
                 "labelled_records": test.get("n"),
                 "ab_requests": n,
                 "before_labels": early.get("error") or early["action"],
+                "watch_run_id": shifted["run_id"],
             },
             "control": {"action": control["action"], "max_psi": control["max_psi"]},
             "plan": asdict(plan),
