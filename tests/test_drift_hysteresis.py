@@ -139,3 +139,29 @@ def test_two_of_three_waits_for_a_second_alarm(mlflow_uri, tmp_path, monkeypatch
     first = monitor.watch_once(spec, lambda msg: None)
     assert first["action"] == "waiting" and retrained == []
     assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
+
+
+def test_an_alarm_whose_retrain_was_refused_still_counts_toward_k_of_n(mlflow_uri, tmp_path, monkeypatch):
+    """Too few labels refuses the retrain (DataError), but the check ran: with 2-of-3 the next alarm acts."""
+    from hpm_ray.errors import DataError
+
+    monitor, _app, retrained = _fake_loop(tmp_path, monkeypatch)
+    fake = monitor.served_training_data
+
+    def no_labels(spec, c):
+        raise DataError("only 0 served row(s) have labels; retraining needs 200")
+
+    monkeypatch.setattr(monitor, "served_training_data", no_labels)
+    spec = WatchSpec(out=str(tmp_path / "watch"), alarm_k=2, alarm_n=3)
+    first = monitor.watch_once(spec, lambda msg: None)  # 1 alarm of 2 needed: waits, no retrain attempted
+    assert first["action"] == "waiting"
+    with pytest.raises(DataError, match="only 0 served row"):
+        monitor.watch_once(spec, lambda msg: None)
+    monkeypatch.setattr(monitor, "served_training_data", fake)
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
+    lines = [json.loads(x) for x in (tmp_path / "watch" / "watch.jsonl").read_text().splitlines()]
+    assert [(x.get("drifted"), x["action"]) for x in lines] == [
+        (True, "waiting"),
+        (True, "error"),
+        (True, "ab_started"),
+    ]

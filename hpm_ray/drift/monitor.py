@@ -272,6 +272,7 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
     """
     journal = WatchLog(spec.out_dir() / "watch.jsonl")
     with DecisionLog("drift-watch", {"hpm_ray.app": spec.app, "hpm_ray.dry_run": str(spec.dry_run)}) as log:
+        c = None
         try:
             try:
                 c = run_check(spec, log)
@@ -281,7 +282,10 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
             result = _act(spec, c, log, say, journal)
         except Exception as exc:
             log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
-            journal.append({"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id})
+            entry = {"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id}
+            if c is not None:  # the check itself completed (say, the retrain was refused): its alarm still counts
+                entry["drifted"] = c.result.drifted
+            journal.append(entry)
             raise
         journal.append(
             {
