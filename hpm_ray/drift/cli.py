@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--out", default="hpm_runs/drift-demo", help="output folder (default hpm_runs/drift-demo)")
     m.add_argument("--port", type=int, default=8000, help="HTTP port of the demo's A/B app (default 8000)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0, help="seed of the data split and the traffic (default 0)")
     m.add_argument("--quick", action="store_true", help="fewer rows and trials (the test's size)")
     m.add_argument("--json", action="store_true", help="end with one JSON line: shift and control outcomes")
     add_runtime_args(m)
