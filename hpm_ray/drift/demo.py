@@ -53,13 +53,23 @@ class DriftDemoPlan:
     trials: int = 4  # HPM trials per distillation config of the retrain
     configs: int = 2
     teacher_trees: int = 100
+    teacher_folds: int = 5  # out-of-fold teacher fits per teacher
+    temperatures: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)  # distillation temperatures the retrain screens
     reference_rows: int = 2000  # reference rows mixed into the retrain
     min_samples: int = 20  # labelled requests per variant before the test may decide
     optimise_for: int = 3000  # labelled rows at which the test's confidence sequence is tightest
 
 
 QUICK = DriftDemoPlan(
-    champion_rows=2000, detect_rows=600, ab_requests=1200, trials=1, configs=1, teacher_trees=30, reference_rows=1000
+    champion_rows=2000,
+    detect_rows=600,
+    ab_requests=1200,
+    trials=1,
+    configs=1,
+    teacher_trees=30,
+    teacher_folds=2,
+    temperatures=(1.0,),
+    reference_rows=1000,
 )
 
 
@@ -165,6 +175,8 @@ def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, served: Pa
             max_configs=plan.configs,
             hpm_trials=plan.trials,
             teacher_trees=plan.teacher_trees,
+            teacher_folds=plan.teacher_folds,
+            temperatures=list(plan.temperatures),
             students=["lgbm"],
         ),
     )
