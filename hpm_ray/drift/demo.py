@@ -60,10 +60,13 @@ class DriftDemoPlan:
     optimise_for: int = 3000  # labelled rows at which the test's confidence sequence is tightest
 
 
-QUICK = DriftDemoPlan(
+QUICK = DriftDemoPlan(  # a stronger shift, so that fewer labels decide (the test's size)
     champion_rows=2000,
     detect_rows=600,
     ab_requests=1200,
+    rows_per_request=20,
+    young_share=0.8,
+    flip=0.7,
     trials=1,
     configs=1,
     teacher_trees=30,
