@@ -95,12 +95,13 @@ def _fake_loop(tmp_path, monkeypatch, history=()):
     from hpm_ray.registry import aliases
     from hpm_ray.registry.gates import GateResult
     from hpm_ray.serving import client as serving_client
-    from tests.test_drift_units import _App, _drifted_outcome
+    from tests.test_drift_units import _App, _drifted_outcome, fake_served_data
 
     app, retrained = _App(), []
     app.status["history"] = list(history)
     monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
-    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out: retrained.append(1) or "7")
+    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out, X, y, ids: retrained.append(1) or "7")
+    fake_served_data(monkeypatch, monitor)
     monkeypatch.setattr(serving_client, "call", app)
     monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: None)
     monkeypatch.setattr(aliases, "check_gates", lambda name, v, g: GateResult(True, ()))
@@ -138,3 +139,29 @@ def test_two_of_three_waits_for_a_second_alarm(mlflow_uri, tmp_path, monkeypatch
     first = monitor.watch_once(spec, lambda msg: None)
     assert first["action"] == "waiting" and retrained == []
     assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
+
+
+def test_an_alarm_whose_retrain_was_refused_still_counts_toward_k_of_n(mlflow_uri, tmp_path, monkeypatch):
+    """Too few labels refuses the retrain (DataError), but the check ran: with 2-of-3 the next alarm acts."""
+    from hpm_ray.errors import DataError
+
+    monitor, _app, retrained = _fake_loop(tmp_path, monkeypatch)
+    fake = monitor.served_training_data
+
+    def no_labels(spec, c):
+        raise DataError("only 0 served row(s) have labels; retraining needs 200")
+
+    monkeypatch.setattr(monitor, "served_training_data", no_labels)
+    spec = WatchSpec(out=str(tmp_path / "watch"), alarm_k=2, alarm_n=3)
+    first = monitor.watch_once(spec, lambda msg: None)  # 1 alarm of 2 needed: waits, no retrain attempted
+    assert first["action"] == "waiting"
+    with pytest.raises(DataError, match="only 0 served row"):
+        monitor.watch_once(spec, lambda msg: None)
+    monkeypatch.setattr(monitor, "served_training_data", fake)
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
+    lines = [json.loads(x) for x in (tmp_path / "watch" / "watch.jsonl").read_text().splitlines()]
+    assert [(x.get("drifted"), x["action"]) for x in lines] == [
+        (True, "waiting"),
+        (True, "error"),
+        (True, "ab_started"),
+    ]

@@ -136,7 +136,15 @@ def _drifted_outcome(tmp_path):
     rng = np.random.default_rng(1)
     ref = pd.DataFrame({"x": rng.normal(size=400)})
     result = check_drift(ref, pd.DataFrame({"x": rng.normal(loc=2.0, size=400)}))
-    return CheckOutcome("m", "1", result, tmp_path / "drift.json", tmp_path / "drift.html")
+    return CheckOutcome("m", "1", result, tmp_path / "drift.json", tmp_path / "drift.html", ["x"])
+
+
+def fake_served_data(monkeypatch, monitor):
+    """The labelled window as the retrain would read it (its join has tests of its own below)."""
+    from hpm_ray.drift.retrain_data import RetrainData
+
+    data = RetrainData(pd.DataFrame({"x": [0.1, 0.2]}), np.array([0, 1]), ("r1",), 2, 0)
+    monkeypatch.setattr(monitor, "served_training_data", lambda spec, c: data)
 
 
 class _App:
@@ -171,7 +179,8 @@ def test_watch_gates_decide_the_ab(mlflow_uri, tmp_path, monkeypatch, passed):
 
     app, set_aliases, gated = _App(), [], []
     monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
-    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out: "7")
+    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out, X, y, ids: "7")
+    fake_served_data(monkeypatch, monitor)
     monkeypatch.setattr(serving_client, "call", app)
     monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: set_aliases.append(a))
     monkeypatch.setattr(
@@ -226,3 +235,67 @@ def test_decision_log_records_corrected_p_values(mlflow_uri, tmp_path):
     x = result.features[0]
     assert x.drifted and metrics["q.x"] == pytest.approx(x.q_value) and metrics["q.x"] < result.fdr
     assert metrics["psi.x"] == pytest.approx(x.psi) and metrics["missing.x"] == 0.0 and metrics["drifted"] == 1.0
+
+
+# --- retrain on what was served (issue 18 part 1) ------------------------------------------------------
+
+
+def test_served_rows_carry_request_id_and_row(tmp_path):
+    log = ServedLog(tmp_path)
+    log.add("m", "champion", "1", *_frames(3), request_id="r1")
+    log.add("m", "challenger", "2", *_frames(2, start=3), request_id="r2")
+    log.flush()
+    w = read_window(tmp_path, 10)
+    assert w.meta["_request_id"].tolist() == ["r1"] * 3 + ["r2"] * 2 and w.meta["_row"].tolist() == [0, 1, 2, 0, 1]
+    assert list(w.features.columns) == ["a", "b"]
+
+
+def _window(rids, rows, a):
+    from hpm_ray.serving.served import ServedWindow
+
+    meta = pd.DataFrame({"_request_id": rids, "_row": rows})
+    return ServedWindow(pd.DataFrame({"a": a, "b": [0.5] * len(a)}), pd.DataFrame(index=range(len(a))), meta)
+
+
+def test_retrain_data_joins_labels_by_request_and_row_and_adds_reference():
+    from hpm_ray.drift.retrain_data import retrain_data
+
+    w = _window(["r1", "r1", "r2", "r3", None], [0, 1, 0, 0, 0], [10, 11, 12, 13, 14])
+    labels = {"r1": [1, 0], "r3": [1], "other": [0]}  # r2 not labelled yet; the unlogged row has no id
+    ref = (pd.DataFrame({"b": [0.1, 0.2, 0.3], "a": [1, 2, 3]}), np.array([0, 1, 0]))
+    d = retrain_data(w, labels, ["a", "b"], ref, min_labels=3, reference_rows=2)
+    assert d.X["a"].tolist()[:3] == [10, 11, 13] and d.y[:3].tolist() == [1, 0, 1]
+    assert d.request_ids == ("r1", "r3") and (d.n_served, d.n_reference) == (3, 2)
+    assert list(d.X.columns) == ["a", "b"] and set(d.X["a"].tolist()[3:]) <= {1, 2, 3} and len(d.y) == 5
+
+
+@pytest.mark.parametrize(
+    "labels, columns, ref_cols, match",
+    [
+        ({"r1": [1, 0]}, ["a", "b"], ["a", "b"], r"only 2 served row\(s\) have labels; retraining needs 3"),
+        ({}, ["a", "b"], ["a", "b"], r"only 0 served row\(s\)"),  # a prediction log with no labels
+        ({"r1": [1, 1], "r2": [1]}, ["a", "b"], ["a", "b"], "one class only"),
+        ({"r1": [1, 0], "r2": [1]}, ["a", "c"], ["a", "c"], r"served window has other columns.*lacks 'c'.*adds b"),
+        ({"r1": [1, 0], "r2": [1]}, ["a", "b"], ["a"], r"reference training data has other columns.*lacks 'b'"),
+    ],
+)
+def test_retrain_data_refuses_unfit_windows(labels, columns, ref_cols, match):
+    from hpm_ray.drift.retrain_data import retrain_data
+
+    w = _window(["r1", "r1", "r2"], [0, 1, 0], [1, 2, 3])
+    ref = (pd.DataFrame({c: [1.0, 2.0] for c in ref_cols}), np.array([0, 1]))
+    with pytest.raises(DataError, match=match):
+        retrain_data(w, labels, columns, ref, min_labels=3)
+
+
+def test_prediction_log_labels_for_an_app(tmp_path):
+    from hpm_ray.serving.predlog import Label, Prediction, PredictionLog, new_request_id
+
+    plog = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
+    out = {"classes": ["0", "1"], "proba": [[0.8, 0.2], [0.3, 0.7]]}
+    a, b, c = new_request_id(), new_request_id(), new_request_id()
+    plog.append([Prediction(a, "app", "champion", "1", out), Prediction(b, "app", "champion", "1", out)])
+    plog.append([Prediction(c, "other", "champion", "1", out)])
+    plog.join([Label(a, [1, 0]), Label(c, [0, 0])])
+    assert plog.labels_for("app", [a, b, c, "nope"]) == {a: [1, 0]}  # b unlabelled, c another app's
+    plog.close()

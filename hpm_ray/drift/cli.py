@@ -63,7 +63,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"the A/B app's base URL (default {DEFAULT_URL})",
     )
     w.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
-    w.add_argument("--data", help="retraining table (CSV/Parquet; default: the bundled credit data)")
+    w.add_argument(
+        "--source",
+        choices=["served", "table"],
+        default="served",
+        help="retrain on labelled served rows + --reference-rows of the table (served, default) or the table alone",
+    )
+    w.add_argument("--label-days", type=float, default=30.0, help="served rows of the last this many days (30)")
+    w.add_argument("--min-labels", type=int, default=200, help="labelled served rows a retrain needs (default 200)")
+    w.add_argument(
+        "--reference-rows", type=int, default=2000, help="rows of the table mixed into a served retrain (2000)"
+    )
+    w.add_argument("--prediction-log", help="SQLAlchemy URL of the app's prediction log (default: the app's default)")
+    w.add_argument("--data", help="reference training table (CSV/Parquet; default: the bundled credit data)")
     w.add_argument("--target", help="label column of --data")
     w.add_argument("--gates", help="gates YAML for the retrained model (default: the app's configured gates)")
     w.add_argument("--traffic", type=float, default=10.0, help="challenger's first A/B share in percent (default 10)")
@@ -74,6 +86,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--teacher-trees", type=int, help="trees per default teacher")
     add_runtime_args(w)
     w.set_defaults(func=_watch)
+    m = actions.add_parser(
+        "demo",
+        help="the loop on a real shift of the credit data: late labels, watch, retrain, A/B, sequential promote",
+    )
+    m.add_argument("--out", default="hpm_runs/drift-demo", help="output folder (default hpm_runs/drift-demo)")
+    m.add_argument("--port", type=int, default=8000, help="HTTP port of the demo's A/B app (default 8000)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the data split and the traffic (default 0)")
+    m.add_argument("--quick", action="store_true", help="fewer rows and trials (the test's size)")
+    m.add_argument("--json", action="store_true", help="end with one JSON line: shift and control outcomes")
+    add_runtime_args(m)
+    m.set_defaults(func=_demo)
 
 
 def _fields(args: argparse.Namespace) -> dict:
@@ -154,6 +177,11 @@ def _watch(args: argparse.Namespace) -> int:
         "alarm_n": alarm_n,
         "data": args.data,
         "target": args.target,
+        "source": args.source,
+        "label_days": args.label_days,
+        "min_labels": args.min_labels,
+        "reference_rows": args.reference_rows,
+        "prediction_log": args.prediction_log,
         "traffic": args.traffic,
         "gates": args.gates,
         "distill": distill,
@@ -163,3 +191,26 @@ def _watch(args: argparse.Namespace) -> int:
         init_ray(args.address, args.num_cpus, args.verbose)  # retraining runs on Ray
     results = watch(spec, lambda msg: print(msg, flush=True))
     return 0 if results and results[-1].get("action") != "error" else 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import json
+
+    from hpm_ray.drift.demo import QUICK, DriftDemoPlan, run_drift_demo
+    from hpm_ray.runtime import init_ray
+
+    init_ray(args.address, args.num_cpus, getattr(args, "verbose", False))
+    r = run_drift_demo(Path(args.out), QUICK if args.quick else DriftDemoPlan(), args.port, args.seed)
+    s = r["shift"]
+    if s["old_log_loss"] is not None and s["new_log_loss"] is not None:
+        lo, hi = s["interval"] or (None, None)
+        print(
+            f"log loss on the shifted traffic: old champion v{s['old_version']} {s['old_log_loss']:.4f}, "
+            f"retrained v{s['new_version']} {s['new_log_loss']:.4f}; difference {s['difference']:+.4f}, "
+            f"95% confidence sequence [{lo:+.4f}, {hi:+.4f}] after {s['labelled_records']} records"
+        )
+    print(f"shift: {s['action']}; control: {r['control']['action']}; {r['wall_time_s']:.0f} s")
+    if args.json:
+        keys = ("action", "old_log_loss", "new_log_loss", "interval")
+        print(json.dumps({"shift": {k: s[k] for k in keys}, "control": {"action": r["control"]["action"]}}))
+    return 0 if s["action"] == "promoted" and r["control"]["action"] == "none" else 1

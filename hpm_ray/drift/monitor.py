@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -62,8 +63,15 @@ class WatchSpec(CheckSpec):
     cooldown: str = "6h"  # after a retrain, promote or rollback, no new action for this long
     alarm_k: int = Field(2, ge=1)  # act on the alarm in alarm_k of the last alarm_n checks
     alarm_n: int = Field(3, ge=1)
-    data: str | None = None  # retraining table; default: the bundled credit data
+    data: str | None = None  # reference training table; default: the bundled credit data
     target: str | None = None
+    # what the retrain learns from: "served" = labelled served rows of the last label_days (joined through the
+    # prediction log) + reference_rows rows of the table; "table" = the table alone (the loop before issue 18)
+    source: Literal["served", "table"] = "served"
+    label_days: float = Field(30.0, gt=0)
+    min_labels: int = Field(200, ge=2)  # labelled served rows a retrain needs
+    reference_rows: int = Field(2000, ge=0)
+    prediction_log: str | None = None  # SQLAlchemy URL; default: the app's (next to <runs dir>/ab_state.sqlite)
     traffic: float = Field(10.0, gt=0, lt=100)
     gates: str | None = None  # gates YAML; default: the app's configured gates
     distill: DistillSpec = Field(
@@ -140,6 +148,7 @@ class CheckOutcome:
     result: DriftResult
     json_path: Path
     html_path: Path
+    columns: list[str]  # the champion's features (its reference's columns): the schema a retrain must keep
 
 
 def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
@@ -186,7 +195,7 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
         log.drift(result, model, version)
         for p in (json_path, html_path):
             log.artifact(p)
-    return CheckOutcome(model, version, result, json_path, html_path)
+    return CheckOutcome(model, version, result, json_path, html_path, list(ref.features.columns))
 
 
 def _gate_overrides(spec: WatchSpec, status: dict) -> tuple[dict | None, str]:
@@ -197,30 +206,62 @@ def _gate_overrides(spec: WatchSpec, status: dict) -> tuple[dict | None, str]:
     return status.get("gates"), "the app's gates" if status.get("gates") else "the default gates"
 
 
-def _retrain(spec: WatchSpec, model: str, out: Path) -> str:
-    """Distil on the retraining data (warm-started from the shared memory), register it with its reference."""
-    import json
-
-    from hpm_ray.distill.auto import AutoDistiller
-    from hpm_ray.distill.tracking import log_distillation
-
+def _table(spec: WatchSpec):
+    """The reference training table: ``--data`` or the bundled credit data."""
     if spec.data:
         from hpm_ray.data.io import prepare_tabular, read_table
 
         if not spec.target:
             raise SpecError("--data needs --target (the label column)")
         tab = prepare_tabular(read_table(spec.data), spec.target)
-        X, y = tab.X, tab.y
-    else:
-        from hpm_ray.data.datasets import load_credit_default
+        return tab.X, tab.y
+    from hpm_ray.data.datasets import load_credit_default
 
-        X, y = load_credit_default()
+    X, y = load_credit_default()
+    return X, y.to_numpy()
+
+
+def served_training_data(spec: WatchSpec, c: CheckOutcome):
+    """Labelled served rows of the last ``label_days`` + ``reference_rows`` of the table (DataError if unfit)."""
+    import sys
+
+    from hpm_ray.drift.retrain_data import retrain_data
+    from hpm_ray.runtime import runs_dir
+    from hpm_ray.serving.predlog import PredictionLog, default_url
+    from hpm_ray.serving.served import ServedWindow, read_window, served_dir
+
+    w = read_window(served_dir(spec.app, spec.served_dir), sys.maxsize)
+    recent = ((w.meta["_time"] >= time.time() - spec.label_days * 86400) & (w.meta["_model"] == c.model)).to_numpy()
+    w = ServedWindow(w.features[recent], w.outputs[recent], w.meta[recent])
+    plog = PredictionLog(spec.prediction_log or default_url(runs_dir() / "ab_state.sqlite"))
+    try:
+        ids = w.meta["_request_id"].dropna().tolist() if "_request_id" in w.meta else []
+        labels = plog.labels_for(spec.app, ids)
+    finally:
+        plog.close()
+    return retrain_data(w, labels, c.columns, _table(spec), spec.min_labels, spec.reference_rows)
+
+
+def _retrain(spec: WatchSpec, model: str, out: Path, X, y, served_ids: tuple[str, ...] = ()) -> str:
+    """Distil on ``X, y`` (warm-started from the shared memory), register it with its reference; the served
+    request ids it learnt from go to its MLflow run as ``served_ids.txt``."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from hpm_ray.distill.auto import AutoDistiller
+    from hpm_ray.distill.tracking import log_distillation
+
     d = AutoDistiller(X, y, method="hpm", spec=spec.distill.model_copy(update={"method": "hpm", "shared_memory": True}))
     d.run()
     out.mkdir(parents=True, exist_ok=True)
     d.results_.to_csv(out / "results.csv", index=False)
     (out / "summary.json").write_text(json.dumps(d.summary(), indent=2))
-    return log_distillation(d, out, model).rsplit("/", 1)[1]
+    version = log_distillation(d, out, model).rsplit("/", 1)[1]
+    if served_ids:
+        client = MlflowClient()
+        client.log_text(client.get_model_version(model, version).run_id, "\n".join(served_ids) + "\n", "served_ids.txt")
+    return version
 
 
 def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
@@ -231,6 +272,7 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
     """
     journal = WatchLog(spec.out_dir() / "watch.jsonl")
     with DecisionLog("drift-watch", {"hpm_ray.app": spec.app, "hpm_ray.dry_run": str(spec.dry_run)}) as log:
+        c = None
         try:
             try:
                 c = run_check(spec, log)
@@ -240,7 +282,10 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
             result = _act(spec, c, log, say, journal)
         except Exception as exc:
             log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
-            journal.append({"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id})
+            entry = {"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id}
+            if c is not None:  # the check itself completed (say, the retrain was refused): its alarm still counts
+                entry["drifted"] = c.result.drifted
+            journal.append(entry)
             raise
         journal.append(
             {
@@ -289,7 +334,12 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
         return {**base, "action": "waiting"}
     log.decide("hysteresis", allowed.reason)
     gates, gates_from = _gate_overrides(spec, status)
-    source = spec.data or "the bundled credit data"
+    table = spec.data or "the bundled credit data"
+    source = (
+        f"labelled served rows of the last {spec.label_days:g} days + {spec.reference_rows} rows of {table}"
+        if spec.source == "served"
+        else table
+    )
     if spec.dry_run:
         plan = (
             f"would retrain (HPM distillation on {source}, max_rows={spec.distill.max_rows}, warm-started from the "
@@ -299,11 +349,22 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
         log.decide("dry_run", plan)
         say(f"dry run: {plan}")
         return {**base, "action": "dry_run", "plan": plan}
+    if spec.source == "served":
+        try:
+            data = served_training_data(spec, c)
+        except HPMError as exc:
+            log.decide("retrain", f"not started: {exc}")
+            raise
+        X, y, ids = data.X, data.y, data.request_ids
+        source = f"{data.n_served} labelled served rows ({len(ids)} requests) + {data.n_reference} rows of {table}"
+    else:
+        X, y = _table(spec)
+        ids = ()
     log.decide("retrain", f"started on {source}")
     say(f"drift: retraining on {source} ...")
     t0 = time.time()
     out = (Path(spec.out) if spec.out else Path(c.json_path).parent) / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    version = _retrain(spec, c.model, out)
+    version = _retrain(spec, c.model, out, X, y, ids)
     log.decide("register", f"{c.model} v{version} registered after {time.time() - t0:.0f} s")
     g = check_gates(c.model, version, gates)
     log.decide("gates", f"{'passed' if g.passed else 'refused'} ({gates_from}): {g.summary()}")

@@ -382,7 +382,7 @@ class ABRouter:
                 return _error(503, f"model v{version} failed: {type(exc2).__name__}")
         self._record(rid, variant, version, True, started, out, routed=routed, key=key)
         if self.served is not None:
-            self.served.add(snap["model"], variant, version, frame, out)
+            self.served.add(snap["model"], variant, version, frame, out, rid)
         shadow = snap["variants"].get("shadow")
         if shadow:
             task = asyncio.get_running_loop().create_task(

@@ -370,6 +370,22 @@ class PredictionLog:
             for r in rows
         ]
 
+    def labels_for(self, app: str, request_ids: list[str]) -> dict[str, list]:
+        """The labels (one per row of the request) joined so far to these requests of ``app``; unlabelled,
+        unknown and other apps' ids are absent. What a retrain on served traffic joins its rows with."""
+        import sqlalchemy as sa
+
+        t = self.labels.c
+        ids = list(dict.fromkeys(request_ids))
+        found: dict[str, list] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), _CHUNK):
+                rows = conn.execute(
+                    sa.select(t.request_id, t.label).where(t.app == app, t.request_id.in_(ids[i : i + _CHUNK]))
+                )
+                found.update((r.request_id, json.loads(r.label)) for r in rows)
+        return found
+
     def count(self) -> int:
         import sqlalchemy as sa
 

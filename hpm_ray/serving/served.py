@@ -3,7 +3,9 @@
 Each router replica writes its own files (``<writer>-<seq>.jsonl``, ``file_rows`` rows each) into one
 folder per app; after each rotation the folder is pruned to its newest ``max_files`` files, so the log is
 bounded whatever the traffic. A row holds the request's features, the model's outputs (``out.<column>``)
-and who answered (``_variant``, ``_version``, ``_model``, ``_time``).
+and who answered (``_variant``, ``_version``, ``_model``, ``_time``), with the request id and the row's index
+in the request (``_request_id``, ``_row``), so a retrain can join each row to its late label in the prediction
+log (:meth:`hpm_ray.serving.predlog.PredictionLog.labels_for`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 from hpm_ray.errors import DataError
 
 OUT_PREFIX = "out."
-META = ("_time", "_model", "_variant", "_version")
+META = ("_time", "_model", "_variant", "_version", "_request_id", "_row")
 
 
 def served_dir(app: str, base: str | Path | None = None) -> Path:
@@ -51,11 +53,19 @@ class ServedLog:
         self.pending: list[tuple] = []
         self._rng = random.Random(seed)
 
-    def add(self, model: str, variant: str, version: str, frame: pd.DataFrame, out: pd.DataFrame) -> None:
+    def add(
+        self,
+        model: str,
+        variant: str,
+        version: str,
+        frame: pd.DataFrame,
+        out: pd.DataFrame,
+        request_id: str | None = None,
+    ) -> None:
         """O(1) on the request path: keep references; the frames are assembled in :meth:`flush`."""
         if self.fraction < 1 and self._rng.random() >= self.fraction:
             return
-        self.pending.append((frame, out, time.time(), model, variant, str(version)))
+        self.pending.append((frame, out, time.time(), model, variant, str(version), request_id))
 
     def _path(self) -> Path:
         return self.dir / f"{self.writer}-{self.seq:06d}.jsonl"
@@ -71,8 +81,9 @@ class ServedLog:
             ],
             axis=1,
         )
-        for i, col in enumerate(META, start=2):
+        for i, col in enumerate(META[:-1], start=2):
             df[col] = [v for p in pending for v in [p[i]] * len(p[0])]
+        df["_row"] = [r for p in pending for r in range(len(p[0]))]
         self.dir.mkdir(parents=True, exist_ok=True)
         while len(df):
             chunk, df = df.iloc[: self.file_rows - self.rows_in_file], df.iloc[self.file_rows - self.rows_in_file :]
@@ -94,7 +105,7 @@ class ServedLog:
 class ServedWindow:
     features: pd.DataFrame
     outputs: pd.DataFrame
-    meta: pd.DataFrame  # _time, _model, _variant, _version
+    meta: pd.DataFrame  # _time, _model, _variant, _version, _request_id, _row (the last two: logs since issue 18)
 
 
 def read_window(directory: str | Path, n: int) -> ServedWindow:
