@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import ray
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from hpm_ray.hpo.space import Param, tune_space
 from hpm_ray.hpo.trainable import METRIC, tune_trainable
@@ -147,25 +148,67 @@ def build_trainable(data_ref, name: str):
     return tune.with_parameters(trial, data=data_ref)
 
 
+class BestReportOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells the study each trial's best report, the score the driver selects on.
+
+    Tune hands its searcher a finished trial's *last* result (``on_trial_complete``), but a trial's score here is
+    its best report (rounds act as validated early stopping, ``runner._best``): a trial that overfits late would
+    teach TPE a worse score than the one it is selected on. Reports are kept per training iteration, so a trial
+    restarted after its node died counts each report once, its last attempt's (as ``records`` does).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reports: dict[str, dict[int, float]] = {}
+
+    def _keep(self, trial_id: str, result: dict | None) -> None:
+        if result and self.metric in result and "training_iteration" in result:
+            self._reports.setdefault(trial_id, {})[int(result["training_iteration"])] = result[self.metric]
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._keep(trial_id, result)
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._keep(trial_id, result)  # the result ASHA stops a trial on reaches only this call
+        best = best_so_far(self._reports.pop(trial_id, {}).values())
+        if result and best is not None:
+            result = {**result, self.metric: best}
+        super().on_trial_complete(trial_id, result, error)
+
+
+def make_searcher(s: SearchSettings) -> BestReportOptunaSearch:
+    """The Tuner's searcher: TPE seeded per horizon, optional starting points."""
+    return BestReportOptunaSearch(
+        metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None
+    )
+
+
+def best_so_far(scores) -> float | None:
+    """The lowest finite score, or None when there is none (Optuna then records the trial as pruned)."""
+    finite = [float(v) for v in scores if v is not None and math.isfinite(v)]
+    return min(finite) if finite else None
+
+
 def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
     """A new Tuner, or the interrupted one with its searcher and scheduler state when its folder has one.
 
     Experiment names carry the run id, so saved state under ``s.name`` is this run's own: ``--resume`` finds
     it, and so does Ray's retry of a search task whose worker died (a fresh Tuner would drop finished trials).
 
-    When ASHA stops a trial, Tune completes it with its last result and OptunaSearch tells the study that
-    value (ray/tune/execution/tune_controller.py, ``_process_trial_result`` -> ``on_trial_complete``), so
-    TPE learns from pruned trials too. Errored trials are not re-run on resume: a crashing config crashes again.
+    When ASHA stops a trial, Tune completes it with its last result (ray/tune/execution/tune_controller.py,
+    ``_process_trial_result`` -> ``on_trial_complete``) and the searcher tells the study the trial's best report
+    (:func:`make_searcher`), so TPE learns from pruned trials too, on the score the driver selects on.
+    Errored trials are not re-run on resume: a crashing config crashes again.
     """
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     trainable = tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
     path = experiment_path(s)
     if tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-    searcher = OptunaSearch(metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None)
+    searcher = make_searcher(s)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
         max_t=s.max_reports,
