@@ -58,3 +58,14 @@ def test_best_so_far_skips_missing_and_non_finite_scores():
 
     assert best_so_far([0.4, math.nan, None, 0.2, math.inf]) == 0.2
     assert best_so_far([math.nan, None]) is None
+
+
+def test_only_a_lost_actor_worker_or_node_counts_as_lost():
+    from ray.exceptions import ActorDiedError, NodeDiedError, RayTaskError
+
+    from hpm_ray.hpo.search import lost_worker
+
+    assert lost_worker(ActorDiedError()) and lost_worker(NodeDiedError("node gone"))
+    # a config that raises by itself comes back as a task error: re-running it would fail again
+    assert not lost_worker(RayTaskError("train", "Traceback ...", ValueError("num_leaves must be > 1")))
+    assert not lost_worker(None) and not lost_worker("Failure # 1: ActorDiedError (text trace only)")

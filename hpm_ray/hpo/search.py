@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import ray
 from ray import tune
+from ray.exceptions import NodeDiedError, RayActorError, WorkerCrashedError
 from ray.tune.search.optuna import OptunaSearch
 
 from hpm_ray.hpo.space import Param, tune_space
@@ -46,11 +47,6 @@ class SearchSettings:
     seed: int
     space: tuple[Param, ...]  # the learner's search space
     trial_cpus: float = 1.0
-    # Reuse trial actors (saves a worker start, 1-3 s, per trial) on a local instance only. On a cluster it defeats
-    # retries: Tune 2.60 hands a new trial an actor cached by a finished one; if that actor's node died meanwhile,
-    # the trial fails while still PENDING, and ``_process_trial_failure`` (ray/tune/execution/tune_controller.py)
-    # retries only RUNNING trials, so it ends in ERROR whatever ``FailureConfig.max_failures`` says.
-    reuse_actors: bool = True
     points_to_evaluate: list = field(default_factory=list)
     progress_actor: str | None = None
     key: str = ""  # the horizon, as shown in progress lines
@@ -204,10 +200,9 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    trainable = tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
-    path = experiment_path(s)
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+    trainable = _trainable(s, data_ref)
+    if tune.Tuner.can_restore(experiment_path(s)):
+        return _restore(s, trainable, resume_errored=False)
     searcher = make_searcher(s)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
@@ -225,7 +220,8 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
             scheduler=scheduler,
             num_samples=s.num_samples,
             max_concurrent_trials=s.max_concurrent,
-            reuse_actors=s.reuse_actors,
+            # Trial actors are reused (a worker start costs 1-3 s per trial), on clusters too: see run_search.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=s.name,
@@ -237,6 +233,21 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
             callbacks=[JsonLoggerCallback(), ProgressCallback(s.progress_actor, s.key, s.max_reports)],
         ),
     )
+
+
+def _trainable(s: SearchSettings, data_ref):
+    return tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
+
+
+def _restore(s: SearchSettings, trainable, resume_errored: bool) -> tune.Tuner:
+    return tune.Tuner.restore(
+        experiment_path(s), trainable=trainable, resume_unfinished=True, resume_errored=resume_errored
+    )
+
+
+def lost_worker(error: BaseException | str | None) -> bool:
+    """The trial failed because its actor, worker or node died, not because its config raised."""
+    return isinstance(error, (RayActorError, NodeDiedError, WorkerCrashedError))
 
 
 def records(result_grid, max_reports: int) -> list[TrialRecord]:
@@ -265,6 +276,20 @@ def records(result_grid, max_reports: int) -> list[TrialRecord]:
 
 @ray.remote(num_cpus=0, runtime_env={"env_vars": TUNE_ENV})
 def run_search(s: SearchSettings, data_ref_box: list) -> list[TrialRecord]:
-    """Run (or resume) one horizon's experiment to completion; ``data_ref_box`` keeps the ref un-resolved."""
+    """Run (or resume) one horizon's experiment to completion; ``data_ref_box`` keeps the ref un-resolved.
+
+    Trial actors are reused, and Tune 2.60 hands a new trial an actor cached by a finished one: if that actor's
+    node died meanwhile, the trial fails while still PENDING, and ``_process_trial_failure``
+    (ray/tune/execution/tune_controller.py) retries only RUNNING trials, so it ends in ERROR whatever
+    ``FailureConfig.max_failures`` says. Such trials are re-run here by restoring the experiment with
+    ``resume_errored`` (same trial ids, from scratch: trials keep no checkpoint); a config that raises by itself
+    runs again with them, and fails again. The study was already told these trials failed, so TPE does not learn
+    from their re-run (the driver still selects on it). Each round needs another lost worker: at most
+    ``TRIAL_RETRIES`` rounds.
+    """
     results = make_tuner(s, data_ref_box[0]).fit()
+    for _ in range(TRIAL_RETRIES):
+        if not any(lost_worker(r.error) for r in results):
+            break
+        results = _restore(s, _trainable(s, data_ref_box[0]), resume_errored=True).fit()
     return records(results, s.max_reports)
