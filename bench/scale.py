@@ -10,8 +10,9 @@ A third peer runs the same job on a local Ray instance with the same CPU count (
 actors in every setup (runs given an address re-run a trial that drew an actor cached on a lost node). The
 per-trial overhead of each setup comes from Tune's own per-trial results (``result.json``): (search span x CPUs
 - summed in-trial time) / trials, where the span runs from the first trial's start to the last trial's last
-report. It leaves out starting or joining Ray, refits and MLflow, which differ between the setups; the run
-times in the table include them (the local peer's includes starting Ray, which the cluster peers do not pay).
+report (Tune's timestamps are whole seconds: good to about 2 / trials s). It leaves out starting or joining
+Ray, refits and MLflow, which differ between the setups; the run times in the table include them (the local
+peer's includes starting Ray, which the cluster peers do not pay).
 
 usage: python bench/scale.py [--trials 12] [--cpus-per-node 1] [--max-rows 4000]
 """
@@ -84,19 +85,21 @@ def run(n_nodes: int, args, work: Path, local: bool = False) -> dict:
 def trial_overhead(experiment: Path, slots: int) -> float:
     """(search span x slots - summed in-trial time) / trials, from each trial's Tune results.
 
-    A trial's last report is when Tune wrote its ``result.json`` last (the file's mtime: Tune's own ``timestamp``
-    has a resolution of one second); it started its in-trial time (``time_total_s``) before that.
+    A trial starts its in-trial time (``time_total_s``) before its first report. Tune's ``timestamp`` is whole
+    seconds (floored), so both ends of the span are off by up to a second each: +-2 / trials s at worst. File
+    times cannot stand in: Tune touches every ``result.json`` when the experiment ends.
     """
-    ends, busy = [], []
+    starts, ends, busy = [], [], []
     for f in experiment.glob("*/result.json"):
-        lines = f.read_text().splitlines()
-        if lines:
-            ends.append(f.stat().st_mtime)
-            busy.append(json.loads(lines[-1])["time_total_s"])
+        reports = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+        if reports:
+            first, last = reports[0], reports[-1]
+            starts.append(first["timestamp"] - first["time_total_s"])
+            ends.append(last["timestamp"])
+            busy.append(last["time_total_s"])
     if not ends:
         raise SystemExit(f"no Tune results under {experiment}")
-    span = max(ends) - min(e - b for e, b in zip(ends, busy))
-    return (span * slots - sum(busy)) / len(ends)
+    return ((max(ends) - min(starts)) * slots - sum(busy)) / len(ends)
 
 
 def main() -> None:
