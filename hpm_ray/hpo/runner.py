@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -227,8 +226,6 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
     # More horizons than CPUs: share the cores so every horizon progresses (learners run one thread per trial).
     trial_cpus = min(1.0, cpus / (len(horizons) * concurrent))
     n_nodes = sum(n["Alive"] for n in ray.nodes())
-    # Joined by address, Ray may have or gain other nodes (an autoscaler may add them mid-run): see reuse_actors.
-    one_node = n_nodes == 1 and not (spec.runtime.address or os.environ.get("RAY_ADDRESS"))
     exp_id = mlflow_experiment(spec.experiment)
     parent = (
         mlflow.start_run(run_id=state["mlflow_run_id"])
@@ -259,7 +256,6 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
                 reduction_factor=spec.reduction_factor,
                 max_concurrent=concurrent,
                 trial_cpus=trial_cpus,
-                reuse_actors=one_node,
                 seed=spec.seed + hz.h,
                 space=hz.data.learner.space,
                 points_to_evaluate=spec.points_to_evaluate,

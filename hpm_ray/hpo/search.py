@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import ray
 from ray import tune
+from ray.exceptions import NodeDiedError, RayActorError, WorkerCrashedError
+from ray.tune.search.optuna import OptunaSearch
 
 from hpm_ray.hpo.space import Param, tune_space
 from hpm_ray.hpo.trainable import METRIC, tune_trainable
@@ -45,11 +47,6 @@ class SearchSettings:
     seed: int
     space: tuple[Param, ...]  # the learner's search space
     trial_cpus: float = 1.0
-    # Reuse trial actors (saves a worker start, 1-3 s, per trial) on a local instance only. On a cluster it defeats
-    # retries: Tune 2.60 hands a new trial an actor cached by a finished one; if that actor's node died meanwhile,
-    # the trial fails while still PENDING, and ``_process_trial_failure`` (ray/tune/execution/tune_controller.py)
-    # retries only RUNNING trials, so it ends in ERROR whatever ``FailureConfig.max_failures`` says.
-    reuse_actors: bool = True
     points_to_evaluate: list = field(default_factory=list)
     progress_actor: str | None = None
     key: str = ""  # the horizon, as shown in progress lines
@@ -147,25 +144,66 @@ def build_trainable(data_ref, name: str):
     return tune.with_parameters(trial, data=data_ref)
 
 
+class BestReportOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells the study each trial's best report, the score the driver selects on.
+
+    Tune hands its searcher a finished trial's *last* result (``on_trial_complete``), but a trial's score here is
+    its best report (rounds act as validated early stopping, ``runner._best``): a trial that overfits late would
+    teach TPE a worse score than the one it is selected on. Reports are kept per training iteration, so a trial
+    restarted after its node died counts each report once, its last attempt's (as ``records`` does).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._reports: dict[str, dict[int, float]] = {}
+
+    def _keep(self, trial_id: str, result: dict | None) -> None:
+        if result and self.metric in result and "training_iteration" in result:
+            self._reports.setdefault(trial_id, {})[int(result["training_iteration"])] = result[self.metric]
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._keep(trial_id, result)
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._keep(trial_id, result)  # the result ASHA stops a trial on reaches only this call
+        best = best_so_far(self._reports.pop(trial_id, {}).values())
+        if result and best is not None:
+            result = {**result, self.metric: best}
+        super().on_trial_complete(trial_id, result, error)
+
+
+def make_searcher(s: SearchSettings) -> BestReportOptunaSearch:
+    """The Tuner's searcher: TPE seeded per horizon, optional starting points."""
+    return BestReportOptunaSearch(
+        metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None
+    )
+
+
+def best_so_far(scores) -> float | None:
+    """The lowest finite score, or None when there is none (Optuna then records the trial as pruned)."""
+    finite = [float(v) for v in scores if v is not None and math.isfinite(v)]
+    return min(finite) if finite else None
+
+
 def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
     """A new Tuner, or the interrupted one with its searcher and scheduler state when its folder has one.
 
     Experiment names carry the run id, so saved state under ``s.name`` is this run's own: ``--resume`` finds
     it, and so does Ray's retry of a search task whose worker died (a fresh Tuner would drop finished trials).
 
-    When ASHA stops a trial, Tune completes it with its last result and OptunaSearch tells the study that
-    value (ray/tune/execution/tune_controller.py, ``_process_trial_result`` -> ``on_trial_complete``), so
-    TPE learns from pruned trials too. Errored trials are not re-run on resume: a crashing config crashes again.
+    When ASHA stops a trial, Tune completes it with its last result (ray/tune/execution/tune_controller.py,
+    ``_process_trial_result`` -> ``on_trial_complete``) and the searcher tells the study the trial's best report
+    (:func:`make_searcher`), so TPE learns from pruned trials too, on the score the driver selects on.
+    Errored trials are not re-run on resume: a crashing config crashes again.
     """
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    trainable = tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
-    path = experiment_path(s)
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False)
-    searcher = OptunaSearch(metric=METRIC, mode="min", seed=s.seed, points_to_evaluate=s.points_to_evaluate or None)
+    trainable = _trainable(s, data_ref)
+    if tune.Tuner.can_restore(experiment_path(s)):
+        return _restore(s, trainable, resume_errored=False)
+    searcher = make_searcher(s)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
         max_t=s.max_reports,
@@ -182,7 +220,8 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
             scheduler=scheduler,
             num_samples=s.num_samples,
             max_concurrent_trials=s.max_concurrent,
-            reuse_actors=s.reuse_actors,
+            # Trial actors are reused (a worker start costs 1-3 s per trial), on clusters too: see run_search.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=s.name,
@@ -194,6 +233,21 @@ def make_tuner(s: SearchSettings, data_ref) -> tune.Tuner:
             callbacks=[JsonLoggerCallback(), ProgressCallback(s.progress_actor, s.key, s.max_reports)],
         ),
     )
+
+
+def _trainable(s: SearchSettings, data_ref):
+    return tune.with_resources(build_trainable(data_ref, s.name), {"cpu": s.trial_cpus})
+
+
+def _restore(s: SearchSettings, trainable, resume_errored: bool) -> tune.Tuner:
+    return tune.Tuner.restore(
+        experiment_path(s), trainable=trainable, resume_unfinished=True, resume_errored=resume_errored
+    )
+
+
+def lost_worker(error: BaseException | str | None) -> bool:
+    """The trial failed because its actor, worker or node died, not because its config raised."""
+    return isinstance(error, (RayActorError, NodeDiedError, WorkerCrashedError))
 
 
 def records(result_grid, max_reports: int) -> list[TrialRecord]:
@@ -222,6 +276,20 @@ def records(result_grid, max_reports: int) -> list[TrialRecord]:
 
 @ray.remote(num_cpus=0, runtime_env={"env_vars": TUNE_ENV})
 def run_search(s: SearchSettings, data_ref_box: list) -> list[TrialRecord]:
-    """Run (or resume) one horizon's experiment to completion; ``data_ref_box`` keeps the ref un-resolved."""
+    """Run (or resume) one horizon's experiment to completion; ``data_ref_box`` keeps the ref un-resolved.
+
+    Trial actors are reused, and Tune 2.60 hands a new trial an actor cached by a finished one: if that actor's
+    node died meanwhile, the trial fails while still PENDING, and ``_process_trial_failure``
+    (ray/tune/execution/tune_controller.py) retries only RUNNING trials, so it ends in ERROR whatever
+    ``FailureConfig.max_failures`` says. Such trials are re-run here by restoring the experiment with
+    ``resume_errored`` (same trial ids, from scratch: trials keep no checkpoint); a config that raises by itself
+    runs again with them, and fails again. The study was already told these trials failed, so TPE does not learn
+    from their re-run (the driver still selects on it). Each round needs another lost worker: at most
+    ``TRIAL_RETRIES`` rounds.
+    """
     results = make_tuner(s, data_ref_box[0]).fit()
+    for _ in range(TRIAL_RETRIES):
+        if not any(lost_worker(r.error) for r in results):
+            break
+        results = _restore(s, _trainable(s, data_ref_box[0]), resume_errored=True).fit()
     return records(results, s.max_reports)
