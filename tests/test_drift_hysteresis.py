@@ -165,3 +165,50 @@ def test_an_alarm_whose_retrain_was_refused_still_counts_toward_k_of_n(mlflow_ur
         (True, "error"),
         (True, "ab_started"),
     ]
+
+
+def fit_logistic(X, y):
+    """A user retraining pipeline (``--pipeline tests.test_drift_hysteresis:fit_logistic``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+
+
+def test_a_user_pipeline_retrains_without_the_held_out_block_the_gates_read(mlflow_uri, tmp_path):
+    """``pipeline: module:function`` fits the user's callable on all rows but a stratified held-out block; the
+    registered version carries gate metrics measured on that block, uses it as its drift reference, and records
+    the served request ids it learnt from."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from hpm_ray.drift import monitor
+    from hpm_ray.registry.models import version_metrics
+    from hpm_ray.registry.reference import load_reference
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=600), "b": rng.normal(size=600)})
+    y = (X["a"] + 0.5 * rng.normal(size=600) > 0).astype(int).to_numpy()
+    spec = WatchSpec(pipeline="tests.test_drift_hysteresis:fit_logistic")
+    version = monitor._retrain(spec, "drift-pipeline", tmp_path, X, y, ("r1", "r2"))
+    client = MlflowClient()
+    mv = client.get_model_version("drift-pipeline", version)
+    held_out = round(600 * spec.distill.test_size)
+    run = client.get_run(mv.run_id)
+    est = mlflow.pyfunc.load_model(f"models:/drift-pipeline/{version}").unwrap_python_model().estimator
+    assert est[0].n_samples_seen_ == 600 - held_out == int(run.data.params["rows_fit"])  # never saw the block
+    assert len(load_reference("drift-pipeline", version).features) == held_out
+    gate_metrics = version_metrics(mv)  # what check_gates reads: measured on the held-out block
+    assert gate_metrics["auc"] > 0.8 and 0 < gate_metrics["f1"] <= 1 and "recall_1" in gate_metrics
+    assert mv.tags["hpm_ray.pipeline"] == spec.pipeline
+    assert client.download_artifacts(mv.run_id, "served_ids.txt", str(tmp_path)).endswith("served_ids.txt")
+    assert (tmp_path / "served_ids.txt").read_text().split() == ["r1", "r2"]
+
+
+@pytest.mark.parametrize("ref, message", [("nope", "module:function"), ("no_such_module_x:f", "cannot import")])
+def test_a_bad_pipeline_is_refused_when_the_spec_is_read(ref, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec(WatchSpec, None, {"pipeline": ref})

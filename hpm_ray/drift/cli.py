@@ -64,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
     w.add_argument(
+        "--pipeline",
+        default="distill",
+        help="what a retrain runs: distill (HPM distillation, default) or module:function, a callable (X, y) -> "
+        "fitted classifier, fitted without a held-out block the gates read",
+    )
+    w.add_argument(
         "--source",
         choices=["served", "table"],
         default="served",
@@ -178,6 +184,7 @@ def _watch(args: argparse.Namespace) -> int:
         "data": args.data,
         "target": args.target,
         "source": args.source,
+        "pipeline": args.pipeline,
         "label_days": args.label_days,
         "min_labels": args.min_labels,
         "reference_rows": args.reference_rows,

@@ -21,6 +21,7 @@ from hpm_ray.config import Spec
 from hpm_ray.distill.spec import DistillSpec
 from hpm_ray.drift.checks import DEFAULT_FDR, DEFAULT_THRESHOLD, MAX_CATEGORIES, DriftResult, check_drift
 from hpm_ray.drift.hysteresis import Hysteresis, WatchLog, last_ab_event, permit
+from hpm_ray.drift.pipelines import DISTILL, fit_callable, load_pipeline
 from hpm_ray.errors import HPMError, SpecError
 
 EXPERIMENT = "hpm-ray-drift"
@@ -77,10 +78,14 @@ class WatchSpec(CheckSpec):
     distill: DistillSpec = Field(
         default_factory=lambda: DistillSpec(method="hpm", max_rows=10_000, max_configs=8, teacher_trees=200)
     )
+    # what the retrain runs: "distill" (HPM distillation with the settings above) or "module:function", a user
+    # callable (X, y) -> fitted classifier, fitted on all rows but a held-out block (drift/pipelines.py)
+    pipeline: str = DISTILL
 
     @model_validator(mode="after")
     def _valid_hysteresis(self) -> WatchSpec:
         self.hysteresis()
+        load_pipeline(self.pipeline)  # a typo fails when the spec is read, not after a drift and a retrain
         return self
 
     def hysteresis(self) -> Hysteresis:
@@ -243,11 +248,21 @@ def served_training_data(spec: WatchSpec, c: CheckOutcome):
 
 
 def _retrain(spec: WatchSpec, model: str, out: Path, X, y, served_ids: tuple[str, ...] = ()) -> str:
-    """Distil on ``X, y`` (warm-started from the shared memory), register it with its reference; the served
+    """Run the spec's pipeline on ``X, y`` and register the result with its held-out reference; the served
     request ids it learnt from go to its MLflow run as ``served_ids.txt``."""
-    import json
-
     from mlflow.tracking import MlflowClient
+
+    fn = load_pipeline(spec.pipeline)
+    version = _distill(spec, model, out, X, y) if fn is None else _fit_user_pipeline(fn, spec, model, X, y)
+    if served_ids:
+        client = MlflowClient()
+        client.log_text(client.get_model_version(model, version).run_id, "\n".join(served_ids) + "\n", "served_ids.txt")
+    return version
+
+
+def _distill(spec: WatchSpec, model: str, out: Path, X, y) -> str:
+    """HPM distillation (warm-started from the shared memory), registered by :func:`log_distillation`."""
+    import json
 
     from hpm_ray.distill.auto import AutoDistiller
     from hpm_ray.distill.tracking import log_distillation
@@ -257,11 +272,38 @@ def _retrain(spec: WatchSpec, model: str, out: Path, X, y, served_ids: tuple[str
     out.mkdir(parents=True, exist_ok=True)
     d.results_.to_csv(out / "results.csv", index=False)
     (out / "summary.json").write_text(json.dumps(d.summary(), indent=2))
-    version = log_distillation(d, out, model).rsplit("/", 1)[1]
-    if served_ids:
-        client = MlflowClient()
-        client.log_text(client.get_model_version(model, version).run_id, "\n".join(served_ids) + "\n", "served_ids.txt")
-    return version
+    return log_distillation(d, out, model).rsplit("/", 1)[1]
+
+
+def _fit_user_pipeline(fn, spec: WatchSpec, model: str, X, y) -> str:
+    """A user callable, fitted without the held-out block whose metrics the gates read (drift/pipelines.py)."""
+    import mlflow
+    import numpy as np
+
+    from hpm_ray.distill.evaluate import test_metrics
+    from hpm_ray.registry.gates import classifier_metrics
+    from hpm_ray.registry.models import log_and_register
+    from hpm_ray.registry.pyfunc import ClassifierPyfunc
+    from hpm_ray.runtime import mlflow_experiment
+
+    est, X_fit, X_test, y_test = fit_callable(fn, X, y, spec.distill.test_size, spec.distill.seed)
+    classes = list(est.classes_)
+    proba = np.asarray(est.predict_proba(X_test), dtype=float)
+    metrics = classifier_metrics(y_test, proba, classes)
+    codes = np.searchsorted(np.asarray(classes), y_test)
+    metrics.update({k: v for k, v in test_metrics(codes, proba).items() if k not in metrics and np.isfinite(v)})
+    with mlflow.start_run(experiment_id=mlflow_experiment(EXPERIMENT), run_name="retrain-pipeline"):
+        mlflow.log_params({"pipeline": spec.pipeline, "rows_fit": len(X_fit), "rows_test": len(X_test)})
+        mv = log_and_register(
+            ClassifierPyfunc(est, X_fit, classes),
+            model,
+            kind="classifier",
+            metrics=metrics,
+            input_example=X_fit,
+            tags={"hpm_ray.pipeline": spec.pipeline},
+            reference=X_test,
+        )
+    return str(mv.version)
 
 
 def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
@@ -341,9 +383,14 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
         else table
     )
     if spec.dry_run:
+        how = (
+            f"HPM distillation on {source}, max_rows={spec.distill.max_rows}, warm-started from the shared "
+            "optimisation memory"
+            if spec.pipeline == DISTILL
+            else f"{spec.pipeline} on {source}, a held-out block kept for the gates"
+        )
         plan = (
-            f"would retrain (HPM distillation on {source}, max_rows={spec.distill.max_rows}, warm-started from the "
-            f"shared optimisation memory), gate with {gates_from}, register {c.model} as 'challenger' and start "
+            f"would retrain ({how}), gate with {gates_from}, register {c.model} as 'challenger' and start "
             f"an A/B at {spec.traffic:g}% on {spec.url}"
         )
         log.decide("dry_run", plan)
