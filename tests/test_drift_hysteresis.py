@@ -75,7 +75,7 @@ def test_watch_log_is_the_memory_and_survives_a_torn_line(tmp_path):
     assert log.last_action() == started[0]
 
 
-def test_last_ab_event_reads_promote_and_rollback_only():
+def test_last_ab_event_reads_changes_of_champion_only():
     status = {
         "history": [
             {"time": 10.0, "event": "start"},
@@ -85,6 +85,9 @@ def test_last_ab_event_reads_promote_and_rollback_only():
         ]
     }
     assert last_ab_event(status) == 25.0
+    status["history"].append({"time": 27.0, "event": "revert"})  # ab revert, or the registry alias moving
+    status["history"].append({"time": 26.0, "event": "champion"})
+    assert last_ab_event(status) == 27.0
     assert last_ab_event({"history": [{"time": 5.0, "event": "start"}]}) is None
     assert last_ab_event({}) is None  # /ab/status without the admin token shows no history
 
@@ -212,3 +215,15 @@ def test_a_user_pipeline_retrains_without_the_held_out_block_the_gates_read(mlfl
 def test_a_bad_pipeline_is_refused_when_the_spec_is_read(ref, message):
     with pytest.raises(SpecError, match=message):
         load_spec(WatchSpec, None, {"pipeline": ref})
+
+
+def test_the_watch_refuses_the_public_status_before_retraining(mlflow_uri, tmp_path, monkeypatch):
+    """Without the admin token the app shows no history (no cooldown to read) and would refuse /ab/start after
+    minutes of retraining: the watch stops first and says why."""
+    from hpm_ray.errors import HPMError
+
+    monitor, app, retrained = _fake_loop(tmp_path, monkeypatch)
+    del app.status["history"]
+    with pytest.raises(HPMError, match="needs the admin token"):
+        monitor.watch_once(WatchSpec(out=str(tmp_path / "watch"), alarm_k=1, alarm_n=1), lambda msg: None)
+    assert retrained == [] and app.posts == []

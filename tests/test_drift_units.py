@@ -156,6 +156,7 @@ class _App:
             "variants": {"champion": "1", "challenger": challenger},
             "stage": stage,
             "gates": {"classifier": {"f1": {"low": 0.1}}},
+            "history": [],  # the admin view (the watcher sends its token)
         }
         self.posts = []
 
@@ -299,3 +300,25 @@ def test_prediction_log_labels_for_an_app(tmp_path):
     plog.join([Label(a, [1, 0]), Label(c, [0, 0])])
     assert plog.labels_for("app", [a, b, c, "nope"]) == {a: [1, 0]}  # b unlabelled, c another app's
     plog.close()
+
+
+def test_a_reference_without_a_served_column_is_refused(mlflow_uri, monkeypatch):
+    """Served rows hold exactly the serving model's columns: a reference that lacks one belongs to another
+    model, and comparing with it would silently skip that column."""
+    from hpm_ray.drift import monitor
+    from hpm_ray.drift.monitor import CheckSpec
+    from hpm_ray.registry import aliases, reference
+    from hpm_ray.registry.reference import Reference
+    from hpm_ray.serving import served
+    from hpm_ray.serving.served import ServedWindow
+
+    rng = np.random.default_rng(0)
+    cur = pd.DataFrame({"x": rng.normal(size=300), "town": ["a"] * 300})
+    meta = pd.DataFrame({"_time": np.arange(300.0), "_model": "m", "_variant": "champion", "_version": "1"})
+    window = ServedWindow(cur, pd.DataFrame({"proba_1": rng.uniform(size=300)}), meta)
+    monkeypatch.setattr(served, "read_window", lambda d, n: window)
+    monkeypatch.setattr(aliases, "resolve_version", lambda *a: "1")
+    ref = Reference(pd.DataFrame({"x": rng.normal(size=300)}), pd.DataFrame({"proba_1": rng.uniform(size=300)}))
+    monkeypatch.setattr(reference, "load_reference", lambda *a: ref)
+    with pytest.raises(DataError, match="lacks served column.*'town'"):
+        monitor.run_check(CheckSpec(model="m"))

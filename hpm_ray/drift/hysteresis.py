@@ -18,8 +18,9 @@ from pathlib import Path
 
 from hpm_ray.errors import SpecError
 
-#: Events of the A/B app after which the watch waits a cooldown (``/ab/status`` history).
-AB_EVENTS = ("promote", "rollback")
+#: Events of the A/B app after which the watch waits a cooldown (``/ab/status`` history): an inconclusive test
+#: ends as a rollback; ``champion``: the registry's alias moved under the running app.
+AB_EVENTS = ("promote", "rollback", "revert", "champion")
 #: Actions of the watch itself after which it waits a cooldown.
 WATCH_ACTIONS = ("ab_started", "refused")
 

@@ -22,7 +22,7 @@ from hpm_ray.distill.spec import DistillSpec
 from hpm_ray.drift.checks import DEFAULT_FDR, DEFAULT_THRESHOLD, MAX_CATEGORIES, DriftResult, check_drift
 from hpm_ray.drift.hysteresis import Hysteresis, WatchLog, last_ab_event, permit
 from hpm_ray.drift.pipelines import DISTILL, fit_callable, load_pipeline
-from hpm_ray.errors import HPMError, SpecError
+from hpm_ray.errors import DataError, HPMError, SpecError
 
 EXPERIMENT = "hpm-ray-drift"
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -172,6 +172,12 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
     client = MlflowClient()
     version = resolve_version(model, spec.alias, client)
     ref = load_reference(model, version, client)
+    foreign = [c for c in window.features.columns if c not in ref.features.columns]
+    if foreign:
+        raise DataError(
+            f"the reference of {model} v{version} lacks served column(s) {', '.join(map(repr, foreign[:5]))}: "
+            "it is not the reference of the model that served these rows"
+        )
     answered = (window.meta["_version"] == str(version)).to_numpy()
     current_pred = prediction_score(window.outputs[answered]) if answered.sum() >= spec.min_rows else None
     result = check_drift(
@@ -362,6 +368,11 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
         log.decide("retrain", "not started: no drift")
         return {**base, "action": "none"}
     status = call(spec.url, "GET", "/ab/status", token=spec.token)  # the full view: history, gates
+    if "history" not in status:  # the public view: no cooldown to read, no gates, and /ab/start would be refused
+        raise HPMError(
+            f"the app at {spec.url} showed its public status only: drift watch needs the admin token "
+            "(--token or $HPM_RAY_SERVE_TOKEN) to read the A/B history and gates and to start an A/B"
+        )
     if status["model"] != c.model:
         raise HPMError(f"the app at {spec.url} serves {status['model']!r}, not {c.model!r}")
     running = status["variants"].get("challenger")

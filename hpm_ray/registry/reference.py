@@ -69,7 +69,7 @@ def load_reference(name: str, version: str, client=None) -> Reference:
     names = {Path(f.path).name for f in client.list_artifacts(mv.run_id, ARTIFACT)}
     if not {"features.parquet", "outputs.parquet"} <= names:
         raise DataError(
-            f"{name} v{version} has no stored drift reference (register it with log_and_register(..., reference=X_train))"
+            f"{name} v{version} has no stored drift reference (register it with log_and_register(..., reference=held-out rows))"
         )
     # (MLflow's download progress bar: hpm-ray's CLI turns it off for its own process)
     with tempfile.TemporaryDirectory() as tmp:
