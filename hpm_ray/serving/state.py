@@ -608,8 +608,9 @@ _MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIME
 
 
 def _watch_alias(every_s: float, model: str, tracking_uri: str) -> None:
-    """Read the registry's ``champion`` every ``every_s``; the first read and every change go to the actor
-    (in order with its other calls). A failed read is retried; the app keeps serving what it serves."""
+    """Read the registry's ``champion`` every ``every_s`` and hand each read to the actor (in order with its other
+    calls), which serves it unless it already does or the read is older than its own last change. A failed read
+    is retried; the app keeps serving what it serves."""
     import ray
     from mlflow.tracking import MlflowClient
 
@@ -617,15 +618,15 @@ def _watch_alias(every_s: float, model: str, tracking_uri: str) -> None:
 
     me = ray.get_runtime_context().current_actor
     client = MlflowClient(tracking_uri)
-    seen = None
     while True:
         time.sleep(every_s)  # first: the actor finishes starting before it is called
         read_at = time.time()
         try:
             current = client.get_registered_model(model).aliases.get(CHAMPION)
-            if current is not None and str(current) != seen:
+            # every read goes to the actor, which compares it with what it serves: remembering the last value
+            # read here would miss an alias that moved away and back between two reads (promote, then revert)
+            if current is not None:
                 ray.get(me.follow_champion.remote(str(current), read_at))
-                seen = str(current)
         except Exception as exc:  # the registry or the actor not answering: the next round tries again
             log.warning("champion alias not followed: %s", exc)
 
