@@ -13,6 +13,8 @@ from the latest bar::
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import pandas as pd
 from mlflow.types.schema import ColSpec, DataType, Schema
@@ -25,7 +27,7 @@ from hpm_ray.hpo.trainable import target_scale
 from hpm_ray.registry.pyfunc import SchemaPyfunc
 
 
-class IntervalForecaster(SchemaPyfunc):
+class IntervalForecaster(SchemaPyfunc, ABC):
     """Raw quantiles per feature row (``raw``, by subclasses) -> quantiles and CQR intervals.
 
     Output, one row per input row: ``q_<quantile>`` (rearranged raw quantiles, e.g. ``q_0.05``) and
@@ -35,8 +37,9 @@ class IntervalForecaster(SchemaPyfunc):
 
     conformal: ConformalQuantiles
 
+    @abstractmethod
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
-        raise NotImplementedError
+        """Unrearranged quantile forecasts, one row per conformed feature row, one column per quantile."""
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         raw = self.raw(self.conform(model_input))
