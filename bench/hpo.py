@@ -44,7 +44,7 @@ def main() -> None:
     from hpm_ray.data.datasets import load_btc_hourly
     from hpm_ray.data.io import Series
     from hpm_ray.hpo.runner import prepare_horizon
-    from hpm_ray.hpo.search import SearchSettings, run_search
+    from hpm_ray.hpo.search import SearchSettings, run_search, share_cpus
     from hpm_ray.hpo.space import suggest
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.hpo.trainable import fit_steps
@@ -54,7 +54,13 @@ def main() -> None:
     s = load_btc_hourly()
     if a.rows:
         s = Series(s.frame.iloc[-a.rows :].copy(), s.time_col, s.price_col)
-    spec = HPOSpec(horizons=horizons, max_rounds=a.max_rounds, report_every=a.report_every, seed=a.seed)
+    spec = HPOSpec(
+        horizons=horizons,
+        max_rounds=a.max_rounds,
+        report_every=a.report_every,
+        seed=a.seed,
+        trials_per_horizon=a.trials,
+    )
     datas = {h: prepare_horizon(s, h, spec).data for h in horizons}
     d0 = datas[horizons[0]]
     print(
@@ -94,24 +100,20 @@ def main() -> None:
     init_ray(num_cpus=a.num_cpus)  # started before either peer runs: both share a machine with an idle Ray
     refs = {h: ray.put(data) for h, data in datas.items()}
     cpus = int(ray.cluster_resources()["CPU"])
-    concurrent = max(1, cpus // len(horizons))  # as run_hpo shares the CPUs between horizons
-    trial_cpus = min(1.0, cpus / (len(horizons) * concurrent))
+    concurrent, trial_cpus = share_cpus(cpus, len(horizons))  # as run_hpo shares the CPUs between horizons
     slots = concurrent * len(horizons)
 
     def run_tune() -> tuple[float, dict[int, float], int, float]:
         with tempfile.TemporaryDirectory() as storage:
             settings = {
-                h: SearchSettings(
+                h: SearchSettings.for_horizon(
+                    spec,
+                    h,
+                    datas[h].learner.space,
                     name=f"bench-h{h}",
                     storage=storage,
-                    num_samples=a.trials,
-                    max_reports=spec.max_reports,
-                    grace_period=spec.grace_period,
-                    reduction_factor=spec.reduction_factor,
                     max_concurrent=concurrent,
                     trial_cpus=trial_cpus,
-                    seed=a.seed + h,
-                    space=datas[h].learner.space,
                 )
                 for h in horizons
             }

@@ -69,3 +69,25 @@ def test_only_a_lost_actor_worker_or_node_counts_as_lost():
     # a config that raises by itself comes back as a task error: re-running it would fail again
     assert not lost_worker(RayTaskError("train", "Traceback ...", ValueError("num_leaves must be > 1")))
     assert not lost_worker(None) and not lost_worker("Failure # 1: ActorDiedError (text trace only)")
+
+
+def test_cpus_are_shared_so_every_horizon_progresses():
+    from hpm_ray.hpo.search import share_cpus
+
+    assert share_cpus(16, 4) == (4, 1.0)  # enough cores: whole CPUs, 4 trials per horizon
+    assert share_cpus(2, 4) == (1, 0.5)  # fewer cores than horizons: one trial each at half a CPU
+    assert share_cpus(2, 1, max_concurrent=4) == (4, 0.5)  # the spec's cap wins, the CPUs are split
+
+
+def test_a_horizons_settings_come_from_the_spec():
+    from hpm_ray.hpo.search import SearchSettings
+    from hpm_ray.hpo.spec import HPOSpec
+
+    spec = HPOSpec(horizons=[6, 12], seed=3, trials_per_horizon=7, points_to_evaluate=[])
+    s = SearchSettings.for_horizon(spec, 12, (), name="x-h12", storage="/tmp/x", max_concurrent=2)
+    assert (s.seed, s.num_samples, s.key, s.max_concurrent) == (15, 7, "12", 2)
+    assert (s.grace_period, s.reduction_factor, s.max_reports) == (
+        spec.grace_period,
+        spec.reduction_factor,
+        spec.max_reports,
+    )

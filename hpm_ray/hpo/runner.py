@@ -208,7 +208,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from hpm_ray.hpo.evaluate import refit
-    from hpm_ray.hpo.search import Progress, SearchSettings, run_search
+    from hpm_ray.hpo.search import Progress, SearchSettings, run_search, share_cpus
     from hpm_ray.runtime import init_ray, mlflow_experiment, tune_storage
 
     t0 = time.time()
@@ -222,9 +222,7 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
 
     resources = init_ray(spec.runtime.address, spec.runtime.num_cpus, spec.runtime.verbose)
     cpus = max(1, int(resources.get("CPU", 1)))
-    concurrent = spec.max_concurrent_trials or max(1, cpus // len(horizons))
-    # More horizons than CPUs: share the cores so every horizon progresses (learners run one thread per trial).
-    trial_cpus = min(1.0, cpus / (len(horizons) * concurrent))
+    concurrent, trial_cpus = share_cpus(cpus, len(horizons), spec.max_concurrent_trials)
     n_nodes = sum(n["Alive"] for n in ray.nodes())
     exp_id = mlflow_experiment(spec.experiment)
     parent = (
@@ -247,20 +245,15 @@ def run_hpo(spec: HPOSpec, out: str | Path, resume: bool = False, log=_say, give
         tasks, refs = {}, {}
         for hz in horizons:
             refs[hz.h] = ray.put(hz.data)  # once per experiment: every trial and refit reads this object
-            settings = SearchSettings(
+            settings = SearchSettings.for_horizon(
+                spec,
+                hz.h,
+                hz.data.learner.space,
                 name=f"{state['run_id']}-h{hz.h}",
                 storage=storage,
-                num_samples=spec.trials_per_horizon,
-                max_reports=spec.max_reports,
-                grace_period=spec.grace_period,
-                reduction_factor=spec.reduction_factor,
                 max_concurrent=concurrent,
                 trial_cpus=trial_cpus,
-                seed=spec.seed + hz.h,
-                space=hz.data.learner.space,
-                points_to_evaluate=spec.points_to_evaluate,
                 progress_actor=actor_name,
-                key=str(hz.h),
             )
             tasks[run_search.options(scheduling_strategy=here).remote(settings, [refs[hz.h]])] = hz
         verb = "resuming" if resume else "searching"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ray
 from ray import tune
@@ -17,6 +18,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from hpm_ray.hpo.space import Param, tune_space
 from hpm_ray.hpo.trainable import METRIC, tune_trainable
+
+if TYPE_CHECKING:
+    from hpm_ray.hpo.spec import HPOSpec
 
 # Restarts of a trial whose worker or node died (a config that crashes by itself also gets them).
 TRIAL_RETRIES = 3
@@ -50,6 +54,33 @@ class SearchSettings:
     points_to_evaluate: list = field(default_factory=list)
     progress_actor: str | None = None
     key: str = ""  # the horizon, as shown in progress lines
+
+    @classmethod
+    def for_horizon(cls, spec: HPOSpec, h: int, space: tuple[Param, ...], *, name: str, storage: str, **kw):
+        """One horizon's settings from the job's spec: the driver and ``bench/hpo.py`` build them alike."""
+        return cls(
+            name=name,
+            storage=storage,
+            num_samples=spec.trials_per_horizon,
+            max_reports=spec.max_reports,
+            grace_period=spec.grace_period,
+            reduction_factor=spec.reduction_factor,
+            seed=spec.seed + h,
+            space=space,
+            points_to_evaluate=spec.points_to_evaluate,
+            key=str(h),
+            **kw,
+        )
+
+
+def share_cpus(cpus: int, n_experiments: int, max_concurrent: int | None = None) -> tuple[int, float]:
+    """Concurrent trials per experiment and CPUs per trial.
+
+    With more experiments than CPUs the cores are shared (fractional CPUs) so that every horizon progresses;
+    learners run one thread per trial.
+    """
+    concurrent = max_concurrent or max(1, cpus // n_experiments)
+    return concurrent, min(1.0, cpus / (n_experiments * concurrent))
 
 
 @dataclass
