@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tune_results import trial_overhead
+
 DRIVER = Path(__file__).resolve().parents[1] / "tests" / "cluster_scripts" / "cluster_run.py"
 SPEC = "max_rounds: 100\nreport_every: 20\ngrace_period: 1\nmodel_prefix: bench-scale\n"
 
@@ -80,26 +82,6 @@ def run(n_nodes: int, args, work: Path, local: bool = False) -> dict:
             work / "runs" / "ray_results" / f"{summary['run_id']}-h6", n_nodes * args.cpus_per_node
         ),
     }
-
-
-def trial_overhead(experiment: Path, slots: int) -> float:
-    """(search span x slots - summed in-trial time) / trials, from each trial's Tune results.
-
-    A trial starts its in-trial time (``time_total_s``) before its first report. Tune's ``timestamp`` is whole
-    seconds (floored), so both ends of the span are off by up to a second each: +-2 / trials s at worst. File
-    times cannot stand in: Tune touches every ``result.json`` when the experiment ends.
-    """
-    starts, ends, busy = [], [], []
-    for f in experiment.glob("*/result.json"):
-        reports = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
-        if reports:
-            first, last = reports[0], reports[-1]
-            starts.append(first["timestamp"] - first["time_total_s"])
-            ends.append(last["timestamp"])
-            busy.append(last["time_total_s"])
-    if not ends:
-        raise SystemExit(f"no Tune results under {experiment}")
-    return ((max(ends) - min(starts)) * slots - sum(busy)) / len(ends)
 
 
 def main() -> None:
