@@ -232,3 +232,11 @@ def test_the_watch_refuses_the_public_status_before_retraining(mlflow_uri, tmp_p
     with pytest.raises(HPMError, match="needs the admin token"):
         monitor.watch_once(WatchSpec(out=str(tmp_path / "watch"), alarm_k=1, alarm_n=1), lambda msg: None)
     assert retrained == [] and app.posts == []
+
+
+def test_reference_rows_and_min_labels_must_fit_in_max_rows():
+    """A retrain keeps ``reference_rows`` table rows and needs ``min_labels`` served rows within ``max_rows``: a
+    spec where they cannot fit is refused when read, not after a drift."""
+    with pytest.raises(SpecError, match=r"reference_rows \(2000\) \+ min_labels \(200\) exceed the retrain's max_rows"):
+        load_spec(WatchSpec, None, {"distill": {"max_rows": 2000}})
+    assert load_spec(WatchSpec, None, {"distill": {"max_rows": 2000}, "source": "table"}).source == "table"

@@ -129,6 +129,8 @@ def _watch(served, tmp_path, *extra):
             str(tmp_path),
             "--max-rows",
             "2000",
+            "--reference-rows",  # + --min-labels 200: within --max-rows
+            "1000",
             "--trials",
             "1",
             "--configs",

@@ -31,7 +31,10 @@ YOUNG = 30  # the subpopulation: clients aged this or less
 # credit-scoring gates the champion and the retrained challenger must pass (the distilled student is trained on
 # a few thousand rows, so these are looser than serve/gates_credit.yaml). Accuracy and mean confidence at the 0.5
 # cut follow the base rate, which the shift moves (a retrain on shifted rows scored 0.63 accuracy with a far
-# lower log loss): the demo gates on ranking (AUC) and macro F1 instead.
+# lower log loss): the demo gates on ranking (AUC) and macro F1 instead. The retrained model's gates read its
+# held-out block of shifted served rows, where the relation is noisier (a share of the young non-defaulters
+# default at random): there a retrained LightGBM ranks at AUC 0.69-0.72 and the old champion at 0.57-0.63 (5 seeds,
+# 5,000 shifted rows each), and 120 held-out rows (--quick) measure it to about +-0.05, hence 0.6.
 GATES = {
     "classifier": {
         "accuracy": {"low": 0.0},
@@ -39,7 +42,7 @@ GATES = {
         "precision_*": {"low": 0.0},
         "recall_*": {"low": 0.0},
         "mean_confidence": {"low": 0.5},
-        "auc": {"low": 0.65},
+        "auc": {"low": 0.6},
     }
 }
 

@@ -91,7 +91,6 @@ def retrain_data(
     >>> d.n_fit, len(d.held_out_ids), sorted(d.fit_ids + d.held_out_ids) == sorted(rows.ids)
     (8, 2, True)
     """
-    _same_columns(list(rows.features.columns), columns, "the labelled served data")
     y = list(rows.labels)
     if len(y) < min_labels:
         raise DataError(
@@ -100,6 +99,7 @@ def retrain_data(
         )
     if len({str(v) for v in y}) < 2:
         raise DataError(f"the {len(y)} labelled served rows hold one class only ({y[0]!r}); nothing to learn from")
+    _same_columns(list(rows.features.columns), columns, "the labelled served data")
     y_served = np.asarray(y)
     Xr = yr = None
     n_ref = 0
