@@ -395,3 +395,17 @@ def test_a_reference_without_a_served_column_is_refused(mlflow_uri, monkeypatch)
     monkeypatch.setattr(reference, "load_reference", lambda *a: ref)
     with pytest.raises(DataError, match="lacks served column.*'town'"):
         monitor.run_check(CheckSpec(model="m"))
+
+
+@pytest.mark.parametrize(
+    "url, error, match",
+    [
+        ("not-a-url", SpecError, "prediction log 'not-a-url' is not a SQLAlchemy URL"),
+        ("sqlite:////proc/no/such/dir/p.sqlite", DataError, "cannot be opened"),
+    ],
+)
+def test_a_bad_prediction_log_is_one_line(url, error, match):
+    from hpm_ray.drift.monitor import CheckSpec
+
+    with pytest.raises(error, match=match):
+        CheckSpec(prediction_log=url).open_log()

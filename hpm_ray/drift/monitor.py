@@ -57,11 +57,21 @@ class CheckSpec(Spec):
         return Path(self.out) if self.out else runs_dir() / "drift" / self.app
 
     def open_log(self):
-        """The app's :class:`~hpm_ray.serving.predlog.PredictionLog` (close it after use)."""
+        """The app's :class:`~hpm_ray.serving.predlog.PredictionLog` (close it after use); a URL that is not one,
+        or a database that cannot be opened, is a one-line SpecError / DataError."""
+        from sqlalchemy.exc import ArgumentError, OperationalError
+
         from hpm_ray.runtime import runs_dir
         from hpm_ray.serving.predlog import PredictionLog, default_url
 
-        return PredictionLog(self.prediction_log or default_url(runs_dir() / "ab_state.sqlite"))
+        url = self.prediction_log or default_url(runs_dir() / "ab_state.sqlite")
+        try:
+            return PredictionLog(url)
+        except ArgumentError:
+            raise SpecError(f"prediction log {url!r} is not a SQLAlchemy URL (e.g. sqlite:///predictions.sqlite)")
+        except (OperationalError, OSError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise DataError(f"prediction log {url!r} cannot be opened: {str(reason)[:200]}") from None
 
 
 class WatchSpec(CheckSpec):
