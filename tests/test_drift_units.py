@@ -67,6 +67,15 @@ def test_the_window_is_the_newest_served_rows_of_the_app_with_their_answers(tmp_
     assert read_window(one, "app", 1).features["b"].isna().all()
     with pytest.raises(DataError, match="no served rows of app 'none'"):
         read_window(one, "none", 10)
+    # a forecaster's answers are its quantiles; a request of another schema is aligned by column name
+    q = {"quantiles": [0.1, 0.9], "values": [[1.0, 2.0]]}
+    wide = pd.DataFrame({"a": [7], "c": ["x"]})
+    one.append([Prediction(new_request_id(), "fc", "champion", "1", q, time=1.0, model="f", features=wide)])
+    one.append([Prediction(new_request_id(), "fc", "champion", "1", q, time=2.0, model="f", features=_frames(1)[0])])
+    w = read_window(one, "fc", 10)
+    assert list(w.outputs.columns) == ["q_0.1", "q_0.9"] and w.outputs["q_0.9"].tolist() == [2.0, 2.0]
+    assert list(w.features.columns) == ["a", "c", "b"] and w.features["c"].tolist()[0] == "x"
+    assert w.features["b"].isna().tolist() == [True, False]
     one.close(), two.close()
 
 

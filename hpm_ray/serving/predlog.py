@@ -498,8 +498,9 @@ class PredictionLog:
 
     # -- retention -------------------------------------------------------------------------------------
     def prune(self, now: float | None = None) -> int:
-        """Drop predictions (and their labels and feature rows) beyond ``max_age_days`` or the newest ``max_rows``; returns how
-        many predictions went. Their ids are remembered as expired through the ``pruned_before`` watermark."""
+        """Drop predictions (and their labels and feature rows) beyond ``max_age_days`` or the newest ``max_rows``;
+        returns how many predictions went. Their ids are remembered as expired through the ``pruned_before``
+        watermark. A label that can still join finds its features: both go at the same cutoff."""
         import sqlalchemy as sa
 
         now = time.time() if now is None else now

@@ -15,8 +15,6 @@ import pandas as pd
 from hpm_ray.errors import DataError
 from hpm_ray.serving.predlog import PredictionLog, ServedRequest
 
-META = ("_time", "_model", "_variant", "_version", "_request_id", "_row")
-
 
 @dataclass(frozen=True)
 class ServedWindow:
@@ -47,17 +45,18 @@ def _features(requests: list[ServedRequest]) -> pd.DataFrame:
     return pd.concat([pd.DataFrame(r.rows, columns=r.columns) for r in requests], ignore_index=True)
 
 
+def _names(outputs: dict) -> list[str]:
+    if "proba" in outputs:
+        return [f"proba_{c}" for c in outputs["classes"]]
+    return [f"q_{q:g}" for q in outputs["quantiles"]]
+
+
 def _outputs(requests: list[ServedRequest]) -> pd.DataFrame:
-    parts = []
-    for r in requests:
-        out = r.outputs or {}
-        if "proba" in out:
-            parts.append(pd.DataFrame(out["proba"], columns=[f"proba_{c}" for c in out["classes"]]))
-        elif "values" in out:
-            parts.append(pd.DataFrame(out["values"], columns=[f"q_{q:g}" for q in out["quantiles"]]))
-        else:
-            parts.append(pd.DataFrame(index=range(len(r.rows))))
-    return pd.concat(parts, ignore_index=True)
+    """The answers row for row (:func:`~hpm_ray.serving.predlog.outputs_of` decoded), as :func:`_features`."""
+    values = lambda out: out["proba"] if "proba" in out else out["values"]
+    if len({tuple(_names(r.outputs)) for r in requests}) == 1:
+        return pd.DataFrame([v for r in requests for v in values(r.outputs)], columns=_names(requests[0].outputs))
+    return pd.concat([pd.DataFrame(values(r.outputs), columns=_names(r.outputs)) for r in requests], ignore_index=True)
 
 
 def read_window(log: PredictionLog, app: str, n: int) -> ServedWindow:
