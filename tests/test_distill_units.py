@@ -198,6 +198,20 @@ def test_splits_checks():
     assert list(sp.classes) == ["no", "yes"] and len(sp.y_test) == 20 and len(sp.y_val) == 20
 
 
+def test_a_given_test_block_is_the_test_split_and_the_rest_is_split_as_usual():
+    """A drift retrain holds out served rows itself: exactly those rows are the test split, none of them is in
+    train or validation, and every other row is in one of the two."""
+    X = pd.DataFrame({"a": np.arange(100.0)})
+    y = np.arange(100) % 2
+    held = np.arange(70, 100)
+    sp = make_splits(X, y, 0.2, 0.2, 0, test_rows=held)
+    assert sorted(sp.X_test["a"]) == list(held.astype(float))
+    assert sorted([*sp.X_train["a"], *sp.X_val["a"]]) == list(np.arange(70.0))
+    assert len(sp.y_val) == round(70 * 0.2 / 0.8)  # the usual validation share of train + validation
+    with pytest.raises(DataError, match="test split has one class"):
+        make_splits(X, y, 0.2, 0.2, 0, test_rows=[0, 2, 4])
+
+
 def test_distiller_rejects_bad_spec_and_teachers(credit_small):
     from hpm_ray.distill.auto import AutoDistiller
 

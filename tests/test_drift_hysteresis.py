@@ -103,7 +103,7 @@ def _fake_loop(tmp_path, monkeypatch, history=()):
     app, retrained = _App(), []
     app.status["history"] = list(history)
     monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
-    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out, X, y, ids: retrained.append(1) or "7")
+    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out, data: retrained.append(1) or "7")
     fake_served_data(monkeypatch, monitor)
     monkeypatch.setattr(serving_client, "call", app)
     monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: None)
@@ -180,35 +180,40 @@ def fit_logistic(X, y):
 
 
 def test_a_user_pipeline_retrains_without_the_held_out_block_the_gates_read(mlflow_uri, tmp_path):
-    """``pipeline: module:function`` fits the user's callable on all rows but a stratified held-out block; the
-    registered version carries gate metrics measured on that block, uses it as its drift reference, and records
-    the served request ids it learnt from."""
+    """``pipeline: module:function`` fits the user's callable on the fit rows only; the registered version carries
+    gate metrics measured on the held-out block of served rows, uses exactly that block as its drift reference,
+    and records the ids of the served rows it fitted on (and, apart, of those held out)."""
     import mlflow
     import numpy as np
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
     from hpm_ray.drift import monitor
+    from hpm_ray.drift.retrain_data import retrain_data
     from hpm_ray.registry.models import version_metrics
     from hpm_ray.registry.reference import load_reference
+    from hpm_ray.serving.served import LabelledRows
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=600), "b": rng.normal(size=600)})
     y = (X["a"] + 0.5 * rng.normal(size=600) > 0).astype(int).to_numpy()
+    rows = LabelledRows(X.iloc[:500], list(y[:500]), tuple(f"r{i // 10}:{i % 10}" for i in range(500)))
+    data = retrain_data(rows, ["a", "b"], (X.iloc[500:], y[500:]), min_labels=200, reference_rows=100)
     spec = WatchSpec(pipeline="tests.test_drift_hysteresis:fit_logistic")
-    version = monitor._retrain(spec, "drift-pipeline", tmp_path, X, y, ("r1", "r2"))
+    version = monitor._retrain(spec, "drift-pipeline", tmp_path, data)
     client = MlflowClient()
     mv = client.get_model_version("drift-pipeline", version)
-    held_out = round(600 * spec.distill.test_size)
     run = client.get_run(mv.run_id)
     est = mlflow.pyfunc.load_model(f"models:/drift-pipeline/{version}").unwrap_python_model().estimator
-    assert est[0].n_samples_seen_ == 600 - held_out == int(run.data.params["rows_fit"])  # never saw the block
-    assert len(load_reference("drift-pipeline", version).features) == held_out
+    assert est[0].n_samples_seen_ == data.n_fit == 400 + 100 == int(run.data.params["rows_fit"])
+    pd.testing.assert_frame_equal(load_reference("drift-pipeline", version).features, data.held_out()[0])
     gate_metrics = version_metrics(mv)  # what check_gates reads: measured on the held-out block
     assert gate_metrics["auc"] > 0.8 and 0 < gate_metrics["f1"] <= 1 and "recall_1" in gate_metrics
     assert mv.tags["hpm_ray.pipeline"] == spec.pipeline
-    assert client.download_artifacts(mv.run_id, "served_ids.txt", str(tmp_path)).endswith("served_ids.txt")
-    assert (tmp_path / "served_ids.txt").read_text().split() == ["r1", "r2"]
+    fit_ids = mlflow.artifacts.load_text(f"runs:/{mv.run_id}/served_ids.txt").split()
+    held_ids = mlflow.artifacts.load_text(f"runs:/{mv.run_id}/held_out_ids.txt").split()
+    assert fit_ids == list(data.fit_ids) and held_ids == list(data.held_out_ids) and len(held_ids) == 100
+    assert sorted(fit_ids + held_ids) == sorted(rows.ids)
 
 
 @pytest.mark.parametrize("ref, message", [("nope", "module:function"), ("no_such_module_x:f", "cannot import")])
@@ -227,3 +232,11 @@ def test_the_watch_refuses_the_public_status_before_retraining(mlflow_uri, tmp_p
     with pytest.raises(HPMError, match="needs the admin token"):
         monitor.watch_once(WatchSpec(out=str(tmp_path / "watch"), alarm_k=1, alarm_n=1), lambda msg: None)
     assert retrained == [] and app.posts == []
+
+
+def test_reference_rows_and_min_labels_must_fit_in_max_rows():
+    """A retrain keeps ``reference_rows`` table rows and needs ``min_labels`` served rows within ``max_rows``: a
+    spec where they cannot fit is refused when read, not after a drift."""
+    with pytest.raises(SpecError, match=r"reference_rows \(2000\) \+ min_labels \(200\) exceed the retrain's max_rows"):
+        load_spec(WatchSpec, None, {"distill": {"max_rows": 2000}})
+    assert load_spec(WatchSpec, None, {"distill": {"max_rows": 2000}, "source": "table"}).source == "table"

@@ -1,4 +1,4 @@
-"""The closed loop over real parts: Ray Serve A/B app on loopback, served rows logged by the router, the
+"""The closed loop over real parts: Ray Serve A/B app on loopback, served rows in its prediction log, the
 champion's reference in MLflow, ``hpm-ray drift check|watch`` in-process, a real (tiny) HPM distillation.
 
 Model: LightGBM on 2,000 credit rows (reference = those rows); traffic: 1,000 held-out rows, as-is
@@ -129,6 +129,8 @@ def _watch(served, tmp_path, *extra):
             str(tmp_path),
             "--max-rows",
             "2000",
+            "--reference-rows",  # + --min-labels 200: within --max-rows
+            "1000",
             "--trials",
             "1",
             "--configs",
@@ -163,22 +165,28 @@ def test_bad_input_is_refused_without_retraining(served, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "only 100 served row(s)" in err and err.count("\n") == 1
     assert "no retrain" in _decisions(_last_watch_run().info.run_id)["decision.check"]
-    # a feature missing in the served window
-    from hpm_ray.serving.served import ServedLog
+    # a feature missing in the served window (a log the app's router did not write: another model's rows)
+    from hpm_ray.serving.predlog import Prediction, PredictionLog, new_request_id
 
-    log = ServedLog(tmp_path / "partial")
+    url = f"sqlite:///{tmp_path / 'partial.sqlite'}"
+    plog = PredictionLog(url)
     part = served["X"].iloc[:300]
-    log.add(
-        NAME,
-        "champion",
-        served["champion"],
-        part.drop(columns=["AGE"]),
-        part[["LIMIT_BAL"]].rename(columns={"LIMIT_BAL": "prediction"}),
+    out = {"classes": ["0", "1"], "proba": [[0.5, 0.5]] * 300}
+    plog.append(
+        [
+            Prediction(
+                new_request_id(),
+                APP,
+                "champion",
+                served["champion"],
+                out,
+                model=NAME,
+                features=part.drop(columns=["AGE"]),
+            )
+        ]
     )
-    log.flush()
-    assert (
-        main(["drift", "check", "--app", APP, "--served-dir", str(tmp_path / "partial"), "--out", str(tmp_path)]) == 2
-    )
+    plog.close()
+    assert main(["drift", "check", "--app", APP, "--prediction-log", url, "--out", str(tmp_path)]) == 2
     assert "lack feature(s) 'AGE'" in capsys.readouterr().err
     # a version registered without a reference
     MlflowClient().set_registered_model_alias(NAME, "bare", served["bare"])
@@ -249,7 +257,10 @@ def test_drift_demo_promotes_the_retrained_model_and_the_control_takes_no_action
     run_id = MlflowClient().get_model_version(MODEL, s["new_version"]).run_id
     ref = {a.path.split("/")[-1] for a in MlflowClient().list_artifacts(run_id, "drift_reference")}
     assert ref == {"features.parquet", "outputs.parquet"}  # the new champion can be checked in turn
-    ids = mlflow.artifacts.load_text(f"runs:/{run_id}/served_ids.txt").split()
-    requests_per_phase = QUICK.detect_rows // QUICK.rows_per_request
-    assert len(ids) == len(set(ids)) == requests_per_phase  # the shifted requests (the control's are unlabelled)
+    # the retrain fitted on exactly the shifted rows the demo labelled (the control's stayed unlabelled) but those
+    # held out for the gates and the drift reference: both lists name rows ("<request id>:<row>")
+    fit = mlflow.artifacts.load_text(f"runs:/{run_id}/served_ids.txt").split()
+    held = mlflow.artifacts.load_text(f"runs:/{run_id}/held_out_ids.txt").split()
+    assert len(held) == round(QUICK.detect_rows * 0.2) and not set(fit) & set(held)
+    assert sorted(fit + held) == sorted(s["labelled_rows"]) and len(s["labelled_rows"]) == QUICK.detect_rows
     assert time.time() - t0 < 180

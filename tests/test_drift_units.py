@@ -1,5 +1,6 @@
-"""Pure parts of the drift loop: interval parsing, the served-rows log (sampling, rotation, bound, window),
-prediction scores, the verdict/report, and the watch loop's handling of refused checks."""
+"""Pure parts of the drift loop: interval parsing, served rows in the prediction log (window, labelled join,
+retention, old logs), the retrain data and its held-out block, prediction scores, the verdict/report, and the
+watch loop's handling of refused checks."""
 
 import json
 import time
@@ -13,7 +14,8 @@ from hpm_ray.drift.monitor import WatchSpec, parse_interval, watch
 from hpm_ray.drift.report import verdict, write_report
 from hpm_ray.errors import DataError, SpecError
 from hpm_ray.registry.reference import prediction_score
-from hpm_ray.serving.served import ServedLog, read_window
+from hpm_ray.serving.predlog import Label, Prediction, PredictionLog, new_request_id
+from hpm_ray.serving.served import LabelledRows, labelled_rows, read_window
 
 
 @pytest.mark.parametrize(
@@ -31,51 +33,98 @@ def test_parse_interval_refuses(text):
 
 def _frames(n, start=0):
     frame = pd.DataFrame({"a": np.arange(start, start + n), "b": np.linspace(0, 1, n)})
-    out = pd.DataFrame({"prediction": [1] * n, "proba_0": [0.25] * n, "proba_1": [0.75] * n})
+    out = {"classes": ["0", "1"], "proba": [[0.25, 0.75]] * n}
     return frame, out
 
 
-def test_served_log_rotates_and_stays_bounded(tmp_path):
-    log = ServedLog(tmp_path, file_rows=10, max_files=3)
-    for i in range(10):  # 10 requests x 7 rows = 70 rows -> 7 files written, the oldest 4 pruned
-        log.add("m", "champion", "1", *_frames(7, start=7 * i))
-        log.flush()
-        time.sleep(0.01)  # distinct mtimes
-    files = sorted(tmp_path.glob("*.jsonl"))
-    assert len(files) == 3
-    assert all(len(f.read_text().splitlines()) <= 10 for f in files)
-    w = read_window(tmp_path, 1000)
-    assert list(w.features["a"]) == list(range(70 - len(w.features), 70))  # the newest rows, in order
-    assert 20 <= len(w.features) <= 30
-    assert list(w.outputs.columns) == ["prediction", "proba_0", "proba_1"]
-    assert set(w.meta["_version"]) == {"1"} and set(w.meta["_variant"]) == {"champion"}
+def _log(tmp_path) -> PredictionLog:
+    return PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
 
 
-def test_served_window_takes_the_newest_rows_across_writers(tmp_path):
-    one, two = ServedLog(tmp_path), ServedLog(tmp_path)
-    one.add("m", "champion", "1", *_frames(5, 0))
-    one.flush()
-    two.add("m", "challenger", "2", *_frames(5, 100))
-    two.flush()
-    w = read_window(tmp_path, 7)
-    assert list(w.features["a"]) == [3, 4, 100, 101, 102, 103, 104]
-    assert list(w.meta["_version"]) == ["1"] * 2 + ["2"] * 5
+def _served(rid, n, start=0, app="app", model="m", variant="champion", version="1", t=None):
+    """An answered request with its feature rows, as the router logs it."""
+    frame, out = _frames(n, start)
+    return Prediction(rid, app, variant, version, out, time=t or time.time(), model=model, features=frame)
 
 
-def test_served_log_sampling_fraction(tmp_path):
-    log = ServedLog(tmp_path, fraction=0.25, seed=1)
-    for _ in range(400):
-        log.add("m", "champion", "1", *_frames(1))
-    log.flush()
-    n = len(read_window(tmp_path, 10_000).features)
-    assert 60 <= n <= 140  # binomial(400, 0.25): mean 100, sd 8.7
-    with pytest.raises(ValueError):
-        ServedLog(tmp_path, fraction=1.5)
+def test_the_window_is_the_newest_served_rows_of_the_app_with_their_answers(tmp_path):
+    one, two = _log(tmp_path), _log(tmp_path)  # two router replicas writing one log
+    r1, r2, r3, r4 = (new_request_id() for _ in range(4))
+    one.append([_served(r1, 5, 0, t=100.0)])
+    two.append([_served(r2, 5, 100, variant="challenger", version="2", t=101.0)])
+    out = {"classes": ["0", "1"], "proba": [[0.5, 0.5]] * 5}
+    two.append([Prediction(r2, "app", "shadow", "3", out, time=101.0)])  # a shadow's answer: no served rows
+    one.append([_served(r3, 3, 200, app="other", t=102.0)])  # another app's traffic
+    w = read_window(one, "app", 7)
+    assert list(w.features["a"]) == [3, 4, 100, 101, 102, 103, 104] and list(w.features.columns) == ["a", "b"]
+    assert list(w.meta["_version"]) == ["1"] * 2 + ["2"] * 5 and list(w.meta["_variant"])[-1] == "challenger"
+    assert list(w.meta["_request_id"]) == [r1] * 2 + [r2] * 5 and list(w.meta["_row"]) == [3, 4, 0, 1, 2, 3, 4]
+    assert list(w.outputs.columns) == ["proba_0", "proba_1"] and w.outputs["proba_1"].tolist() == [0.75] * 7
+    assert set(w.meta["_model"]) == {"m"} and list(w.meta["_time"]) == [100.0] * 2 + [101.0] * 5
+    assert len(read_window(one, "app", 1000).features) == 10
+    nan = Prediction(r4, "app", "champion", "1", out, time=103.0, model="m", features=_frames(1)[0].assign(b=np.nan))
+    one.append([nan])  # a missing value stays missing (the PSI's missing bin sees it)
+    assert read_window(one, "app", 1).features["b"].isna().all()
+    with pytest.raises(DataError, match="no served rows of app 'none'"):
+        read_window(one, "none", 10)
+    # a forecaster's answers are its quantiles; a request of another schema is aligned by column name
+    q = {"quantiles": [0.1, 0.9], "values": [[1.0, 2.0]]}
+    wide = pd.DataFrame({"a": [7], "c": ["x"]})
+    one.append([Prediction(new_request_id(), "fc", "champion", "1", q, time=1.0, model="f", features=wide)])
+    one.append([Prediction(new_request_id(), "fc", "champion", "1", q, time=2.0, model="f", features=_frames(1)[0])])
+    w = read_window(one, "fc", 10)
+    assert list(w.outputs.columns) == ["q_0.1", "q_0.9"] and w.outputs["q_0.9"].tolist() == [2.0, 2.0]
+    assert list(w.features.columns) == ["a", "c", "b"] and w.features["c"].tolist()[0] == "x"
+    assert w.features["b"].isna().tolist() == [True, False]
+    one.close(), two.close()
 
 
-def test_no_served_rows_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="no served rows"):
-        read_window(tmp_path / "missing", 10)
+def test_labelled_rows_join_features_to_late_labels_by_request_and_row(tmp_path):
+    plog = _log(tmp_path)
+    a, b, c, d, e = (new_request_id() for _ in range(5))
+    plog.append([_served(a, 2, 0, t=10.0), _served(b, 1, 10, t=11.0), _served(c, 2, 20, t=12.0)])
+    plog.append([_served(d, 1, 30, app="other", t=13.0), _served(e, 1, 40, model="m2", t=14.0)])
+    joined = plog.join([Label(a, [1, 0]), Label(c, [0, 1]), Label(d, [1]), Label(e, [1])])
+    assert [j.outcome for j in joined] == ["joined"] * 4  # b stays unlabelled
+    rows = labelled_rows(plog, "app", "m")
+    assert list(rows.features["a"]) == [0, 1, 20, 21] and rows.labels == [1, 0, 0, 1]
+    assert rows.ids == (f"{a}:0", f"{a}:1", f"{c}:0", f"{c}:1")
+    assert labelled_rows(plog, "app", "m", since=12.0).ids == (f"{c}:0", f"{c}:1")  # the label window
+    assert labelled_rows(plog, "app").ids[-1] == f"{e}:0"  # any model of the app
+    assert labelled_rows(plog, "nope").labels == []
+    plog.close()
+
+
+def test_served_rows_live_and_go_with_their_predictions(tmp_path):
+    """Retention is the prediction log's (by age): a month-late label still finds its features, however much
+    traffic came since, and pruned predictions take their features with them."""
+    day = 86400.0
+    plog = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}", max_age_days=60)
+    old, late = new_request_id(1000 * day), new_request_id(1030 * day)
+    plog.append([_served(old, 1, 0, t=1000 * day), _served(late, 2, 5, t=1030 * day)])
+    plog.append([_served(new_request_id(), 1, 100, t=1031 * day) for _ in range(300)])  # heavy traffic since
+    assert plog.prune(now=1065 * day) == 1  # the 65-day-old prediction and its features go
+    assert plog.join([Label(late, [0, 1])], now=1065 * day)[0].outcome == "joined"  # 35 days late
+    assert labelled_rows(plog, "app").ids == (f"{late}:0", f"{late}:1")
+    assert len(read_window(plog, "app", 10_000).features) == 302
+    plog.close()
+
+
+def test_a_log_written_before_served_rows_existed_opens_and_gains_the_table(tmp_path):
+    import sqlalchemy as sa
+
+    plog = _log(tmp_path)
+    rid = new_request_id()
+    plog.append([_served(rid, 2)])
+    with plog.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE served"))  # the schema of an issue-14 log
+    plog.close()
+    again = _log(tmp_path)
+    assert again.count() == 1 and again.join([Label(rid, [0, 1])])[0].outcome == "joined"
+    assert labelled_rows(again, "app").labels == []  # its requests have no features to learn from
+    again.append([_served(new_request_id(), 3)])
+    assert len(read_window(again, "app", 10).features) == 3
+    again.close()
 
 
 def test_prediction_score():
@@ -143,7 +192,7 @@ def fake_served_data(monkeypatch, monitor):
     """The labelled window as the retrain would read it (its join has tests of its own below)."""
     from hpm_ray.drift.retrain_data import RetrainData
 
-    data = RetrainData(pd.DataFrame({"x": [0.1, 0.2]}), np.array([0, 1]), ("r1",), 2, 0)
+    data = RetrainData(pd.DataFrame({"x": [0.1, 0.2, 0.3]}), np.array([0, 1, 0]), 2, ("r1:0", "r1:1"), ("r2:0",))
     monkeypatch.setattr(monitor, "served_training_data", lambda spec, c: data)
 
 
@@ -180,7 +229,7 @@ def test_watch_gates_decide_the_ab(mlflow_uri, tmp_path, monkeypatch, passed):
 
     app, set_aliases, gated = _App(), [], []
     monkeypatch.setattr(monitor, "run_check", lambda spec, log: _drifted_outcome(tmp_path))
-    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out, X, y, ids: "7")
+    monkeypatch.setattr(monitor, "_retrain", lambda spec, model, out, data: "7")
     fake_served_data(monkeypatch, monitor)
     monkeypatch.setattr(serving_client, "call", app)
     monkeypatch.setattr(aliases, "set_alias", lambda *a, **k: set_aliases.append(a))
@@ -215,13 +264,6 @@ def test_watch_does_not_retrain_while_an_ab_runs(mlflow_uri, tmp_path, monkeypat
     assert monitor.watch_once(WatchSpec(), lambda msg: None)["action"] == "skipped" and app.posts == []
 
 
-def test_a_folder_of_unreadable_or_foreign_jsonl_is_a_data_error(tmp_path):
-    (tmp_path / "a.jsonl").write_text("{not json\n")
-    (tmp_path / "b.jsonl").write_text('{"x": 1}\n')  # JSON lines, but no served-row metadata
-    with pytest.raises(DataError, match="no readable served rows"):
-        read_window(tmp_path, 10)
-
-
 def test_decision_log_records_corrected_p_values(mlflow_uri, tmp_path):
     """Each check's MLflow run has per feature the PSI, the missing rate and the BH-adjusted p-value that
     decided it, so a reader can see why a window alarmed (or did not) without the report."""
@@ -241,65 +283,105 @@ def test_decision_log_records_corrected_p_values(mlflow_uri, tmp_path):
 # --- retrain on what was served (issue 18 part 1) ------------------------------------------------------
 
 
-def test_served_rows_carry_request_id_and_row(tmp_path):
-    log = ServedLog(tmp_path)
-    log.add("m", "champion", "1", *_frames(3), request_id="r1")
-    log.add("m", "challenger", "2", *_frames(2, start=3), request_id="r2")
-    log.flush()
-    w = read_window(tmp_path, 10)
-    assert w.meta["_request_id"].tolist() == ["r1"] * 3 + ["r2"] * 2 and w.meta["_row"].tolist() == [0, 1, 2, 0, 1]
-    assert list(w.features.columns) == ["a", "b"]
+def _rows(a, labels):
+    return LabelledRows(
+        pd.DataFrame({"a": a, "b": [0.5] * len(a)}), list(labels), tuple(f"r{i}:0" for i in range(len(a)))
+    )
 
 
-def _window(rids, rows, a):
-    from hpm_ray.serving.served import ServedWindow
-
-    meta = pd.DataFrame({"_request_id": rids, "_row": rows})
-    return ServedWindow(pd.DataFrame({"a": a, "b": [0.5] * len(a)}), pd.DataFrame(index=range(len(a))), meta)
-
-
-def test_retrain_data_joins_labels_by_request_and_row_and_adds_reference():
+def test_retrain_data_holds_out_served_rows_and_fits_on_the_rest_plus_reference():
     from hpm_ray.drift.retrain_data import retrain_data
 
-    w = _window(["r1", "r1", "r2", "r3", None], [0, 1, 0, 0, 0], [10, 11, 12, 13, 14])
-    labels = {"r1": [1, 0], "r3": [1], "other": [0]}  # r2 not labelled yet; the unlogged row has no id
-    ref = (pd.DataFrame({"b": [0.1, 0.2, 0.3], "a": [1, 2, 3]}), np.array([0, 1, 0]))
-    d = retrain_data(w, labels, ["a", "b"], ref, min_labels=3, reference_rows=2)
-    assert d.X["a"].tolist()[:3] == [10, 11, 13] and d.y[:3].tolist() == [1, 0, 1]
-    assert d.request_ids == ("r1", "r3") and (d.n_served, d.n_reference) == (3, 2)
-    assert list(d.X.columns) == ["a", "b"] and set(d.X["a"].tolist()[3:]) <= {1, 2, 3} and len(d.y) == 5
+    rows = _rows(list(range(20)), [0, 1] * 10)
+    ref = (pd.DataFrame({"b": [0.1, 0.2, 0.3], "a": [100, 101, 102]}), np.array([0, 1, 0]))
+    d = retrain_data(rows, ["a", "b"], ref, min_labels=10, reference_rows=2, test_size=0.25)
+    X_fit, y_fit = d.fit()
+    X_held, y_held = d.held_out()
+    assert list(d.X.columns) == ["a", "b"] and d.n_reference == 2 and len(X_fit) == 15 + 2
+    assert set(X_held["a"]) <= set(range(20)) and len(X_held) == 5 and set(y_held) == {0, 1}  # served, both classes
+    assert set(X_fit["a"][:15]) == set(range(20)) - set(X_held["a"]) and set(X_fit["a"][15:]) <= {100, 101, 102}
+    # each id is the row it names: fit ids -> the fit's served rows, held-out ids -> the held-out block, in order
+    assert [int(i[1:-2]) for i in d.fit_ids] == list(X_fit["a"][:15]) and len(d.fit_ids) + 2 == d.n_fit
+    assert [int(i[1:-2]) for i in d.held_out_ids] == list(X_held["a"])
+    assert y_fit[:15].tolist() == [v % 2 for v in X_fit["a"][:15]] and y_held.tolist() == [v % 2 for v in X_held["a"]]
+
+
+def test_retrain_data_keeps_the_newest_served_rows_that_fit_max_rows_and_lists_exactly_them():
+    """Served rows beyond ``max_rows`` (less the reference rows) are left out, oldest first, and their ids are
+    not recorded: the ids are exactly the rows in X."""
+    from hpm_ray.drift.retrain_data import retrain_data
+
+    rows = _rows(list(range(100)), [0, 1] * 50)  # oldest first
+    ref = (pd.DataFrame({"a": [-1] * 30, "b": [0.0] * 30}), np.array([0, 1] * 15))
+    d = retrain_data(rows, ["a", "b"], ref, min_labels=20, reference_rows=30, max_rows=70, test_size=0.2)
+    assert len(d.X) == 70 and d.n_reference == 30 and d.n_served == 40
+    served = sorted([*d.X["a"][: d.n_fit - 30], *d.held_out()[0]["a"]])
+    assert served == list(range(60, 100))  # the newest 40
+    assert sorted(int(i[1:-2]) for i in d.fit_ids + d.held_out_ids) == served
+    with pytest.raises(DataError, match="max_rows 40 leaves room for 10 served rows beside 30 reference rows"):
+        retrain_data(rows, ["a", "b"], ref, min_labels=20, reference_rows=30, max_rows=40)
+
+
+def test_the_retrained_models_reference_does_not_alarm_on_the_traffic_it_was_trained_for():
+    """Issue 18 review, defect 2: after a drift, the retrained model's drift reference is the held-out block of
+    shifted served rows, so more of the same shifted traffic raises no alarm (features and predictions); a
+    reference of held-out rows drawn from served + table rows (the old choice) alarms on that same traffic."""
+    from sklearn.linear_model import LogisticRegression
+
+    from hpm_ray.drift.retrain_data import retrain_data
+
+    rng = np.random.default_rng(0)
+
+    def draw(n, shift):
+        x = rng.normal(loc=1.5 if shift else 0.0, size=n)
+        age = rng.integers(20, 40 if shift else 70, size=n)
+        X = pd.DataFrame({"x": x, "age": age})
+        return X, (rng.random(n) < 1 / (1 + np.exp(-(x - 0.05 * (age - 40))))).astype(int)
+
+    Xs, ys = draw(1500, shift=True)
+    rows = LabelledRows(Xs, list(ys), tuple(f"r{i}:0" for i in range(len(ys))))
+    d = retrain_data(rows, ["x", "age"], draw(3000, shift=False), min_labels=200, reference_rows=2000)
+    model = LogisticRegression().fit(*d.fit())
+    held, _ = d.held_out()
+    more, _ = draw(500, shift=True)
+    score = lambda X: model.predict_proba(X)[:, 1]
+    calm = check_drift(held, more, reference_pred=score(held), current_pred=score(more), min_rows=100)
+    assert not calm.drifted, verdict(calm)
+    mixed = d.X.sample(len(held), random_state=0)  # a held-out block drawn from every retrain row
+    alarm = check_drift(mixed, more, reference_pred=score(mixed), current_pred=score(more), min_rows=100)
+    assert alarm.drifted
 
 
 @pytest.mark.parametrize(
     "labels, columns, ref_cols, match",
     [
-        ({"r1": [1, 0]}, ["a", "b"], ["a", "b"], r"only 2 served row\(s\) have labels; retraining needs 3"),
-        ({}, ["a", "b"], ["a", "b"], r"only 0 served row\(s\)"),  # a prediction log with no labels
-        ({"r1": [1, 1], "r2": [1]}, ["a", "b"], ["a", "b"], "one class only"),
-        ({"r1": [1, 0], "r2": [1]}, ["a", "c"], ["a", "c"], r"served window has other columns.*lacks 'c'.*adds b"),
-        ({"r1": [1, 0], "r2": [1]}, ["a", "b"], ["a"], r"reference training data has other columns.*lacks 'b'"),
+        ([1, 0], ["a", "b"], ["a", "b"], r"only 2 served row\(s\) have labels; retraining needs 3"),
+        ([], ["a", "b"], ["a", "b"], r"only 0 served row\(s\)"),  # a prediction log with no labels
+        ([1, 1, 1], ["a", "b"], ["a", "b"], "one class only"),
+        ([1, 0, 1], ["a", "c"], ["a", "c"], r"labelled served data has other columns.*lacks 'c'.*adds b"),
+        ([1, 0, 1], ["a", "b"], ["a"], r"reference training data has other columns.*lacks 'b'"),
+        ([1, 0, 1], ["a", "b"], ["a", "b"], r"cannot hold out a stratified 20% of the 3 labelled served rows"),
     ],
 )
 def test_retrain_data_refuses_unfit_windows(labels, columns, ref_cols, match):
     from hpm_ray.drift.retrain_data import retrain_data
 
-    w = _window(["r1", "r1", "r2"], [0, 1, 0], [1, 2, 3])
+    rows = LabelledRows(pd.DataFrame({"a": [1, 2, 3][: len(labels)], "b": 0.5}), labels, ())
     ref = (pd.DataFrame({c: [1.0, 2.0] for c in ref_cols}), np.array([0, 1]))
     with pytest.raises(DataError, match=match):
-        retrain_data(w, labels, columns, ref, min_labels=3)
+        retrain_data(rows, columns, ref, min_labels=3)
 
 
-def test_prediction_log_labels_for_an_app(tmp_path):
-    from hpm_ray.serving.predlog import Label, Prediction, PredictionLog, new_request_id
+def test_a_retrain_on_the_table_alone_holds_out_table_rows():
+    from hpm_ray.drift.retrain_data import table_data
 
-    plog = PredictionLog(f"sqlite:///{tmp_path / 'p.sqlite'}")
-    out = {"classes": ["0", "1"], "proba": [[0.8, 0.2], [0.3, 0.7]]}
-    a, b, c = new_request_id(), new_request_id(), new_request_id()
-    plog.append([Prediction(a, "app", "champion", "1", out), Prediction(b, "app", "champion", "1", out)])
-    plog.append([Prediction(c, "other", "champion", "1", out)])
-    plog.join([Label(a, [1, 0]), Label(c, [0, 0])])
-    assert plog.labels_for("app", [a, b, c, "nope"]) == {a: [1, 0]}  # b unlabelled, c another app's
-    plog.close()
+    X = pd.DataFrame({"b": np.arange(200.0), "a": np.arange(200)})
+    y = np.arange(200) % 2
+    d = table_data(X, y, ["a", "b"], max_rows=100, test_size=0.2)
+    assert len(d.X) == 100 and d.n_fit == 80 and list(d.X.columns) == ["a", "b"] and d.fit_ids == ()
+    assert d.y.tolist() == [v % 2 for v in d.X["a"]] and len(set(d.X["a"])) == 100
+    with pytest.raises(DataError, match="lacks 'c'"):
+        table_data(X, y, ["a", "b", "c"])
 
 
 def test_a_reference_without_a_served_column_is_refused(mlflow_uri, monkeypatch):
@@ -316,9 +398,23 @@ def test_a_reference_without_a_served_column_is_refused(mlflow_uri, monkeypatch)
     cur = pd.DataFrame({"x": rng.normal(size=300), "town": ["a"] * 300})
     meta = pd.DataFrame({"_time": np.arange(300.0), "_model": "m", "_variant": "champion", "_version": "1"})
     window = ServedWindow(cur, pd.DataFrame({"proba_1": rng.uniform(size=300)}), meta)
-    monkeypatch.setattr(served, "read_window", lambda d, n: window)
+    monkeypatch.setattr(served, "read_window", lambda log, app, n: window)
     monkeypatch.setattr(aliases, "resolve_version", lambda *a: "1")
     ref = Reference(pd.DataFrame({"x": rng.normal(size=300)}), pd.DataFrame({"proba_1": rng.uniform(size=300)}))
     monkeypatch.setattr(reference, "load_reference", lambda *a: ref)
     with pytest.raises(DataError, match="lacks served column.*'town'"):
         monitor.run_check(CheckSpec(model="m"))
+
+
+@pytest.mark.parametrize(
+    "url, error, match",
+    [
+        ("not-a-url", SpecError, "prediction log 'not-a-url' is not a SQLAlchemy URL"),
+        ("sqlite:////proc/no/such/dir/p.sqlite", DataError, "cannot be opened"),
+    ],
+)
+def test_a_bad_prediction_log_is_one_line(url, error, match):
+    from hpm_ray.drift.monitor import CheckSpec
+
+    with pytest.raises(error, match=match):
+        CheckSpec(prediction_log=url).open_log()

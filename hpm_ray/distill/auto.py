@@ -88,7 +88,11 @@ def _stderr_progress(min_interval: float = 2.0) -> Callable[[str], None]:
 
 
 class AutoDistiller:
-    """Distil teachers into small sklearn-compatible students; see the module docstring for the methods."""
+    """Distil teachers into small sklearn-compatible students; see the module docstring for the methods.
+
+    ``test_rows``: positions of the rows of ``X`` that form the test split (the caller's held-out block, as in a
+    drift retrain); default a stratified ``test_size`` share (:func:`~hpm_ray.distill.splits.make_splits`).
+    """
 
     def __init__(
         self,
@@ -99,6 +103,7 @@ class AutoDistiller:
         spec: DistillSpec | None = None,
         progress: bool | Callable[[str], None] = True,
         memory_path=None,
+        test_rows=None,
         **overrides: Any,
     ):
         if method not in METHODS:
@@ -108,7 +113,7 @@ class AutoDistiller:
         base["method"] = method if method != "auto" or spec is None else spec.method
         self.spec = validate_spec(DistillSpec, base, "distillation spec")
         s = self.spec
-        self.splits = make_splits(X, y, s.validation_size, s.test_size, s.seed, s.max_rows)
+        self.splits = make_splits(X, y, s.validation_size, s.test_size, s.seed, s.max_rows, test_rows)
         self.metric = resolve_metric(s.selection_metric, self.splits.n_classes)
         n_rows = len(self.splits.y_train) + len(self.splits.y_val) + len(self.splits.y_test)
         self.method = choose_method(n_rows, self.splits.X_train.shape[1]) if s.method == "auto" else s.method

@@ -57,8 +57,20 @@ def encode_target(y) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_splits(
-    X: pd.DataFrame, y, validation_size: float, test_size: float, seed: int, max_rows: int | None = None
+    X: pd.DataFrame,
+    y,
+    validation_size: float,
+    test_size: float,
+    seed: int,
+    max_rows: int | None = None,
+    test_rows=None,
 ) -> Splits:
+    """Stratified train / validation / test splits (after a stratified subsample to ``max_rows``).
+
+    ``test_rows``: positions of the rows that form the test split, chosen by the caller (a drift retrain holds out
+    served rows: the gates and the new version's drift reference must see the traffic it is trained for); the
+    other rows are split into train and validation in the usual proportions. Not with ``max_rows``.
+    """
     if not isinstance(X, pd.DataFrame):
         X = pd.DataFrame(np.asarray(X), columns=[f"x{i}" for i in range(np.asarray(X).shape[1])])
     X = X.reset_index(drop=True)
@@ -66,10 +78,16 @@ def make_splits(
     if len(codes) != len(X):
         raise DataError(f"X has {len(X)} rows but y has {len(codes)}")
     idx = np.arange(len(X))
+    if test_rows is not None and max_rows is not None:
+        raise ValueError("make_splits: give test_rows or max_rows, not both")
     if max_rows is not None and max_rows < len(X):
         idx, _ = train_test_split(idx, train_size=max_rows, stratify=codes, random_state=seed)
     try:
-        rest, test = train_test_split(idx, test_size=test_size, stratify=codes[idx], random_state=seed)
+        if test_rows is None:
+            rest, test = train_test_split(idx, test_size=test_size, stratify=codes[idx], random_state=seed)
+        else:
+            test = np.unique(np.asarray(test_rows, dtype=int))
+            rest = np.setdiff1d(idx, test)
         train, val = train_test_split(
             rest, test_size=validation_size / (1 - test_size), stratify=codes[rest], random_state=seed
         )

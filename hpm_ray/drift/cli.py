@@ -16,7 +16,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--alias", default="champion", help="version alias whose reference is the baseline (default champion)"
     )
     p.add_argument("--app", default="hpm-ab", help="A/B app name whose served rows are checked (default hpm-ab)")
-    p.add_argument("--served-dir", help="served-rows folder (default <runs dir>/served/<app>)")
+    p.add_argument(
+        "--prediction-log",
+        help="SQLAlchemy URL of the app's prediction log, which holds its served rows and labels "
+        "(default: the app's default, $HPM_RAY_PREDICTION_LOG or predictions.sqlite in the runs folder)",
+    )
     p.add_argument("--window", type=int, default=2000, help="newest served rows to check (default 2000)")
     p.add_argument("--min-rows", type=int, default=200, help="refuse a check on fewer served rows (default 200)")
     p.add_argument(
@@ -80,12 +84,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--reference-rows", type=int, default=2000, help="rows of the table mixed into a served retrain (2000)"
     )
-    w.add_argument("--prediction-log", help="SQLAlchemy URL of the app's prediction log (default: the app's default)")
     w.add_argument("--data", help="reference training table (CSV/Parquet; default: the bundled credit data)")
     w.add_argument("--target", help="label column of --data")
     w.add_argument("--gates", help="gates YAML for the retrained model (default: the app's configured gates)")
     w.add_argument("--traffic", type=float, default=10.0, help="challenger's first A/B share in percent (default 10)")
-    w.add_argument("--max-rows", type=int, default=10_000, help="rows the retraining uses (default 10000)")
+    w.add_argument(
+        "--max-rows", type=int, default=10_000, help="rows the retraining uses, held-out block included (10000)"
+    )
     w.add_argument("--trials", type=int, help="Optuna trials per distillation config")
     w.add_argument("--configs", type=int, help="distillation configs carried to full budget")
     w.add_argument("--students", help="comma-separated student types (default: all)")
@@ -112,7 +117,7 @@ def _fields(args: argparse.Namespace) -> dict:
         "model": args.model,
         "alias": args.alias,
         "app": args.app,
-        "served_dir": args.served_dir,
+        "prediction_log": args.prediction_log,
         "window": args.window,
         "min_rows": args.min_rows,
         "threshold": args.threshold,
@@ -188,7 +193,6 @@ def _watch(args: argparse.Namespace) -> int:
         "label_days": args.label_days,
         "min_labels": args.min_labels,
         "reference_rows": args.reference_rows,
-        "prediction_log": args.prediction_log,
         "traffic": args.traffic,
         "gates": args.gates,
         "distill": distill,

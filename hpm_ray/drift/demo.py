@@ -31,7 +31,10 @@ YOUNG = 30  # the subpopulation: clients aged this or less
 # credit-scoring gates the champion and the retrained challenger must pass (the distilled student is trained on
 # a few thousand rows, so these are looser than serve/gates_credit.yaml). Accuracy and mean confidence at the 0.5
 # cut follow the base rate, which the shift moves (a retrain on shifted rows scored 0.63 accuracy with a far
-# lower log loss): the demo gates on ranking (AUC) and macro F1 instead.
+# lower log loss): the demo gates on ranking (AUC) and macro F1 instead. The retrained model's gates read its
+# held-out block of shifted served rows, where the relation is noisier (a share of the young non-defaulters
+# default at random): there a retrained LightGBM ranks at AUC 0.69-0.72 and the old champion at 0.57-0.63 (5 seeds,
+# 5,000 shifted rows each), and 120 held-out rows (--quick) measure it to about +-0.05, hence 0.6.
 GATES = {
     "classifier": {
         "accuracy": {"low": 0.0},
@@ -39,7 +42,7 @@ GATES = {
         "precision_*": {"low": 0.0},
         "recall_*": {"low": 0.0},
         "mean_confidence": {"low": 0.5},
-        "auc": {"low": 0.65},
+        "auc": {"low": 0.6},
     }
 }
 
@@ -156,14 +159,13 @@ def _champion(X: pd.DataFrame, y: np.ndarray, train: np.ndarray, held: np.ndarra
     return version
 
 
-def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, served: Path, state_db: Path):
+def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, state_db: Path):
     from hpm_ray.distill.spec import DistillSpec
     from hpm_ray.drift.monitor import WatchSpec
     from hpm_ray.serving.predlog import default_url
 
     return WatchSpec(
         app=APP,
-        served_dir=str(served),
         window=plan.detect_rows,
         url=url,
         token=token,
@@ -206,6 +208,7 @@ def run_drift_demo(
     from hpm_ray.drift.monitor import watch_once
     from hpm_ray.serving.app import new_token
     from hpm_ray.serving.cli import format_status
+    from hpm_ray.serving.served import row_id
 
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +241,6 @@ def run_drift_demo(
         rollout=policy,
         gates=GATES,
         state_db=str(state_db),
-        served_dir=str(out / "served"),
     )
     client = _Client(url, token, fb_token, plan.rows_per_request)
     try:
@@ -246,13 +248,11 @@ def run_drift_demo(
         Xc, _ = traffic(X, y, pool, plan.detect_rows, plan, False, rng)
         client.predict(Xc)  # their labels are not needed: the watch must not act on this window
         time.sleep(0.6)  # the router writes served rows every ~0.2 s
-        control = watch_once(
-            _watch_spec(plan, url, token, out / "control", out / "served", state_db), lambda m: say("      " + m)
-        )
+        control = watch_once(_watch_spec(plan, url, token, out / "control", state_db), lambda m: say("      " + m))
         say(f"      control: action {control['action']}")
 
         say(f"[3/5] shift: {plan.detect_rows:,} rows, {plan.young_share:.0%} aged <= {YOUNG}, whose default rate rises")
-        spec = _watch_spec(plan, url, token, out / "shift", out / "served", state_db)
+        spec = _watch_spec(plan, url, token, out / "shift", state_db)
         Xs, ys = traffic(X, y, pool, plan.detect_rows, plan, True, rng)
         sent = client.predict(Xs)
         time.sleep(0.6)
@@ -314,6 +314,8 @@ def run_drift_demo(
                 "labelled_records": test.get("n"),
                 "ab_requests": n,
                 "before_labels": early.get("error") or early["action"],
+                # the served rows the demo's client labelled before the retrain: what it can learn from
+                "labelled_rows": [row_id(rid, r) for rid, _, k in sent for r in range(k)],
                 "watch_run_id": shifted["run_id"],
             },
             "control": {"action": control["action"], "max_psi": control["max_psi"]},

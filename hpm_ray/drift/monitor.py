@@ -40,7 +40,9 @@ class CheckSpec(Spec):
     model: str | None = None  # default: the model the app serves (from its served rows)
     alias: str = "champion"
     app: str = "hpm-ab"
-    served_dir: str | None = None  # default: <runs dir>/served/<app>
+    # the app's prediction log (SQLAlchemy URL), where its served rows are; default: the app's default (next to
+    # <runs dir>/ab_state.sqlite, or $HPM_RAY_PREDICTION_LOG)
+    prediction_log: str | None = None
     window: int = Field(2000, ge=1)
     threshold: float = Field(DEFAULT_THRESHOLD, gt=0)  # PSI a drifted feature must reach
     fdr: float = Field(DEFAULT_FDR, gt=0, lt=1)  # BH level: a no-drift check alarms with at most this probability
@@ -53,6 +55,23 @@ class CheckSpec(Spec):
         from hpm_ray.runtime import runs_dir
 
         return Path(self.out) if self.out else runs_dir() / "drift" / self.app
+
+    def open_log(self):
+        """The app's :class:`~hpm_ray.serving.predlog.PredictionLog` (close it after use); a URL that is not one,
+        or a database that cannot be opened, is a one-line SpecError / DataError."""
+        from sqlalchemy.exc import ArgumentError, OperationalError
+
+        from hpm_ray.runtime import runs_dir
+        from hpm_ray.serving.predlog import PredictionLog, default_url
+
+        url = self.prediction_log or default_url(runs_dir() / "ab_state.sqlite")
+        try:
+            return PredictionLog(url)
+        except ArgumentError:
+            raise SpecError(f"prediction log {url!r} is not a SQLAlchemy URL (e.g. sqlite:///predictions.sqlite)")
+        except (OperationalError, OSError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise DataError(f"prediction log {url!r} cannot be opened: {str(reason)[:200]}") from None
 
 
 class WatchSpec(CheckSpec):
@@ -72,20 +91,26 @@ class WatchSpec(CheckSpec):
     label_days: float = Field(30.0, gt=0)
     min_labels: int = Field(200, ge=2)  # labelled served rows a retrain needs
     reference_rows: int = Field(2000, ge=0)
-    prediction_log: str | None = None  # SQLAlchemy URL; default: the app's (next to <runs dir>/ab_state.sqlite)
     traffic: float = Field(10.0, gt=0, lt=100)
     gates: str | None = None  # gates YAML; default: the app's configured gates
     distill: DistillSpec = Field(
         default_factory=lambda: DistillSpec(method="hpm", max_rows=10_000, max_configs=8, teacher_trees=200)
     )
     # what the retrain runs: "distill" (HPM distillation with the settings above) or "module:function", a user
-    # callable (X, y) -> fitted classifier, fitted on all rows but a held-out block (drift/pipelines.py)
+    # callable (X, y) -> fitted classifier, fitted on all rows but a held-out block (drift/pipelines.py).
+    # distill.max_rows bounds the rows of a retrain, held-out block included; distill.test_size is that block's share
     pipeline: str = DISTILL
 
     @model_validator(mode="after")
     def _valid_hysteresis(self) -> WatchSpec:
         self.hysteresis()
         load_pipeline(self.pipeline)  # a typo fails when the spec is read, not after a drift and a retrain
+        cap = self.distill.max_rows
+        if self.source == "served" and cap is not None and self.reference_rows + self.min_labels > cap:
+            raise SpecError(
+                f"reference_rows ({self.reference_rows}) + min_labels ({self.min_labels}) exceed the retrain's "
+                f"max_rows ({cap}): no room for the served rows it needs"
+            )
         return self
 
     def hysteresis(self) -> Hysteresis:
@@ -164,10 +189,14 @@ def run_check(spec: CheckSpec, log: DecisionLog | None = None) -> CheckOutcome:
     from hpm_ray.registry.aliases import resolve_version
     from hpm_ray.registry.reference import load_reference, prediction_score
     from hpm_ray.runtime import setup_mlflow
-    from hpm_ray.serving.served import read_window, served_dir
+    from hpm_ray.serving.served import read_window
 
     setup_mlflow()
-    window = read_window(served_dir(spec.app, spec.served_dir), spec.window)
+    plog = spec.open_log()
+    try:
+        window = read_window(plog, spec.app, spec.window)
+    finally:
+        plog.close()
     model = spec.model or str(window.meta["_model"].iloc[-1])
     client = MlflowClient()
     version = resolve_version(model, spec.alias, client)
@@ -233,47 +262,50 @@ def _table(spec: WatchSpec):
 
 
 def served_training_data(spec: WatchSpec, c: CheckOutcome):
-    """Labelled served rows of the last ``label_days`` + ``reference_rows`` of the table (DataError if unfit)."""
-    import sys
-
+    """Labelled served rows of the last ``label_days`` + ``reference_rows`` of the table, a share of the served rows
+    held out (:func:`~hpm_ray.drift.retrain_data.retrain_data`; DataError if unfit)."""
     from hpm_ray.drift.retrain_data import retrain_data
-    from hpm_ray.runtime import runs_dir
-    from hpm_ray.serving.predlog import PredictionLog, default_url
-    from hpm_ray.serving.served import ServedWindow, read_window, served_dir
+    from hpm_ray.serving.served import labelled_rows
 
-    w = read_window(served_dir(spec.app, spec.served_dir), sys.maxsize)
-    recent = ((w.meta["_time"] >= time.time() - spec.label_days * 86400) & (w.meta["_model"] == c.model)).to_numpy()
-    w = ServedWindow(w.features[recent], w.outputs[recent], w.meta[recent])
-    plog = PredictionLog(spec.prediction_log or default_url(runs_dir() / "ab_state.sqlite"))
+    plog = spec.open_log()
     try:
-        ids = w.meta["_request_id"].dropna().tolist() if "_request_id" in w.meta else []
-        labels = plog.labels_for(spec.app, ids)
+        rows = labelled_rows(plog, spec.app, c.model, since=time.time() - spec.label_days * 86400)
     finally:
         plog.close()
-    return retrain_data(w, labels, c.columns, _table(spec), spec.min_labels, spec.reference_rows)
+    d = spec.distill
+    return retrain_data(
+        rows, c.columns, _table(spec), spec.min_labels, spec.reference_rows, d.max_rows, d.test_size, d.seed
+    )
 
 
-def _retrain(spec: WatchSpec, model: str, out: Path, X, y, served_ids: tuple[str, ...] = ()) -> str:
-    """Run the spec's pipeline on ``X, y`` and register the result with its held-out reference; the served
-    request ids it learnt from go to its MLflow run as ``served_ids.txt``."""
+def _retrain(spec: WatchSpec, model: str, out: Path, data) -> str:
+    """Run the spec's pipeline on ``data`` (a :class:`~hpm_ray.drift.retrain_data.RetrainData`: the fit rows, and
+    the held-out block the gates read and the drift reference) and register the result. The served rows the fit
+    used go to its MLflow run as ``served_ids.txt``, the held-out ones as ``held_out_ids.txt``."""
     from mlflow.tracking import MlflowClient
 
     fn = load_pipeline(spec.pipeline)
-    version = _distill(spec, model, out, X, y) if fn is None else _fit_user_pipeline(fn, spec, model, X, y)
-    if served_ids:
-        client = MlflowClient()
-        client.log_text(client.get_model_version(model, version).run_id, "\n".join(served_ids) + "\n", "served_ids.txt")
+    version = _distill(spec, model, out, data) if fn is None else _fit_user_pipeline(fn, spec, model, data)
+    client = MlflowClient()
+    run_id = client.get_model_version(model, version).run_id
+    for name, ids in (("served_ids.txt", data.fit_ids), ("held_out_ids.txt", data.held_out_ids)):
+        if ids:
+            client.log_text(run_id, "\n".join(ids) + "\n", name)
     return version
 
 
-def _distill(spec: WatchSpec, model: str, out: Path, X, y) -> str:
-    """HPM distillation (warm-started from the shared memory), registered by :func:`log_distillation`."""
+def _distill(spec: WatchSpec, model: str, out: Path, data) -> str:
+    """HPM distillation (warm-started from the shared memory) whose test split is the held-out block, registered
+    by :func:`log_distillation` (gate metrics and drift reference: that block)."""
     import json
 
     from hpm_ray.distill.auto import AutoDistiller
     from hpm_ray.distill.tracking import log_distillation
 
-    d = AutoDistiller(X, y, method="hpm", spec=spec.distill.model_copy(update={"method": "hpm", "shared_memory": True}))
+    settings = {"method": "hpm", "shared_memory": True, "max_rows": None}  # the rows were chosen: data.X is all
+    d = AutoDistiller(
+        data.X, data.y, method="hpm", spec=spec.distill.model_copy(update=settings), test_rows=data.held_out_rows
+    )
     d.run()
     out.mkdir(parents=True, exist_ok=True)
     d.results_.to_csv(out / "results.csv", index=False)
@@ -281,7 +313,7 @@ def _distill(spec: WatchSpec, model: str, out: Path, X, y) -> str:
     return log_distillation(d, out, model).rsplit("/", 1)[1]
 
 
-def _fit_user_pipeline(fn, spec: WatchSpec, model: str, X, y) -> str:
+def _fit_user_pipeline(fn, spec: WatchSpec, model: str, data) -> str:
     """A user callable, fitted without the held-out block whose metrics the gates read (drift/pipelines.py)."""
     import mlflow
     import numpy as np
@@ -292,7 +324,9 @@ def _fit_user_pipeline(fn, spec: WatchSpec, model: str, X, y) -> str:
     from hpm_ray.registry.pyfunc import ClassifierPyfunc
     from hpm_ray.runtime import mlflow_experiment
 
-    est, X_fit, X_test, y_test = fit_callable(fn, X, y, spec.distill.test_size, spec.distill.seed)
+    X_fit, y_fit = data.fit()
+    X_test, y_test = data.held_out()
+    est = fit_callable(fn, X_fit, y_fit)
     classes = list(est.classes_)
     proba = np.asarray(est.predict_proba(X_test), dtype=float)
     metrics = classifier_metrics(y_test, proba, classes)
@@ -407,22 +441,29 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
         log.decide("dry_run", plan)
         say(f"dry run: {plan}")
         return {**base, "action": "dry_run", "plan": plan}
-    if spec.source == "served":
-        try:
+    try:
+        if spec.source == "served":
             data = served_training_data(spec, c)
-        except HPMError as exc:
-            log.decide("retrain", f"not started: {exc}")
-            raise
-        X, y, ids = data.X, data.y, data.request_ids
-        source = f"{data.n_served} labelled served rows ({len(ids)} requests) + {data.n_reference} rows of {table}"
-    else:
-        X, y = _table(spec)
-        ids = ()
+        else:
+            from hpm_ray.drift.retrain_data import table_data
+
+            d = spec.distill
+            data = table_data(*_table(spec), c.columns, d.max_rows, d.test_size, d.seed)
+    except HPMError as exc:
+        log.decide("retrain", f"not started: {exc}")
+        raise
+    held = len(data.X) - data.n_fit
+    source = (
+        f"{len(data.fit_ids)} labelled served rows + {data.n_reference} rows of {table}; {held} served rows "
+        "held out for the gates and the drift reference"
+        if spec.source == "served"
+        else f"{data.n_fit} rows of {table}; {held} held out for the gates and the drift reference"
+    )
     log.decide("retrain", f"started on {source}")
     say(f"drift: retraining on {source} ...")
     t0 = time.time()
     out = (Path(spec.out) if spec.out else Path(c.json_path).parent) / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    version = _retrain(spec, c.model, out, X, y, ids)
+    version = _retrain(spec, c.model, out, data)
     log.decide("register", f"{c.model} v{version} registered after {time.time() - t0:.0f} s")
     g = check_gates(c.model, version, gates)
     log.decide("gates", f"{'passed' if g.passed else 'refused'} ({gates_from}): {g.summary()}")

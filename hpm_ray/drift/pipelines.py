@@ -1,9 +1,9 @@
 """What a retrain runs: HPM distillation (``"distill"``, the default) or a user callable (``"module:function"``).
 
-A callable takes the retraining rows ``(X, y)`` and returns a fitted classifier with ``predict_proba`` and
-``classes_`` (any scikit-learn classifier does). hpm-ray holds out a stratified test block first: the callable
-never sees it, the gates read its metrics on it, and it becomes the model's drift reference, so a user pipeline
-is judged exactly like a distilled one.
+A callable takes the fit rows ``(X, y)`` and returns a fitted classifier with ``predict_proba`` and
+``classes_`` (any scikit-learn classifier does). It never sees the held-out block of the retrain data
+(:class:`~hpm_ray.drift.retrain_data.RetrainData`): the gates read its metrics there, and the block becomes the
+model's drift reference, so a user pipeline is judged exactly like a distilled one.
 """
 
 from __future__ import annotations
@@ -35,13 +35,9 @@ def load_pipeline(ref: str) -> Callable | None:
     return fn
 
 
-def fit_callable(fn: Callable, X: pd.DataFrame, y, test_size: float, seed: int):
-    """Fit ``fn`` on all rows but a stratified held-out block; returns ``(model, X_fit, X_test, y_test)``."""
-    from sklearn.model_selection import train_test_split
-
-    y = np.asarray(y)
-    X_fit, X_test, y_fit, y_test = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
-    model = fn(X_fit.reset_index(drop=True), y_fit)
+def fit_callable(fn: Callable, X_fit: pd.DataFrame, y_fit):
+    """``fn(X_fit, y_fit)``, checked to be a fitted classifier (DataError if not)."""
+    model = fn(X_fit, np.asarray(y_fit))
     if not callable(getattr(model, "predict_proba", None)) or not hasattr(model, "classes_"):
         raise DataError(f"the pipeline returned {type(model).__name__}, not a fitted classifier with predict_proba")
-    return model, X_fit.reset_index(drop=True), X_test.reset_index(drop=True), y_test
+    return model

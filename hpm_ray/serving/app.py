@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 import os
+import random
 import secrets
 import time
 from typing import Literal
@@ -36,7 +37,6 @@ from hpm_ray.serving.predlog import (
 )
 from hpm_ray.serving.routing import choose
 from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body
-from hpm_ray.serving.served import ServedLog
 
 log = logging.getLogger(__name__)
 _PENDING_PREDICTIONS = 200_000  # predictions a router keeps while the log's database is unreachable
@@ -72,12 +72,10 @@ class ServeSpec(Spec):
     max_feedback_items: int = Field(10_000, gt=0)  # labels per POST /feedback
     variant_timeout_s: float | None = Field(None, gt=0)  # a challenger slower than this: an error, the champion answers
     gates: dict[str, dict[str, dict]] | None = None  # {kind: {metric: {low, high}}} over the default gates
-    # served rows for the drift monitor (hpm_ray.serving.served): sampled share, rotation, folder
+    # feature rows of answered requests, logged with their predictions (the drift check reads the newest; a
+    # retrain joins them to late labels): on or off, and the sampled share of requests
     served_log: bool = True
     served_fraction: float = Field(1.0, ge=0, le=1)
-    served_file_rows: int = Field(5000, ge=1)
-    served_max_files: int = Field(10, ge=1)
-    served_dir: str | None = None  # default: <runs dir>/served/<app_name>
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -163,13 +161,8 @@ class ABRouter:
             except Exception as exc:
                 self._failed(version, exc)
         self.buffer: list[tuple] = []
-        self.served = (
-            ServedLog(s.served_dir, s.served_fraction, s.served_file_rows, s.served_max_files)
-            if s.served_log and s.served_dir
-            else None
-        )
         self.shadow_tasks: dict[str, asyncio.Task] = {}
-        self._loop_task = self._persist_task = self._log_task = None
+        self._loop_task = self._log_task = None
         self.state_error = ""  # the last failed call to the state actor ("" when the last one worked)
         tags = ("variant",)
         self.m_requests = metrics.Counter("hpm_ab_requests", "requests per variant", tag_keys=tags)
@@ -202,8 +195,6 @@ class ABRouter:
             loop = asyncio.get_running_loop()
             self._loop_task = loop.create_task(self._follow())
             self._log_task = loop.create_task(self._log_predictions())
-            if self.served is not None:
-                self._persist_task = loop.create_task(self._persist())
 
     async def _follow(self) -> None:
         """Every 0.2 s: hand buffered records to the state actor and pick up its latest snapshot."""
@@ -256,15 +247,6 @@ class ABRouter:
         except Exception as exc:
             log.warning("buffered predictions lost at shutdown: %s", exc)
 
-    async def _persist(self) -> None:
-        """Write served rows for drift checks in their own loop: a slow disk never delays a weight change."""
-        while True:
-            await asyncio.sleep(0.5)
-            try:
-                await asyncio.to_thread(self._write_served)  # off the event loop: requests never wait on disk
-            except Exception as exc:  # keep serving; the rows stay buffered for the next attempt
-                log.warning("served rows not written: %s", exc)
-
     async def _refresh(self) -> None:
         snap = await self.state.snapshot.remote()
         if snap["revision"] == self.snapshot["revision"]:
@@ -286,12 +268,6 @@ class ABRouter:
         self.features = {v: f for v, f in self.features.items() if v in keep}
         self.failed = {v: r for v, r in self.failed.items() if v in keep}
 
-    def _write_served(self) -> None:
-        try:
-            self.served.flush()
-        except OSError as exc:  # a full or unwritable disk must not stop serving
-            log.warning("served rows not written: %s", exc)
-
     def _flush(self) -> None:
         if self.buffer:
             self.state.record.remote(self.buffer)  # actor calls from one caller run in order
@@ -304,14 +280,34 @@ class ABRouter:
         return await self.handles[slot].predict.remote(version, frame)
 
     def _record(
-        self, rid: str, variant: str, version: str, ok: bool, started: float, out=None, routed=True, key=None
+        self,
+        rid: str,
+        variant: str,
+        version: str,
+        ok: bool,
+        started: float,
+        out=None,
+        routed=True,
+        key=None,
+        features=None,
     ) -> None:
         latency = (time.perf_counter() - started) * 1000
         conf = confidence(out) if out is not None else None
         self.buffer.append((variant, ok, latency, conf, routed))
         outputs = outputs_of(out) if out is not None else None
         if outputs is not None:
-            self.predictions.append(Prediction(rid, self.spec.app_name, variant, str(version), outputs, sticky_key=key))
+            self.predictions.append(
+                Prediction(
+                    rid,
+                    self.spec.app_name,
+                    variant,
+                    str(version),
+                    outputs,
+                    sticky_key=key,
+                    model=self.spec.model,
+                    features=features,
+                )
+            )
         self.m_requests.inc(tags={"variant": variant})
         if not ok:
             self.m_errors.inc(tags={"variant": variant})
@@ -380,9 +376,11 @@ class ABRouter:
             except Exception as exc2:
                 self._record(rid, variant, version, False, started, routed=False)
                 return _error(503, f"model v{version} failed: {type(exc2).__name__}")
-        self._record(rid, variant, version, True, started, out, routed=routed, key=key)
-        if self.served is not None:
-            self.served.add(snap["model"], variant, version, frame, out, rid)
+        s = self.spec  # the rows it answered go to the prediction log with the answer (drift check, retrain)
+        logged = s.served_log and (s.served_fraction >= 1 or random.random() < s.served_fraction)
+        self._record(
+            rid, variant, version, True, started, out, routed=routed, key=key, features=frame if logged else None
+        )
         shadow = snap["variants"].get("shadow")
         if shadow:
             task = asyncio.get_running_loop().create_task(
@@ -575,19 +573,16 @@ def build_app(args: dict):
     from hpm_ray import runtime
     from hpm_ray.registry.aliases import CHAMPION, resolve_version
     from hpm_ray.serving.predlog import default_url
-    from hpm_ray.serving.served import served_dir
     from hpm_ray.serving.state import ensure_actor, initial_state, kill_actor
 
     spec = load_spec(ServeSpec, None, args)
     tracking = spec.tracking_uri or runtime.tracking_uri()
     db = spec.state_db or str(runtime.runs_dir() / "ab_state.sqlite")
-    served = spec.served_dir or str(served_dir(spec.app_name))
     log_spec = spec.prediction_log.model_copy(update={"url": spec.prediction_log.url or default_url(db)})
     spec = spec.model_copy(
         update={
             "tracking_uri": tracking,
             "state_db": db,
-            "served_dir": served,
             "token": spec.token or os.environ.get(TOKEN_ENV),
             "feedback_token": spec.feedback_token or os.environ.get(FEEDBACK_TOKEN_ENV),
             "prediction_log": log_spec,

@@ -12,7 +12,13 @@ by a cluster), written in batches off the request path, and the join happens the
   itself, so concurrent router replicas cannot double count), with the per-row proper score of every variant
   that answered, computed at join time, and an increasing ``seq`` the state actor reads from
   (:meth:`PredictionLog.scores_since`); its saved cursor makes the test's sums exact across actor restarts;
+- table ``served``: one row per answered request: the feature rows the answer was computed on (JSON), the app,
+  model, answering variant and time. A retrain joins them to ``labels`` by request id (labels arrive months
+  late, so the features must live as long as the prediction: the same retention prunes both), and the drift
+  check reads the newest of them with their answers;
 - table ``meta``: ``pruned_before``, the newest prediction time retention removed.
+
+A log written before ``served`` existed opens as it is: the table is created when missing.
 
 Request ids begin with their creation time (:func:`new_request_id`), so a label for a pruned prediction is
 told apart from one for an id that never existed: ``expired`` (422) versus ``unknown`` (404).
@@ -155,6 +161,10 @@ class Prediction:
     outputs: dict  # :func:`outputs_of`
     time: float = field(default_factory=time.time)
     sticky_key: str | None = None
+    model: str = ""  # the registered model's name: the drift loop reads the served rows of one model
+    # the rows this answer was computed on: set on the answer the client got (not on a shadow's), they go to
+    # ``served`` in the same transaction as the prediction, encoded off the request path (in ``append``)
+    features: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,22 @@ class JoinResult:
     @property
     def status(self) -> int:
         return STATUS[self.outcome]
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """An answered request as the drift loop reads it: its feature rows (``columns``, ``rows``: the decoded JSON)
+    with the answer (window reads) or the labels (labelled reads)."""
+
+    request_id: str
+    model: str
+    variant: str
+    time: float
+    columns: list[str]
+    rows: list[list]
+    version: str | None = None
+    outputs: dict | None = None  # :func:`outputs_of`
+    labels: list | None = None  # one per row
 
 
 @dataclass(frozen=True)
@@ -239,16 +265,40 @@ class PredictionLog:
             sa.Column("label", sa.Text, nullable=False),
             sa.Column("scored", sa.Text, nullable=False),
         )
+        self.served = sa.Table(
+            "served",
+            md,
+            sa.Column("request_id", sa.String(64), primary_key=True),
+            sa.Column("app", sa.String(128), nullable=False),
+            sa.Column("model", sa.String(256), nullable=False),
+            sa.Column("variant", sa.String(16), nullable=False),
+            sa.Column("time", sa.Float, nullable=False),
+            sa.Column("features", sa.Text, nullable=False),  # {"columns": [...], "data": [[...], ...]}
+            sa.Index("ix_served_app_time", "app", "time"),
+        )
         self.meta = sa.Table(
             "meta", md, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Float, nullable=False)
         )
-        md.create_all(self.engine)
+        md.create_all(self.engine)  # only the tables missing: a log from before ``served`` gains it here
 
     # -- writes ------------------------------------------------------------------------------------------
     def append(self, records: list[Prediction]) -> int:
-        """Write a batch of predictions in one transaction; returns how many."""
+        """Write a batch of predictions, and the feature rows of those that carry them, in one transaction;
+        returns how many predictions."""
         if not records:
             return 0
+        served = [
+            {
+                "request_id": r.request_id,
+                "app": r.app,
+                "model": r.model,
+                "variant": r.variant,
+                "time": float(r.time),
+                "features": r.features.to_json(orient="split", index=False),  # NaN -> null, NumPy types -> JSON
+            }
+            for r in records
+            if r.features is not None
+        ]
         rows = [
             {
                 "request_id": r.request_id,
@@ -263,6 +313,8 @@ class PredictionLog:
         ]
         with self.engine.begin() as conn:
             conn.execute(self.predictions.insert(), rows)
+            if served:
+                conn.execute(self.served.insert(), served)
         return len(rows)
 
     def join(self, labels: list[Label], score: str = "log_loss", now: float | None = None) -> list[JoinResult]:
@@ -370,20 +422,72 @@ class PredictionLog:
             for r in rows
         ]
 
-    def labels_for(self, app: str, request_ids: list[str]) -> dict[str, list]:
-        """The labels (one per row of the request) joined so far to these requests of ``app``; unlabelled,
-        unknown and other apps' ids are absent. What a retrain on served traffic joins its rows with."""
+    def newest_served(self, app: str, rows: int) -> list[ServedRequest]:
+        """The newest answered requests of ``app`` holding at least ``rows`` feature rows (all, if fewer), oldest
+        first, each with the answer the client got. What a drift check reads."""
         import sqlalchemy as sa
 
-        t = self.labels.c
-        ids = list(dict.fromkeys(request_ids))
-        found: dict[str, list] = {}
+        s, p = self.served.c, self.predictions.c
+        query = (
+            sa.select(s.request_id, s.model, s.variant, s.time, s.features, p.version, p.outputs)
+            .join(self.predictions, (p.request_id == s.request_id) & (p.variant == s.variant))
+            .where(s.app == app)
+            .order_by(s.time.desc())
+            .limit(rows)  # every request has a row at least
+        )
+        found, n = [], 0
         with self.engine.connect() as conn:
-            for i in range(0, len(ids), _CHUNK):
-                rows = conn.execute(
-                    sa.select(t.request_id, t.label).where(t.app == app, t.request_id.in_(ids[i : i + _CHUNK]))
+            for r in conn.execute(query):
+                data = json.loads(r.features)
+                found.append(
+                    ServedRequest(
+                        r.request_id,
+                        r.model,
+                        r.variant,
+                        r.time,
+                        data["columns"],
+                        data["data"],
+                        str(r.version),
+                        json.loads(r.outputs),
+                    )
                 )
-                found.update((r.request_id, json.loads(r.label)) for r in rows)
+                n += len(data["data"])
+                if n >= rows:
+                    break
+        return found[::-1]
+
+    def labelled_served(self, app: str, model: str | None = None, since: float | None = None) -> list[ServedRequest]:
+        """Answered requests of ``app`` (of ``model``, answered at ``since`` or later) whose labels have arrived,
+        with their feature rows and labels (one join of ``served`` and ``labels``), oldest first. What a retrain
+        on served traffic learns from."""
+        import sqlalchemy as sa
+
+        s, lb = self.served.c, self.labels.c
+        query = (
+            sa.select(s.request_id, s.model, s.variant, s.time, s.features, lb.label)
+            .join(self.labels, lb.request_id == s.request_id)
+            .where(s.app == app)
+            .order_by(s.time)
+        )
+        if model is not None:
+            query = query.where(s.model == model)
+        if since is not None:
+            query = query.where(s.time >= since)
+        with self.engine.connect() as conn:
+            found = []
+            for r in conn.execute(query):
+                data = json.loads(r.features)
+                found.append(
+                    ServedRequest(
+                        r.request_id,
+                        r.model,
+                        r.variant,
+                        r.time,
+                        data["columns"],
+                        data["data"],
+                        labels=json.loads(r.label),
+                    )
+                )
         return found
 
     def count(self) -> int:
@@ -394,8 +498,9 @@ class PredictionLog:
 
     # -- retention -------------------------------------------------------------------------------------
     def prune(self, now: float | None = None) -> int:
-        """Drop predictions (and their labels) beyond ``max_age_days`` or the newest ``max_rows``; returns how
-        many predictions went. Their ids are remembered as expired through the ``pruned_before`` watermark."""
+        """Drop predictions (and their labels and feature rows) beyond ``max_age_days`` or the newest ``max_rows``;
+        returns how many predictions went. Their ids are remembered as expired through the ``pruned_before``
+        watermark. A label that can still join finds its features: both go at the same cutoff."""
         import sqlalchemy as sa
 
         now = time.time() if now is None else now
@@ -414,6 +519,7 @@ class PredictionLog:
                 return 0
             cutoff = max(cutoffs)
             gone = conn.execute(self.predictions.delete().where(p.time <= cutoff)).rowcount
+            conn.execute(self.served.delete().where(self.served.c.time <= cutoff))  # features go with them
             if gone:
                 conn.execute(self.labels.delete().where(self.labels.c.predicted <= cutoff))
                 newest = max(self._pruned_before(conn), cutoff)
