@@ -24,6 +24,7 @@ from ray.exceptions import RayError
 from hpm_ray.config import Spec, load_spec
 from hpm_ray.serving.client import FEEDBACK_TOKEN_ENV, TOKEN_ENV
 from hpm_ray.serving.models import InputSpec, ModelPool, confidence
+from hpm_ray.serving.online import adaptive, state_from_json
 from hpm_ray.serving.policy import RolloutPolicy
 from hpm_ray.serving.predlog import (
     JoinResult,
@@ -162,6 +163,11 @@ class ABRouter:
                 self.features[version] = self.pool.load(version)
             except Exception as exc:
                 self._failed(version, exc)
+        self.online_state: dict[str, tuple] = {}  # version -> (PID trackers, labels learnt): its adaptive interval
+        try:
+            self._sync_online(list(self.features))
+        except Exception as exc:  # the log's database away: static intervals until the next round reaches it
+            log.warning("online interval state not read: %s", exc)
         self.buffer: list[tuple] = []
         self.served = (
             ServedLog(s.served_dir, s.served_fraction, s.served_file_rows, s.served_max_files)
@@ -229,10 +235,45 @@ class ABRouter:
             pass
 
     async def _log_predictions(self) -> None:
-        """Every ``prediction_log.flush_s``: append the buffered predictions to the durable log in one batch."""
+        """Every ``prediction_log.flush_s``: append the buffered predictions to the durable log in one batch, and
+        read the online trackers other replicas' feedback moved."""
         while True:
             await asyncio.sleep(self.spec.prediction_log.flush_s)
             await self._write_predictions()
+            await self._read_online()
+
+    def _sync_online(self, versions: list[str]) -> None:
+        """The trackers of the served forecasters with online intervals, from the log (started there the first
+        time a version is served); blocking: called off the event loop, and once at start."""
+        cals = {v: self.pool.online(v) for v in versions}
+        cals = {v: c for v, c in cals.items() if c is not None}
+        if not cals:
+            self.online_state = {}
+            return
+        found = self.predlog.online_states(self.spec.app_name, list(cals))
+        for v, cal in cals.items():
+            if v not in found:
+                found[v] = self.predlog.start_online(self.spec.app_name, v, cal.to_dict())
+        self.online_state = {v: (state_from_json(st), n) for v, (st, n) in found.items()}
+
+    async def _read_online(self) -> None:
+        try:
+            await asyncio.to_thread(self._sync_online, list(self.features))
+        except Exception as exc:  # keep serving the last trackers read
+            log.warning("online interval state not read: %s", exc)
+
+    def _adaptive(self, version: str, frame, outputs: dict | None) -> tuple[list | None, dict | None]:
+        """The adaptive interval of each row and the record its label will update with, or (None, None) for a
+        version without online intervals (or before its trackers are read)."""
+        cal, held = self.pool.online(version), self.online_state.get(str(version))
+        if cal is None or held is None or outputs is None or "values" not in outputs:
+            return None, None
+        try:
+            vol = frame[cal.vol_feature].to_numpy(dtype=float) if cal.vol_feature in frame.columns else None
+            return adaptive(cal, held[0], outputs["values"], vol)
+        except Exception as exc:  # the static interval still answers
+            log.warning("v%s: no adaptive interval: %s", version, exc)
+            return None, None
 
     async def _write_predictions(self) -> None:
         """Append what is buffered; returns once everything buffered before the call is committed (the lock:
@@ -304,12 +345,27 @@ class ABRouter:
         return await self.handles[slot].predict.remote(version, frame)
 
     def _record(
-        self, rid: str, variant: str, version: str, ok: bool, started: float, out=None, routed=True, key=None
+        self,
+        rid: str,
+        variant: str,
+        version: str,
+        ok: bool,
+        started: float,
+        out=None,
+        routed=True,
+        key=None,
+        outputs: dict | None = None,
+        online: dict | None = None,
     ) -> None:
+        """Count one answer and log it; ``outputs`` (:func:`outputs_of` of ``out``, when already computed) gets the
+        ``online`` record of the rows' served margins (:func:`hpm_ray.serving.online.adaptive`)."""
         latency = (time.perf_counter() - started) * 1000
         conf = confidence(out) if out is not None else None
         self.buffer.append((variant, ok, latency, conf, routed))
-        outputs = outputs_of(out) if out is not None else None
+        if outputs is None and out is not None:
+            outputs = outputs_of(out)
+        if outputs is not None and online is not None:
+            outputs = {**outputs, "online": online}
         if outputs is not None:
             self.predictions.append(Prediction(rid, self.spec.app_name, variant, str(version), outputs, sticky_key=key))
         self.m_requests.inc(tags={"variant": variant})
@@ -341,7 +397,11 @@ class ABRouter:
         try:
             frame = self._frame_for(version, champion, body, parsed)
             out = await asyncio.wait_for(self._infer("shadow", version, frame), self.spec.variant_timeout_s)
-            self._record(rid, "shadow", version, True, started, out, routed=False, key=key)
+            outputs = outputs_of(out)
+            _, online = self._adaptive(version, frame, outputs)
+            self._record(
+                rid, "shadow", version, True, started, out, routed=False, key=key, outputs=outputs, online=online
+            )
         except Exception:
             self._record(rid, "shadow", version, False, started, routed=False)
 
@@ -380,7 +440,9 @@ class ABRouter:
             except Exception as exc2:
                 self._record(rid, variant, version, False, started, routed=False)
                 return _error(503, f"model v{version} failed: {type(exc2).__name__}")
-        self._record(rid, variant, version, True, started, out, routed=routed, key=key)
+        outputs = outputs_of(out)
+        intervals_adaptive, online = self._adaptive(version, frame, outputs)
+        self._record(rid, variant, version, True, started, out, routed, key, outputs, online)
         if self.served is not None:
             self.served.add(snap["model"], variant, version, frame, out, rid)
         shadow = snap["variants"].get("shadow")
@@ -398,6 +460,8 @@ class ABRouter:
             "model_version": version,
             "predictions": out.to_dict(orient="records"),
         }
+        if intervals_adaptive is not None:  # a forecaster with online intervals: beside the static lo_*/hi_*
+            answer["intervals_adaptive"] = intervals_adaptive
         if parsed.ignored:  # MLflow's scoring server drops them silently; say so
             answer["ignored_columns"] = list(parsed.ignored)
         if parsed.unseen:  # answered with the category as missing, as the model was trained to
@@ -442,6 +506,7 @@ class ABRouter:
         except Exception as exc:  # the database unreachable: nothing was counted, the client may retry
             return _error(503, f"prediction log unavailable: {type(exc).__name__}")
         out = [r if r is not None else _answer(next(joined)) for r in results]
+        await self._read_online()  # this replica answers with the trackers these labels moved at once
         if single:
             return JSONResponse(out[0], status_code=out[0]["status"])
         counts = {
