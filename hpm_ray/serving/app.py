@@ -473,7 +473,9 @@ class ABRouter:
         """Labels for earlier predictions: ``{"request_id", "label"}`` (``"labels": [...]`` for a multi-row
         request), or a list of them. Needs ``Authorization: Bearer <feedback token>``. One object: the HTTP
         status is its outcome's (200 joined, 404 unknown, 409 duplicate, 422 expired or invalid); a list: 200
-        with one result per item. Answers never name the variant (a client must not learn whom it labels)."""
+        with one result per item. Answers never name the variant (a client must not learn whom it labels).
+        A forecaster's realised value (matured by definition: posted once its h bars have passed) also moves the
+        adaptive interval of the version that answered (:mod:`hpm_ray.serving.online`)."""
         self._ensure_loop()
         denied = self._auth(request, self.spec.feedback_token, FEEDBACK_TOKEN_ENV, "feedback")
         if denied is not None:
