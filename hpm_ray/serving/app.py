@@ -163,7 +163,7 @@ class ABRouter:
                 self.features[version] = self.pool.load(version)
             except Exception as exc:
                 self._failed(version, exc)
-        self.online_state: dict[str, tuple] = {}  # version -> (PID trackers, labels learnt): its adaptive interval
+        self.online_state: dict[str, dict] = {}  # version -> its PID trackers: its adaptive interval
         try:
             self._sync_online(list(self.features))
         except Exception as exc:  # the log's database away: static intervals until the next round reaches it
@@ -254,7 +254,7 @@ class ABRouter:
         for v, cal in cals.items():
             if v not in found:
                 found[v] = self.predlog.start_online(self.spec.app_name, v, cal.to_dict())
-        self.online_state = {v: (state_from_json(st), n) for v, (st, n) in found.items()}
+        self.online_state = {v: state_from_json(st) for v, (st, _) in found.items()}
 
     async def _read_online(self) -> None:
         try:
@@ -270,7 +270,7 @@ class ABRouter:
             return None, None
         try:
             vol = frame[cal.vol_feature].to_numpy(dtype=float) if cal.vol_feature in frame.columns else None
-            return adaptive(cal, held[0], outputs["values"], vol)
+            return adaptive(cal, held, outputs["values"], vol)
         except Exception as exc:  # the static interval still answers
             log.warning("v%s: no adaptive interval: %s", version, exc)
             return None, None
