@@ -211,6 +211,59 @@ def test_no_interval_moves_when_later_labels_change(method, step, normalize, int
     assert lo3[k] != lo[k]
 
 
+def test_pid_update_by_hand():
+    """The one update the backtest and the served forecaster share: err = 1{score > the row's served margin}."""
+    from hpm_ray.hpo.online import Integrator, PIDState, pid_margin, pid_update
+
+    s = PIDState(0.3)
+    s = pid_update(s, score=0.5, margin=0.3, alpha=0.1, eta=0.02)  # a miss: 0.3 + 0.02 * 0.9
+    assert (s.p, s.s, s.n) == (pytest.approx(0.318), pytest.approx(0.9), 1)
+    s = pid_update(s, score=0.3, margin=0.318, alpha=0.1, eta=0.02)  # a hit: 0.318 - 0.02 * 0.1
+    assert (s.p, s.s, s.n) == (pytest.approx(0.316), pytest.approx(0.8), 2)
+    s = pid_update(s, score=0.316, margin=0.316, alpha=0.1, eta=0.02)  # on the edge: covered
+    assert s.p == pytest.approx(0.314)
+    assert pid_margin(s) == s.p
+    # with the integrator: p + k_i tan(S log n / (n c_sat)) = 0.314 + 2 tan(0.7 log 3 / 3)
+    assert pid_margin(s, Integrator(2.0, 1.0)) == pytest.approx(0.314 + 2 * math.tan(0.7 * math.log(3) / 3))
+
+
+def test_the_served_calibration_starts_where_the_backtest_on_test_starts():
+    """``online_calibration`` records PID's start after the calibration block (per level and volatility tercile):
+    replaying the test block from it gives the backtest's intervals exactly."""
+    from hpm_ray.hpo.evaluate import online_calibration
+    from hpm_ray.hpo.intervals import Choice, IntervalPlan, Settings, intervals
+    from hpm_ray.hpo.online import OnlineCalibration, pid_intervals
+
+    past, target = _random_block(400, 5), _random_block(300, 6)
+    cuts = (0.8, 1.2)
+    past = type(past)(past.lo, past.hi, past.y, past.vol, np.digitize(past.vol, cuts))
+    target = type(target)(target.lo, target.hi, target.y, target.vol, np.digitize(target.vol, cuts))
+    for st in (Settings(), Settings(normalize=True, integrator=True), Settings(by_group=False)):
+        plan = IntervalPlan(("pid",), (0.02,), st, past.vol, target.vol, past.groups, target.groups, "rv", cuts)
+        cal = online_calibration(Choice("pid", 0.02), {0.1: past}, [(0, 2, 0.1)], plan, len(target.y))
+        cal = OnlineCalibration.from_dict(cal.to_dict())  # as the MLmodel metadata gives it back
+        (lv,) = cal.levels
+        assert (lv.key, lv.lo_col, lv.hi_col, cal.vol_cuts) == ("90", 0, 2, cuts if st.by_group else ())
+        assert len(lv.q0) == (3 if st.by_group else 1)
+        lo, hi = intervals("pid", 0.02, past, target, 0.1, 4, st)
+        r = pid_intervals(
+            target.lo,
+            target.hi,
+            target.y,
+            lv.alpha,
+            4,
+            lv.eta,
+            np.array(lv.q0),
+            target.vol if cal.normalize else None,
+            lv.integrator,
+            cal.groups(target.vol) if cal.vol_cuts else None,
+        )
+        np.testing.assert_allclose(r.lo, lo, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(r.hi, hi, rtol=0, atol=1e-12)
+    no_pid = online_calibration(Choice("cqr", None), {0.1: past}, [(0, 2, 0.1)], plan, 10)
+    assert no_pid is None
+
+
 def test_pid_restores_coverage_after_a_volatility_shift_where_split_cqr_fails():
     from hpm_ray.hpo.intervals import Block, Settings, intervals
     from hpm_ray.metrics import coverage

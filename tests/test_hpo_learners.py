@@ -58,7 +58,8 @@ def test_registry_refuses_a_learner_without_defaults_for_its_space():
 
 
 def test_a_forecaster_pickled_before_learner_plugins_still_predicts(heteroscedastic):
-    """Versions registered earlier hold ``boosters`` (a list of LightGBM boosters) instead of ``model``."""
+    """Versions registered earlier hold ``boosters`` (a list of LightGBM boosters) instead of ``model``, and no
+    ``online`` calibration."""
     import pandas as pd
 
     from hpm_ray.hpo.conformal import ConformalQuantiles
@@ -73,6 +74,8 @@ def test_a_forecaster_pickled_before_learner_plugins_still_predicts(heteroscedas
     now = QuantileForecaster(model, cq, frame, horizon=1)
     state = pickle.loads(pickle.dumps(now)).__dict__
     state["boosters"] = state.pop("model").boosters
+    del state["online"]  # and before online intervals in serving: it serves the static interval alone
     before = QuantileForecaster.__new__(QuantileForecaster)
     before.__setstate__(state)
     pd.testing.assert_frame_equal(before.predict(None, frame), now.predict(None, frame))
+    assert before.online is None and set(before.mlmodel_metadata()) == {"hpm_ray_input_schema"}

@@ -178,6 +178,8 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     # each horizon's trials trained on that horizon's data (concurrent Tuners must not share bound data):
     # replaying the winning config on the horizon's own data reproduces the reported score exactly
     from hpm_ray.config import load_spec
+    from hpm_ray.hpo.online import METADATA_KEY as ONLINE_KEY
+    from hpm_ray.hpo.online import OnlineCalibration, pid_intervals
     from hpm_ray.hpo.runner import prepare_horizon
     from hpm_ray.hpo.spec import HPOSpec
     from hpm_ray.hpo.trainable import fit_steps
@@ -254,6 +256,25 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
         h6["test_pinball"], rel=1e-6
     )
     assert coverage(y_test, pred.lo_90, pred.hi_90) == pytest.approx(h6["coverage_90_cqr"])
+    # its MLmodel metadata carries PID's start after calibration (what the A/B app continues from): replaying the
+    # test block from it, labels h bars late, gives the shipped interval's reported coverage
+    online = OnlineCalibration.from_dict(info.metadata[ONLINE_KEY])
+    assert (online.method, online.step, [lv.key for lv in online.levels]) == ("pid", h6["interval_step"], ["90", "50"])
+    lv, raw = online.levels[0], pred.iloc[:, :5].to_numpy()
+    vol = hz.X.iloc[hz.blocks.test][online.vol_feature].to_numpy()
+    r = pid_intervals(
+        raw[:, lv.lo_col],
+        raw[:, lv.hi_col],
+        y_test,
+        lv.alpha,
+        6,
+        lv.eta,
+        np.array(lv.q0),
+        None,
+        None,
+        online.groups(vol),
+    )
+    assert coverage(y_test, r.lo, r.hi) == pytest.approx(h6["coverage_90"])
 
     # --resume of a run that already registered its models reuses them: no second version, no second model run
     assert main([*args, "--resume"]) == 0

@@ -169,3 +169,43 @@ def test_labels_csv_groups_rows_per_request_and_refuses_bad_files(tmp_path, caps
         assert message in err and err.count("\n") == 1
     assert main(["ab", "feedback", "--file", str(tmp_path / "none.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_labels_move_a_forecasters_online_trackers_once_and_durably(tmp_path):
+    """Each joined label moves the trackers of the version that answered, in the label's transaction, by the
+    served margin: misses widen, hits narrow (by hand); a duplicate moves nothing; a reopened log reads them back."""
+    from hpm_ray.hpo.online import OnlineCalibration, PIDLevel
+    from hpm_ray.serving.online import adaptive, state_from_json
+
+    url = f"sqlite:///{tmp_path / 'p.sqlite'}"
+    log = PredictionLog(url)
+    # one 90 % level on columns 0/2, step 0.1, two volatility groups (cut at 1.0) starting at 0.5 and 1.0
+    cal = OnlineCalibration("pid", 0.01, (PIDLevel("90", 0, 2, 0.1, 0.1, (0.5, 1.0)),), "rv", False, (1.0,))
+    state, n = log.start_online("a", "7", cal.to_dict())
+    assert n == 0 and state_from_json(state) == cal.start()
+    values = [[-1.0, 0.0, 1.0]]
+
+    def serve(rid, vol):
+        rows, record = adaptive(cal, state_from_json(log.online_states("a", ["7"])["7"][0]), np.array(values), vol)
+        out = {"quantiles": [0.05, 0.5, 0.95], "values": values, "online": record}
+        log.append([pred(rid, version="7", outputs=out)])
+        return rows[0]
+
+    a, b, c = (new_request_id() for _ in range(3))
+    assert serve(a, np.array([0.5])) == {"lo_90": -1.5, "hi_90": 1.5}  # group 0: margin 0.5
+    assert serve(b, np.array([0.5])) == {"lo_90": -1.5, "hi_90": 1.5}  # a's label not known yet
+    assert serve(c, np.array([2.0])) == {"lo_90": -2.0, "hi_90": 2.0}  # group 1: margin 1.0
+    # a: y = 3 -> score 2 > 0.5, a miss: 0.5 + 0.1 * 0.9 = 0.59; b: y = 0 -> score -1, a hit: 0.59 - 0.01 = 0.58
+    # c (group 1): y = -1.5 -> score 0.5 <= 1.0, a hit: 1.0 - 0.01 = 0.99
+    done = log.join([Label(a, [3.0]), Label(b, [0.0]), Label(c, [-1.5]), Label(a, [9.0])])
+    assert [j.outcome for j in done] == ["joined", "joined", "joined", "duplicate"]
+    assert log.join([Label(b, [9.0])])[0].outcome == "duplicate"
+    log.close()
+    reopened = PredictionLog(url)
+    state, n = reopened.online_states("a", ["7"])["7"]
+    assert n == 3
+    (g0, g1) = state_from_json(state)["90"]
+    assert (g0.p, g0.n, g1.p, g1.n) == (pytest.approx(0.58), 2, pytest.approx(0.99), 1)
+    assert reopened.start_online("a", "7", cal.to_dict()) == (state, 3)  # a restart continues, never restarts
+    assert reopened.online_states("a", ["8"]) == {} and reopened.online_states("other", ["7"]) == {}
+    reopened.close()

@@ -442,6 +442,98 @@ def test_labels_join_across_an_actor_crash_and_an_app_restart(models, launch):
     assert {s for s, _ in fire(url, [rows(models, i) for i in range(20)])} == {200}
 
 
+FORECASTER = "ab-forecast"
+
+
+def _online_calibration():
+    """PID on the 90 % pair (columns 0 and 2) with step 0.2 and two volatility groups (``rv_168`` cut at 1.0)
+    starting at margins 0.5 and 2.0."""
+    from hpm_ray.hpo.online import OnlineCalibration, PIDLevel
+
+    return OnlineCalibration("pid", 0.2, (PIDLevel("90", 0, 2, 0.1, 0.2, (0.5, 2.0)),), "rv_168", False, (1.0,))
+
+
+@pytest.fixture(scope="module")
+def online_forecaster(mlflow_uri):
+    """A registered forecaster with online intervals: constant raw quantiles -1, 0, 1 (0.05/0.5/0.95) and
+    :func:`_online_calibration`."""
+    import numpy as np
+    import pandas as pd
+
+    from hpm_ray.hpo.conformal import ConformalQuantiles
+    from hpm_ray.hpo.pyfunc import NaiveForecaster
+    from hpm_ray.runtime import mlflow_experiment
+
+    quantiles = [0.05, 0.5, 0.95]
+    cq = ConformalQuantiles(quantiles).fit(np.tile([-1.0, 0.0, 1.0], (40, 1)), np.linspace(-1.5, 1.5, 40))
+    cal = _online_calibration()
+    train = pd.DataFrame({"ret_1": [0.0, 0.1], "rv_168": [0.5, 1.5]})
+    model = NaiveForecaster(np.array([-1.0, 0.0, 1.0]), cq, train, horizon=6, online=cal)
+    with mlflow.start_run(experiment_id=mlflow_experiment("serving-tests")):
+        mv = log_and_register(model, FORECASTER, "quantile_forecaster", {"test_pinball": 0.1}, input_example=train)
+    return str(mv.version)
+
+
+def test_a_router_reads_the_online_calibration_with_or_without_the_model(online_forecaster, mlflow_uri):
+    """Both placements: a fast-path router loads the model, a ``deployments`` router only its metadata."""
+    from hpm_ray.serving.models import ModelPool
+
+    cal = _online_calibration()
+    for hold in (True, False):
+        pool = ModelPool(FORECASTER, mlflow_uri, 1, 0.0, hold_models=hold)
+        assert pool.load(online_forecaster).features == ("ret_1", "rv_168")
+        assert pool.online(online_forecaster) == cal
+        assert pool.online("999") is None  # not loaded
+
+
+def test_a_forecasters_adaptive_interval_learns_from_feedback_and_survives_a_restart(online_forecaster, serve_port):
+    """Issue 16, done-when 5: realised values posted as feedback move the served adaptive interval (misses widen
+    it by eta (1 - alpha), hits narrow it by eta alpha; by hand), only in their volatility group, once per label;
+    an app restart serves the same interval; the static CQR interval is unchanged throughout."""
+    from hpm_ray.serving import start_ab, stop
+
+    calm, wild = {"ret_1": 0.0, "rv_168": 0.5}, {"ret_1": 0.0, "rv_168": 2.0}
+    launch = dict(port=serve_port, token=TOKEN, feedback_token=FEEDBACK, app_name="ab-online")
+    url = start_ab(FORECASTER, online_forecaster, resume=False, **launch)
+
+    def predict(row):
+        r = requests.post(url + "/predict", json={"dataframe_records": [row]}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def label(rid, y):
+        fb = requests.post(url + "/feedback", json={"request_id": rid, "label": y}, headers=LABELLER, timeout=30)
+        return fb.status_code
+
+    try:
+        first = predict(calm)
+        static = {k: first["predictions"][0][k] for k in ("lo_90", "hi_90")}
+        assert first["intervals_adaptive"] == [{"lo_90": -1.5, "hi_90": 1.5}]  # group 0 starts at 0.5
+        assert predict(wild)["intervals_adaptive"] == [{"lo_90": -3.0, "hi_90": 3.0}]  # group 1 at 2.0
+        margin, rid = 0.5, first["request_id"]
+        for y, moves in ((5.0, [0.18] * 3), (0.0, [-0.02] * 4)):  # three misses, then four hits
+            for step in moves:
+                assert label(rid, y) == 200
+                margin += step
+                answer = predict(calm)
+                (iv,) = answer["intervals_adaptive"]
+                assert iv["lo_90"] == pytest.approx(-1 - margin) and iv["hi_90"] == pytest.approx(1 + margin)
+                assert {k: answer["predictions"][0][k] for k in ("lo_90", "hi_90")} == static
+                rid = answer["request_id"]
+        assert margin == pytest.approx(0.96)
+        assert label(first["request_id"], -9.0) == 409  # a second label is refused and moves nothing
+        assert predict(calm)["intervals_adaptive"] == [pytest.approx({"lo_90": -1.96, "hi_90": 1.96})]
+        assert predict(wild)["intervals_adaptive"] == [{"lo_90": -3.0, "hi_90": 3.0}]  # other group untouched
+
+        stop("ab-online")  # the app and its state actor go; the trackers are in the prediction log
+        url = start_ab(FORECASTER, online_forecaster, resume=True, **launch)
+        assert predict(calm)["intervals_adaptive"] == [pytest.approx({"lo_90": -1.96, "hi_90": 1.96})]
+        assert label(rid, 5.0) == 200  # and it keeps learning: a miss, + 0.18
+        assert predict(calm)["intervals_adaptive"] == [pytest.approx({"lo_90": -2.14, "hi_90": 2.14})]
+    finally:
+        stop("ab-online")
+
+
 def _malformed(models, rng: random.Random) -> tuple[bytes, dict]:
     good = json.dumps(rows(models, rng.randrange(900), 3)).encode()
     rec = rows(models, rng.randrange(900))["dataframe_records"][0]

@@ -299,3 +299,33 @@ def test_any_body_is_a_frame_or_a_4xx(body):
         assert 400 <= exc.status < 500 and exc.message
     else:
         assert list(frame.columns) == list(MIXED.features)
+
+
+def test_online_intervals_of_a_request_and_the_update_of_its_labels_by_hand():
+    """Adaptive intervals per row (normalised scores: margin times the row's volatility; tercile trackers), rows
+    with an unusable volatility get none and move nothing, and a multi-row label moves the trackers row by row."""
+    from hpm_ray.hpo.online import OnlineCalibration, PIDLevel, PIDState
+    from hpm_ray.serving.online import adaptive, learn, state_from_json, state_to_json
+
+    levels = (PIDLevel("90", 0, 3, 0.1, 0.5, (1.0, 2.0)), PIDLevel("50", 1, 2, 0.5, 0.1, (0.2, 0.4)))
+    cal = OnlineCalibration("pid", 0.05, levels, "rv", True, (1.0,))
+    values = np.array([[-1.0, -0.5, 0.5, 1.0]] * 3)
+    state = cal.start()
+    rows, rec = adaptive(cal, state, values, np.array([0.5, 2.0, np.nan]))
+    # row 0: group 0, vol 0.5: 90 % margin 1.0 * 0.5, 50 % 0.2 * 0.5; row 1: group 1, vol 2: 2.0 * 2 and 0.4 * 2
+    assert rows[0] == pytest.approx({"lo_90": -1.5, "hi_90": 1.5, "lo_50": -0.6, "hi_50": 0.6})
+    assert rows[1] == pytest.approx({"lo_90": -5.0, "hi_90": 5.0, "lo_50": -1.3, "hi_50": 1.3})
+    assert rows[2] is None and rec["group"] == [0, 1, None] and rec["scale"] == [0.5, 2.0, None]
+    # labels: row 0 y = 1.6: 90 % score (1.6 - 1) / 0.5 = 1.2 > 1.0 (a miss: 1.0 + 0.5 * 0.9 = 1.45), 50 % score
+    # (1.6 - 0.5) / 0.5 = 2.2 > 0.2 (a miss: 0.2 + 0.1 * 0.5 = 0.25); row 1 y = 0: 90 % score -1 / 2 (a hit:
+    # 2.0 - 0.05 = 1.95), 50 % score -0.25 (a hit: 0.4 - 0.05 = 0.35); row 2 has no margin: nothing moves
+    new = learn(cal, state, values.tolist(), rec, [1.6, 0.0, 99.0])
+    assert new == {
+        "90": [PIDState(pytest.approx(1.45), pytest.approx(0.9), 1), PIDState(pytest.approx(1.95), -0.1, 1)],
+        "50": [PIDState(pytest.approx(0.25), 0.5, 1), PIDState(pytest.approx(0.35), -0.5, 1)],
+    }
+    assert state == cal.start()  # learn returns a new state
+    assert state_from_json(json.loads(json.dumps(state_to_json(new)))) == new
+    # without a volatility column a grouped calibration gives no adaptive interval at all
+    rows, rec = adaptive(cal, state, values, None)
+    assert rows == [None] * 3 and learn(cal, state, values.tolist(), rec, [5.0] * 3) == state

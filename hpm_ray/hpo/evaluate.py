@@ -12,8 +12,9 @@ import numpy as np
 import ray
 
 from hpm_ray.hpo.conformal import ConformalQuantiles, aci_intervals, rearrange
-from hpm_ray.hpo.intervals import Block, Choice, IntervalPlan, choose, intervals
+from hpm_ray.hpo.intervals import Block, Choice, IntervalPlan, choose, intervals, pid_start
 from hpm_ray.hpo.learners import QuantileModel
+from hpm_ray.hpo.online import Integrator, OnlineCalibration, PIDLevel, saturation_constant
 from hpm_ray.hpo.trainable import SearchData
 from hpm_ray.metrics import (
     coverage,
@@ -54,7 +55,8 @@ class Scored:
 
     ``metrics`` are flat floats (MLflow); ``conditional`` holds the per-volatility-tercile lists; ``q_final`` the
     CQR-calibrated quantiles the registered model serves; ``shipped`` / ``cqr`` the (lo, hi) test intervals per
-    level key ("90") of the chosen method and of split CQR.
+    level key ("90") of the chosen method and of split CQR; ``online`` what a served model continues PID from
+    (None unless PID was chosen).
     """
 
     metrics: dict[str, float]
@@ -64,6 +66,27 @@ class Scored:
     conformal: ConformalQuantiles
     shipped: dict[str, tuple[np.ndarray, np.ndarray]]
     cqr: dict[str, tuple[np.ndarray, np.ndarray]]
+    online: OnlineCalibration | None = None
+
+
+def online_calibration(
+    choice: Choice, cal: dict[float, Block], pairs: list, plan: IntervalPlan, n_rows: int
+) -> OnlineCalibration | None:
+    """PID's start after the whole calibration block, per pair ``(lo column, hi column, alpha)``: the start the
+    test block's backtest uses, so a served model continues from where calibration ended. ``n_rows`` (the test
+    block's length) sets the integrator's saturation constant as in the backtest. None for ACI and split CQR."""
+    if choice.method != "pid":
+        return None
+    s = plan.settings
+    cuts = tuple(plan.vol_cuts) if s.by_group else ()
+    n_groups = len(cuts) + 1 if cuts else None
+    levels = []
+    for i, j, a in pairs:
+        st = pid_start(cal[a], a, choice.step, s, n_groups)
+        integ = Integrator(st.scale, saturation_constant(max(n_rows, 2))) if s.integrator else None
+        q0 = tuple(float(q) for q in np.atleast_1d(st.q0))
+        levels.append(PIDLevel(level_key(1.0 - a), i, j, a, st.eta, q0, integ))
+    return OnlineCalibration("pid", float(choice.step), tuple(levels), plan.vol_feature, s.normalize, cuts)
 
 
 def score_forecasts(
@@ -116,4 +139,5 @@ def score_forecasts(
         cond[f"coverage_{k}_aci_by_vol_tercile"] = group_coverage(y_test, alo, ahi, plan.groups_test, 3)
         m[f"mean_width_{k}_aci"] = mean_width(alo, ahi)
         m[f"cqr_margin_{k}"] = cq.margins_[a]
-    return Scored(m, cond, choice, q_final, cq, shipped, static)
+    online = online_calibration(choice, cal, cq.pairs, plan, len(y_test))
+    return Scored(m, cond, choice, q_final, cq, shipped, static, online)

@@ -60,6 +60,8 @@ class IntervalPlan:
     vol_test: np.ndarray
     groups_cal: np.ndarray
     groups_test: np.ndarray
+    vol_feature: str | None = None  # the model input the volatility is read from when the model is served
+    vol_cuts: tuple[float, ...] = ()  # its terciles on the training block: ``groups_* = digitize(vol, cuts)``
 
 
 @dataclass
@@ -98,26 +100,44 @@ def intervals(
         return lo, hi
     if method != "pid":
         raise ValueError(f"unknown interval method {method!r}; use one of {', '.join(METHODS)}")
-    vol_p = vol_t = None
-    if settings.normalize:
-        vol_p = check_vol(past.vol, len(past.y), "interval_vol")
-        vol_t = check_vol(target.vol, len(target.y), "interval_vol")
-        scores = scores / vol_p
-    scale = float(np.max(np.abs(scores)))
-    q0: float | np.ndarray = start_quantile(scores, alpha)
-    groups = None
+    vol_t = check_vol(target.vol, len(target.y), "interval_vol") if settings.normalize else None
+    groups, n_groups = None, None
     if settings.by_group and target.groups is not None and past.groups is not None:
         groups = np.asarray(target.groups, dtype=int)
         n_groups = max(int(groups.max(initial=0)), int(np.max(past.groups, initial=0))) + 1
+    start = pid_start(past, alpha, step, settings, n_groups)
+    integ = Integrator(start.scale, saturation_constant(max(len(target.y), 2))) if settings.integrator else None
+    r = pid_intervals(target.lo, target.hi, target.y, alpha, horizon, start.eta, start.q0, vol_t, integ, groups)
+    return r.lo, r.hi
+
+
+@dataclass(frozen=True)
+class PIDStart:
+    """Where PID starts after ``past``: the step in score units, the start quantile (one per group, or pooled),
+    and the largest past score (the scale of the step and of the integrator)."""
+
+    eta: float
+    q0: float | np.ndarray
+    scale: float
+
+
+def pid_start(past: Block, alpha: float, step: float, settings: Settings, n_groups: int | None = None) -> PIDStart:
+    """PID's start from ``past`` (labels all known): ``step`` times the largest score, and the split-conformal
+    quantile of the scores, per group when ``n_groups`` is given (a group with fewer than ``MIN_GROUP_ROWS`` past
+    rows starts from the pooled one). What the backtest on test and a served forecaster both start from."""
+    scores = cqr_scores(past.y, past.lo, past.hi)
+    if settings.normalize:
+        scores = scores / check_vol(past.vol, len(past.y), "interval_vol")
+    scale = float(np.max(np.abs(scores)))
+    q0: float | np.ndarray = start_quantile(scores, alpha)
+    if n_groups is not None and past.groups is not None:
         q0 = np.array(
             [
                 start_quantile(scores[past.groups == k], alpha) if np.sum(past.groups == k) >= MIN_GROUP_ROWS else q0
                 for k in range(n_groups)
             ]
         )
-    integ = Integrator(scale, saturation_constant(max(len(target.y), 2))) if settings.integrator else None
-    r = pid_intervals(target.lo, target.hi, target.y, alpha, horizon, step * scale, q0, vol_t, integ, groups)
-    return r.lo, r.hi
+    return PIDStart(check_step(step) * scale, q0, scale)
 
 
 def candidates(methods: tuple[str, ...], steps: list[float]) -> list[tuple[str, float | None]]:

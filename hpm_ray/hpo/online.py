@@ -19,12 +19,14 @@ row t - h, as in the multi-step form of Wang & Hyndman's ``conformalForecast::pi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hpm_ray.errors import DataError, SpecError
 from hpm_ray.hpo.conformal import conformal_quantile, cqr_scores
+
+METADATA_KEY = "hpm_ray_online"  # where OnlineCalibration.to_dict() sits in a registered forecaster's MLmodel
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,35 @@ def check_vol(vol: np.ndarray | None, n: int, name: str = "volatility") -> np.nd
     return v
 
 
+@dataclass(frozen=True)
+class PIDState:
+    """One tracker: ``p = q0 + eta * s`` (the P term), ``s`` the sum of ``err - alpha`` and ``n`` the labels seen
+    (the integrator's arguments)."""
+
+    p: float
+    s: float = 0.0
+    n: int = 0
+
+
+def pid_update(state: PIDState, score: float, margin: float, alpha: float, eta: float) -> PIDState:
+    """The tracker after one matured label: ``err = 1{score > margin}``, ``margin`` being the one the labelled
+    row's interval was served with; ``p += eta (err - alpha)``. The one update both the backtest
+    (:func:`pid_intervals`) and serving (:mod:`hpm_ray.serving.online`) apply.
+
+    Examples
+    --------
+    >>> pid_update(PIDState(1.0), score=2.0, margin=1.0, alpha=0.1, eta=0.5)  # a miss: p rises by 0.5 * 0.9
+    PIDState(p=1.45, s=0.9, n=1)
+    """
+    e = float(score > margin) - alpha
+    return PIDState(state.p + eta * e, state.s + e, state.n + 1)
+
+
+def pid_margin(state: PIDState, integrator: Integrator | None = None) -> float:
+    """The margin ``q = p + r(s, n)`` a row is served with (score units; times the row's volatility when normalised)."""
+    return state.p + (integrator(state.s, state.n) if integrator is not None else 0.0)
+
+
 @dataclass
 class OnlineIntervals:
     """The interval of every row and the state that produced it (``q`` in score units, before ``* vol``)."""
@@ -118,28 +149,115 @@ def pid_intervals(
         raise SpecError(f"the label delay must be at least 1 row, got {delay}")
     scores = cqr_scores(y, lo, hi) / v
     out_lo, out_hi, qs = np.empty(n), np.empty(n), np.empty(n)
-    missed = np.zeros(n, dtype=bool)
     g = np.zeros(n, dtype=int) if groups is None else np.asarray(groups, dtype=int)
     q0s = np.atleast_1d(np.asarray(q0, dtype=float))
     n_groups = max(int(g.max(initial=0)) + 1, len(q0s))
-    q0s = np.broadcast_to(q0s, (n_groups,))
-    p, s_sum, seen = q0s.copy(), np.zeros(n_groups), np.zeros(n_groups, dtype=int)
+    trackers = [PIDState(float(q)) for q in np.broadcast_to(q0s, (n_groups,))]
     for t in range(n):
         if t >= delay:
             k = g[t - delay]
-            e = float(missed[t - delay]) - alpha
-            p[k] += eta * e
-            s_sum[k] += e
-            seen[k] += 1
-        k = g[t]
-        q = p[k] + (integrator(s_sum[k], seen[k]) if integrator is not None else 0.0)
+            trackers[k] = pid_update(trackers[k], scores[t - delay], qs[t - delay], alpha, eta)
+        q = pid_margin(trackers[g[t]], integrator)
         qs[t] = q
         out_lo[t], out_hi[t] = lo[t] - q * v[t], hi[t] + q * v[t]
-        missed[t] = scores[t] > q
-    return OnlineIntervals(out_lo, out_hi, qs, missed)
+    return OnlineIntervals(out_lo, out_hi, qs, scores > qs)
 
 
 def start_quantile(cal_scores: np.ndarray, alpha: float) -> float:
     """The split-conformal quantile of earlier scores, or their maximum when they are too few for ``alpha``."""
     q = conformal_quantile(cal_scores, alpha)
     return float(np.max(cal_scores)) if math.isinf(q) else q
+
+
+# --- what a registered forecaster carries to continue PID where its calibration block ended ---------------
+
+
+@dataclass(frozen=True)
+class PIDLevel:
+    """One central interval: ``key`` ("90"), its quantile columns, ``alpha``, the step ``eta`` in score units, the
+    start quantile of each volatility group (one: pooled) and the integrator (None: the P term alone)."""
+
+    key: str
+    lo_col: int
+    hi_col: int
+    alpha: float
+    eta: float
+    q0: tuple[float, ...]
+    integrator: Integrator | None = None
+
+
+@dataclass(frozen=True)
+class OnlineCalibration:
+    """PID as the calibration block chose it (``step``: a fraction of the largest calibration score), per level.
+
+    ``vol_feature`` names the model input known at t that normalises the scores (``normalize``) and, cut at
+    ``vol_cuts`` (training-block terciles), picks each row's tracker; no cuts: one tracker per level.
+
+    Examples
+    --------
+    >>> cal = OnlineCalibration("pid", 0.01, (PIDLevel("90", 0, 2, 0.1, 0.02, (1.0, 2.0, 3.0)),), "rv", False, (0.1, 0.2))
+    >>> cal.groups(np.array([0.05, 0.15, 0.5])).tolist(), cal.start()["90"][2]
+    ([0, 1, 2], PIDState(p=3.0, s=0.0, n=0))
+    >>> OnlineCalibration.from_dict(cal.to_dict()) == cal
+    True
+    """
+
+    method: str
+    step: float
+    levels: tuple[PIDLevel, ...]
+    vol_feature: str | None = None
+    normalize: bool = False
+    vol_cuts: tuple[float, ...] = field(default=())
+
+    def groups(self, vol: np.ndarray) -> np.ndarray:
+        """Each row's tracker: its volatility's tercile, or 0 for all without cuts."""
+        v = np.asarray(vol, dtype=float)
+        return np.digitize(v, self.vol_cuts) if self.vol_cuts else np.zeros(len(v), dtype=int)
+
+    def start(self) -> dict[str, list[PIDState]]:
+        """The trackers as the calibration block left them: one per group, at its start quantile."""
+        n_groups = len(self.vol_cuts) + 1 if self.vol_cuts else 1
+        return {
+            lv.key: [PIDState(lv.q0[k] if k < len(lv.q0) else lv.q0[0]) for k in range(n_groups)] for lv in self.levels
+        }
+
+    def to_dict(self) -> dict:
+        """Plain lists, floats and strings: what the MLmodel file's YAML metadata holds."""
+        return {
+            "method": self.method,
+            "step": float(self.step),
+            "vol_feature": self.vol_feature,
+            "normalize": bool(self.normalize),
+            "vol_cuts": [float(c) for c in self.vol_cuts],
+            "levels": [
+                {
+                    "key": lv.key,
+                    "lo_col": int(lv.lo_col),
+                    "hi_col": int(lv.hi_col),
+                    "alpha": float(lv.alpha),
+                    "eta": float(lv.eta),
+                    "q0": [float(q) for q in lv.q0],
+                    "integrator": None
+                    if lv.integrator is None
+                    else [float(lv.integrator.k_i), float(lv.integrator.c_sat)],
+                }
+                for lv in self.levels
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OnlineCalibration:
+        levels = tuple(
+            PIDLevel(
+                str(lv["key"]),
+                int(lv["lo_col"]),
+                int(lv["hi_col"]),
+                float(lv["alpha"]),
+                float(lv["eta"]),
+                tuple(float(q) for q in lv["q0"]),
+                None if lv.get("integrator") is None else Integrator(*map(float, lv["integrator"])),
+            )
+            for lv in d["levels"]
+        )
+        cuts = tuple(float(c) for c in d.get("vol_cuts") or ())
+        return cls(str(d["method"]), float(d["step"]), levels, d.get("vol_feature"), bool(d.get("normalize")), cuts)

@@ -23,6 +23,8 @@ from hpm_ray.data.schema import FrameSchema
 from hpm_ray.hpo.conformal import ConformalQuantiles, rearrange
 from hpm_ray.hpo.learners import QuantileModel
 from hpm_ray.hpo.lgbm import LightGBMQuantiles
+from hpm_ray.hpo.online import METADATA_KEY as ONLINE_KEY
+from hpm_ray.hpo.online import OnlineCalibration
 from hpm_ray.hpo.trainable import target_scale
 from hpm_ray.registry.pyfunc import SchemaPyfunc
 
@@ -33,9 +35,13 @@ class IntervalForecaster(SchemaPyfunc, ABC):
     Output, one row per input row: ``q_<quantile>`` (rearranged raw quantiles, e.g. ``q_0.05``) and
     ``lo_<level>`` / ``hi_<level>`` (CQR-calibrated central intervals at that nominal coverage in percent, e.g.
     ``lo_90``/``hi_90`` from the 0.05/0.95 pair) of the forward log return over ``horizon`` bars.
+
+    ``online`` (when PID was chosen on calibration) goes into the MLmodel metadata: the A/B app continues PID
+    from it with realised values posted as feedback (:mod:`hpm_ray.serving.online`); ``predict`` itself is static.
     """
 
     conformal: ConformalQuantiles
+    online: OnlineCalibration | None = None
 
     @abstractmethod
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
@@ -57,6 +63,16 @@ class IntervalForecaster(SchemaPyfunc, ABC):
     def output_schema(self) -> Schema:
         return Schema([ColSpec(DataType.double, n) for n in self.output_names()])
 
+    def mlmodel_metadata(self) -> dict:
+        out = super().mlmodel_metadata()
+        if self.online is not None:
+            out[ONLINE_KEY] = self.online.to_dict()
+        return out
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("online", None)  # a version registered before online intervals in serving
+        super().__setstate__(state)
+
 
 class QuantileForecaster(IntervalForecaster):
     """Holds the tuned learner's quantile model (pickled with it), the fitted CQR margins and the target-scale
@@ -70,12 +86,14 @@ class QuantileForecaster(IntervalForecaster):
         horizon: int,
         scale_by: str | None = None,
         scale_fill: float = 1.0,
+        online: OnlineCalibration | None = None,
     ):
         self.model = model
         self.conformal = conformal
         self.schema = FrameSchema.from_frame(train)
         self.horizon = int(horizon)
         self.scale_by, self.scale_fill = scale_by, float(scale_fill)
+        self.online = online
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         X = frame.to_numpy(dtype=np.float32)
@@ -103,11 +121,19 @@ class NaiveForecaster(IntervalForecaster):
     [1.0, 1.0]
     """
 
-    def __init__(self, quantiles: np.ndarray, conformal: ConformalQuantiles, train: pd.DataFrame, horizon: int):
+    def __init__(
+        self,
+        quantiles: np.ndarray,
+        conformal: ConformalQuantiles,
+        train: pd.DataFrame,
+        horizon: int,
+        online: OnlineCalibration | None = None,
+    ):
         self.quantiles = np.asarray(quantiles, dtype=float)
         self.conformal = conformal
         self.schema = FrameSchema.from_frame(train)
         self.horizon = int(horizon)
+        self.online = online
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         return np.tile(self.quantiles, (len(frame), 1))

@@ -135,8 +135,9 @@ def build_report(summary: dict, figures: dict, trials: dict, spec, rolling_days:
         "Ships: the family chosen on validation and registered (next section); test pinball and coverage are its "
         f"own. Naive: unconditional training quantiles; default {learner.short.upper()}: {learner.title} defaults, "
         "same rounds budget, same CQR. The shipped interval (method and step chosen on the calibration block) "
-        "updates online on test as each row's label matures h bars later; the registered model serves the static "
-        "split-CQR interval.",
+        "updates online on test as each row's label matures h bars later; the registered model's predict gives the "
+        "static split-CQR interval, and the A/B app (hpm-ray serve) serves a PID interval beside it, continued "
+        "from the calibration block with the realised values posted as feedback.",
         note=True,
     )
     rows = []

@@ -122,6 +122,8 @@ def interval_plan(hz: Horizon, spec: HPOSpec) -> IntervalPlan:
         hz.vol[b.test],
         groups[b.calibration],
         groups[b.test],
+        spec.interval_vol,
+        tuple(float(c) for c in hz.vol_cuts),
     )
 
 
@@ -385,9 +387,11 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
             )
             mlflow.log_metrics(reg_metrics)
             model = (
-                QuantileForecaster(tuned.model, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1])
+                QuantileForecaster(
+                    tuned.model, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1], shipped.online
+                )
                 if tuned_ships
-                else NaiveForecaster(naive_q, cq, hz.X, hz.h)
+                else NaiveForecaster(naive_q, cq, hz.X, hz.h, shipped.online)
             )
             mv = log_and_register(
                 model,

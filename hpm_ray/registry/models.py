@@ -42,8 +42,9 @@ def log_and_register(
 ) -> ModelVersion:
     """Log ``python_model`` under the active run, register it, and tag the new version with kind and metrics.
 
-    ``python_model`` carries its :class:`~hpm_ray.data.schema.FrameSchema` as ``.schema`` and says what it
-    returns with ``output_schema()`` (an MLflow ``Schema``); ``input_example``
+    ``python_model`` (a :class:`~hpm_ray.registry.pyfunc.SchemaPyfunc`) carries its
+    :class:`~hpm_ray.data.schema.FrameSchema` as ``.schema``, says what it returns with ``output_schema()`` (an
+    MLflow ``Schema``) and what the MLmodel metadata holds with ``mlmodel_metadata()``; ``input_example``
     (training-form rows) becomes the raw input example, and the version gets the signature rendered from the
     schema (:mod:`hpm_ray.registry.signature`), so every MLflow consumer can validate and serve it.
     ``reference`` (feature rows the model was not fitted on, from the training population): a bounded sample
@@ -66,7 +67,7 @@ def log_and_register(
         artifacts=artifacts,
         signature=signature.model_signature(python_model),
         input_example=example,
-        metadata={signature.METADATA_KEY: python_model.schema.to_dict()},
+        metadata=python_model.mlmodel_metadata(),
         pip_requirements=pip_requirements(extra_packages),
     )
     all_tags = {KIND_TAG: kind, **(tags or {})}

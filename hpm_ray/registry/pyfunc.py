@@ -20,6 +20,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, DataType, Schema
 
 from hpm_ray.data.schema import FrameSchema, SchemaError
+from hpm_ray.registry.signature import METADATA_KEY
 
 _log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ class SchemaPyfunc(mlflow.pyfunc.PythonModel):
                 "unseen categories mapped to missing: %s", ", ".join(f"{k}={v}" for k, v in report.unseen.items())
             )
         return X
+
+    def mlmodel_metadata(self) -> dict:
+        """What goes into the MLmodel file's ``metadata``: the input schema (and what a subclass adds), readable
+        without loading the model (a router of the ``deployments`` placement reads only this)."""
+        return {METADATA_KEY: self.schema.to_dict()}
 
     def __setstate__(self, state: dict) -> None:
         if "schema" not in state:  # a version registered before schemas: it was fed numeric columns by name

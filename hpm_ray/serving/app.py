@@ -25,6 +25,7 @@ from ray.exceptions import RayError
 from hpm_ray.config import Spec, load_spec
 from hpm_ray.serving.client import FEEDBACK_TOKEN_ENV, TOKEN_ENV
 from hpm_ray.serving.models import InputSpec, ModelPool, confidence
+from hpm_ray.serving.online import adaptive, state_from_json
 from hpm_ray.serving.policy import RolloutPolicy
 from hpm_ray.serving.predlog import (
     JoinResult,
@@ -160,6 +161,11 @@ class ABRouter:
                 self.features[version] = self.pool.load(version)
             except Exception as exc:
                 self._failed(version, exc)
+        self.online_state: dict[str, dict] = {}  # version -> its PID trackers: its adaptive interval
+        try:
+            self._sync_online(list(self.features))
+        except Exception as exc:  # the log's database away: static intervals until the next round reaches it
+            log.warning("online interval state not read: %s", exc)
         self.buffer: list[tuple] = []
         self.shadow_tasks: dict[str, asyncio.Task] = {}
         self._loop_task = self._log_task = None
@@ -220,10 +226,45 @@ class ABRouter:
             pass
 
     async def _log_predictions(self) -> None:
-        """Every ``prediction_log.flush_s``: append the buffered predictions to the durable log in one batch."""
+        """Every ``prediction_log.flush_s``: append the buffered predictions to the durable log in one batch, and
+        read the online trackers other replicas' feedback moved."""
         while True:
             await asyncio.sleep(self.spec.prediction_log.flush_s)
             await self._write_predictions()
+            await self._read_online()
+
+    def _sync_online(self, versions: list[str]) -> None:
+        """The trackers of the served forecasters with online intervals, from the log (started there the first
+        time a version is served); blocking: called off the event loop, and once at start."""
+        cals = {v: self.pool.online(v) for v in versions}
+        cals = {v: c for v, c in cals.items() if c is not None}
+        if not cals:
+            self.online_state = {}
+            return
+        found = self.predlog.online_states(self.spec.app_name, list(cals))
+        for v, cal in cals.items():
+            if v not in found:
+                found[v] = self.predlog.start_online(self.spec.app_name, v, cal.to_dict())
+        self.online_state = {v: state_from_json(st) for v, (st, _) in found.items()}
+
+    async def _read_online(self) -> None:
+        try:
+            await asyncio.to_thread(self._sync_online, list(self.features))
+        except Exception as exc:  # keep serving the last trackers read
+            log.warning("online interval state not read: %s", exc)
+
+    def _adaptive(self, version: str, frame, outputs: dict | None) -> tuple[list | None, dict | None]:
+        """The adaptive interval of each row and the record its label will update with, or (None, None) for a
+        version without online intervals (or before its trackers are read)."""
+        cal, held = self.pool.online(version), self.online_state.get(str(version))
+        if cal is None or held is None or outputs is None or "values" not in outputs:
+            return None, None
+        try:
+            vol = frame[cal.vol_feature].to_numpy(dtype=float) if cal.vol_feature in frame.columns else None
+            return adaptive(cal, held, outputs["values"], vol)
+        except Exception as exc:  # the static interval still answers
+            log.warning("v%s: no adaptive interval: %s", version, exc)
+            return None, None
 
     async def _write_predictions(self) -> None:
         """Append what is buffered; returns once everything buffered before the call is committed (the lock:
@@ -290,11 +331,18 @@ class ABRouter:
         routed=True,
         key=None,
         features=None,
+        outputs: dict | None = None,
+        online: dict | None = None,
     ) -> None:
+        """Count one answer and log it; ``outputs`` (:func:`outputs_of` of ``out``, when already computed) gets the
+        ``online`` record of the rows' served margins (:func:`hpm_ray.serving.online.adaptive`)."""
         latency = (time.perf_counter() - started) * 1000
         conf = confidence(out) if out is not None else None
         self.buffer.append((variant, ok, latency, conf, routed))
-        outputs = outputs_of(out) if out is not None else None
+        if outputs is None and out is not None:
+            outputs = outputs_of(out)
+        if outputs is not None and online is not None:
+            outputs = {**outputs, "online": online}
         if outputs is not None:
             self.predictions.append(
                 Prediction(
@@ -337,7 +385,11 @@ class ABRouter:
         try:
             frame = self._frame_for(version, champion, body, parsed)
             out = await asyncio.wait_for(self._infer("shadow", version, frame), self.spec.variant_timeout_s)
-            self._record(rid, "shadow", version, True, started, out, routed=False, key=key)
+            outputs = outputs_of(out)
+            _, online = self._adaptive(version, frame, outputs)
+            self._record(
+                rid, "shadow", version, True, started, out, routed=False, key=key, outputs=outputs, online=online
+            )
         except Exception:
             self._record(rid, "shadow", version, False, started, routed=False)
 
@@ -376,10 +428,22 @@ class ABRouter:
             except Exception as exc2:
                 self._record(rid, variant, version, False, started, routed=False)
                 return _error(503, f"model v{version} failed: {type(exc2).__name__}")
+        outputs = outputs_of(out)
+        intervals_adaptive, online = self._adaptive(version, frame, outputs)
         s = self.spec  # the rows it answered go to the prediction log with the answer (drift check, retrain)
         logged = s.served_log and (s.served_fraction >= 1 or random.random() < s.served_fraction)
         self._record(
-            rid, variant, version, True, started, out, routed=routed, key=key, features=frame if logged else None
+            rid,
+            variant,
+            version,
+            True,
+            started,
+            out,
+            routed=routed,
+            key=key,
+            features=frame if logged else None,
+            outputs=outputs,
+            online=online,
         )
         shadow = snap["variants"].get("shadow")
         if shadow:
@@ -396,6 +460,8 @@ class ABRouter:
             "model_version": version,
             "predictions": out.to_dict(orient="records"),
         }
+        if intervals_adaptive is not None:  # a forecaster with online intervals: beside the static lo_*/hi_*
+            answer["intervals_adaptive"] = intervals_adaptive
         if parsed.ignored:  # MLflow's scoring server drops them silently; say so
             answer["ignored_columns"] = list(parsed.ignored)
         if parsed.unseen:  # answered with the category as missing, as the model was trained to
@@ -407,7 +473,9 @@ class ABRouter:
         """Labels for earlier predictions: ``{"request_id", "label"}`` (``"labels": [...]`` for a multi-row
         request), or a list of them. Needs ``Authorization: Bearer <feedback token>``. One object: the HTTP
         status is its outcome's (200 joined, 404 unknown, 409 duplicate, 422 expired or invalid); a list: 200
-        with one result per item. Answers never name the variant (a client must not learn whom it labels)."""
+        with one result per item. Answers never name the variant (a client must not learn whom it labels).
+        A forecaster's realised value (matured by definition: posted once its h bars have passed) also moves the
+        adaptive interval of the version that answered (:mod:`hpm_ray.serving.online`)."""
         self._ensure_loop()
         denied = self._auth(request, self.spec.feedback_token, FEEDBACK_TOKEN_ENV, "feedback")
         if denied is not None:
@@ -440,6 +508,7 @@ class ABRouter:
         except Exception as exc:  # the database unreachable: nothing was counted, the client may retry
             return _error(503, f"prediction log unavailable: {type(exc).__name__}")
         out = [r if r is not None else _answer(next(joined)) for r in results]
+        await self._read_online()  # this replica answers with the trackers these labels moved at once
         if single:
             return JSONResponse(out[0], status_code=out[0]["status"])
         counts = {

@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from hpm_ray.data.schema import FrameSchema
+from hpm_ray.hpo.online import OnlineCalibration
 from hpm_ray.registry.signature import METADATA_KEY
+from hpm_ray.serving.online import calibration_of
 
 
 def model_uri(name: str, version: str) -> str:
@@ -59,6 +61,7 @@ class ModelPool:
         self.batch_wait_timeout_s = batch_wait_timeout_s
         self._models: dict[str, object] = {}
         self._features: dict[str, InputSpec] = {}
+        self._online: dict[str, OnlineCalibration | None] = {}
         self._batchers: dict[str, object] = {}
         self._threads: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
@@ -73,6 +76,7 @@ class ModelPool:
         with self._lock:
             for version in set(self._features) - keep:
                 self._features.pop(version, None)
+                self._online.pop(version, None)
                 self._models.pop(version, None)
                 self._batchers.pop(version, None)  # a call still in its queue keeps the queue alive until done
                 thread = self._threads.pop(version, None)
@@ -92,12 +96,17 @@ class ModelPool:
                 if self.hold_models:
                     model = mlflow.pyfunc.load_model(model_uri(self.name, version))
                     self._models[version] = model
-                    self._features[version] = input_spec(model.metadata, model)
+                    info = model.metadata
+                    self._features[version] = input_spec(info, model)
                 else:
-                    self._features[version] = input_spec(
-                        mlflow.models.get_model_info(model_uri(self.name, version)), None
-                    )
+                    info = mlflow.models.get_model_info(model_uri(self.name, version))
+                    self._features[version] = input_spec(info, None)
+                self._online[version] = calibration_of(info.metadata)
         return self._features[version]
+
+    def online(self, version: str) -> OnlineCalibration | None:
+        """The online calibration of a loaded version (a forecaster registered with PID), else None."""
+        return self._online.get(str(version))
 
     async def aload(self, version: str) -> InputSpec:
         if str(version) in self._features and (not self.hold_models or str(version) in self._models):

@@ -16,7 +16,13 @@ by a cluster), written in batches off the request path, and the join happens the
   model, answering variant and time. A retrain joins them to ``labels`` by request id (labels arrive months
   late, so the features must live as long as the prediction: the same retention prunes both), and the drift
   check reads the newest of them with their answers;
-- table ``meta``: ``pruned_before``, the newest prediction time retention removed.
+- table ``meta``: ``pruned_before``, the newest prediction time retention removed;
+- table ``online``: per (app, version) of a forecaster served with online intervals
+  (:mod:`hpm_ray.serving.online`), its calibration, trackers and the count of labelled requests they learnt from.
+  A label moves the trackers in the transaction that stores it: the trackers and the ``labels`` table never
+  disagree, whatever crashes (the state actor's saved state would lag the log by up to a second, and its
+  cursor would replay labels into a state saved before them), and a second label is refused before it moves
+  anything.
 
 A log written before ``served`` existed opens as it is: the table is created when missing.
 
@@ -41,6 +47,7 @@ from pydantic import Field
 
 from hpm_ray.config import Spec
 from hpm_ray.metrics import brier_rows, log_loss_rows, pinball_rows
+from hpm_ray.serving import online as online_pid
 
 URL_ENV = "HPM_RAY_PREDICTION_LOG"  # a SQLAlchemy URL: a database shared by every node of a cluster
 _CHUNK = 500  # ids per IN (...) query: well under every database's bound-parameter limit
@@ -279,7 +286,17 @@ class PredictionLog:
         self.meta = sa.Table(
             "meta", md, sa.Column("key", sa.String(64), primary_key=True), sa.Column("value", sa.Float, nullable=False)
         )
-        md.create_all(self.engine)  # only the tables missing: a log from before ``served`` gains it here
+        self.online = sa.Table(
+            "online",
+            md,
+            sa.Column("app", sa.String(128), primary_key=True),
+            sa.Column("version", sa.String(64), primary_key=True),
+            sa.Column("calibration", sa.Text, nullable=False),  # OnlineCalibration.to_dict()
+            sa.Column("state", sa.Text, nullable=False),  # serving.online.state_to_json
+            sa.Column("labels", sa.Integer, nullable=False),  # labelled requests the trackers learnt from
+            sa.Column("time", sa.Float, nullable=False),  # of the last change
+        )
+        md.create_all(self.engine)  # only the tables missing: a log from before ``served`` or ``online`` gains it here
 
     # -- writes ------------------------------------------------------------------------------------------
     def append(self, records: list[Prediction]) -> int:
@@ -380,7 +397,44 @@ class PredictionLog:
                     )
             if new_rows:
                 conn.execute(self.labels.insert(), new_rows)
+                joined = [(lb, answers[lb.request_id]) for lb, r in zip(labels, results) if r.outcome == "joined"]
+                self._learn_online(conn, joined, now)
         return results
+
+    def _learn_online(self, conn, joined: list[tuple[Label, list]], now: float) -> None:
+        """Move the online trackers of every version that answered a joined request with an adaptive interval
+        (once per request and version, as the rollout credits scores), in the caller's transaction."""
+        import sqlalchemy as sa
+
+        todo = []
+        for lb, rows in joined:
+            seen = set()
+            for a in rows:
+                out = json.loads(a.outputs)
+                if "online" in out and (a.app, a.version) not in seen:
+                    seen.add((a.app, a.version))
+                    todo.append(((a.app, a.version), out, lb.labels))
+        t = self.online.c
+        current: dict[tuple[str, str], list] = {}
+        for key in dict.fromkeys(k for k, _, _ in todo):
+            row = conn.execute(
+                sa.select(t.calibration, t.state, t.labels)
+                .where(t.app == key[0], t.version == key[1])
+                .with_for_update()  # a server database: concurrent joins of one version queue here
+            ).first()
+            if row is not None:  # none: the version's trackers were never started (it was served without them)
+                cal = online_pid.OnlineCalibration.from_dict(json.loads(row.calibration))
+                current[key] = [cal, online_pid.state_from_json(json.loads(row.state)), row.labels]
+        for key, out, labels in todo:
+            if key in current:
+                cal, state, n = current[key]
+                current[key] = [cal, online_pid.learn(cal, state, out["values"], out["online"], labels), n + 1]
+        for (app, version), (_, state, n) in current.items():
+            conn.execute(
+                self.online.update()
+                .where(t.app == app, t.version == version)
+                .values(state=json.dumps(online_pid.state_to_json(state)), labels=n, time=now)
+            )
 
     def _one(self, lb: Label, answers, taken: set[str], score: str, now: float, pruned: float) -> JoinResult:
         rid = lb.request_id
@@ -489,6 +543,46 @@ class PredictionLog:
                     )
                 )
         return found
+
+    def start_online(self, app: str, version: str, calibration: dict) -> tuple[dict, int]:
+        """The trackers of ``version`` in ``app`` and their label count, started at the calibration's start
+        quantiles the first time (a restart finds them where the last label left them)."""
+        import sqlalchemy as sa
+        from sqlalchemy.exc import IntegrityError
+
+        cal = online_pid.OnlineCalibration.from_dict(calibration)
+        found = self.online_states(app, [version]).get(version)
+        if found is not None:
+            return found
+        start = online_pid.state_to_json(cal.start())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(self.online).values(
+                        app=app,
+                        version=str(version),
+                        calibration=json.dumps(calibration),
+                        state=json.dumps(start),
+                        labels=0,
+                        time=time.time(),
+                    )
+                )
+        except IntegrityError:  # another replica started them meanwhile
+            return self.online_states(app, [version])[version]
+        return start, 0
+
+    def online_states(self, app: str, versions: list[str]) -> dict[str, tuple[dict, int]]:
+        """Version -> (trackers as JSON, labelled requests they learnt from), for the versions that have them."""
+        import sqlalchemy as sa
+
+        if not versions:
+            return {}
+        t = self.online.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.version, t.state, t.labels).where(t.app == app, t.version.in_([str(v) for v in versions]))
+            ).all()
+        return {r.version: (json.loads(r.state), int(r.labels)) for r in rows}
 
     def count(self) -> int:
         import sqlalchemy as sa
