@@ -68,6 +68,31 @@ def test_labels_outside_the_classes_or_miscounted_are_invalid(plog, labels):
     assert plog.join([Label(rid, [1])])[0].outcome == "joined"
 
 
+def test_a_forecasts_value_before_its_horizon_passed_is_too_early(plog):
+    """Issue 16 bad input: a 2-bar forecast on 60 s bars is realised 120 s after it was made; a value posted
+    before then is refused (425) and stores nothing, the same value after it joins."""
+    made = 1_800_000_000.0
+    rid = new_request_id(made)
+    plog.append([pred(rid, outputs={"quantiles": [0.1, 0.9], "values": [[1.0, 3.0]], "matures_s": 120.0}, t=made)])
+    (r,) = plog.join([Label(rid, [4.0])], now=made + 119)
+    assert (r.outcome, r.status) == ("early", 425) and "1 s from now" in r.reason
+    assert plog.scores_since("a", 0) == []
+    assert plog.join([Label(rid, [4.0])], now=made + 120)[0].outcome == "joined"
+
+
+def test_a_forecaster_records_when_its_forecast_matures():
+    from hpm_ray.hpo.conformal import ConformalQuantiles
+    from hpm_ray.hpo.pyfunc import FORECAST_KEY, NaiveForecaster, maturity_s
+
+    cq = ConformalQuantiles([0.05, 0.5, 0.95]).fit(np.tile([-1.0, 0.0, 1.0], (20, 1)), np.zeros(20))
+    hourly = pd.DataFrame({"ret_1": [0.0] * 4}, index=pd.date_range("2024-01-01", periods=4, freq="h"))
+    m = NaiveForecaster(np.array([-1.0, 0.0, 1.0]), cq, hourly, 48)
+    assert m.mlmodel_metadata()[FORECAST_KEY] == {"horizon": 48, "bar_seconds": 3600.0}
+    assert maturity_s(m.mlmodel_metadata()) == 48 * 3600.0
+    untimed = NaiveForecaster(np.array([-1.0, 0.0, 1.0]), cq, hourly.reset_index(drop=True), 48)
+    assert maturity_s(untimed.mlmodel_metadata()) is None  # no time index: no maturity check
+
+
 def test_join_outcomes_and_version_credit(plog, tmp_path):
     now = 1_800_000_000.0
     a, b, c = (new_request_id(now - 10) for _ in range(3))

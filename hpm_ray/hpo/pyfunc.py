@@ -28,6 +28,30 @@ from hpm_ray.hpo.online import OnlineCalibration
 from hpm_ray.hpo.trainable import target_scale
 from hpm_ray.registry.pyfunc import SchemaPyfunc
 
+FORECAST_KEY = "hpm_ray_forecast"  # {"horizon", "bar_seconds"} in a timestamped forecaster's MLmodel metadata
+
+
+def bar_seconds_of(train: pd.DataFrame) -> float | None:
+    """The median spacing of timestamped training rows in seconds (None without a time index): with the horizon,
+    when a forecast's realised value exists."""
+    if not isinstance(train.index, pd.DatetimeIndex) or len(train) < 2:
+        return None
+    step = pd.Series(train.index).diff().median().total_seconds()
+    return float(step) if step > 0 else None
+
+
+def maturity_s(metadata: dict | None) -> float | None:
+    """Seconds after a forecast until its realised value exists (horizon x bar), from a version's MLmodel
+    metadata; None when the version does not record it (no time index, or registered before).
+
+    Examples
+    --------
+    >>> maturity_s({FORECAST_KEY: {"horizon": 48, "bar_seconds": 3600.0}})
+    172800.0
+    """
+    d = (metadata or {}).get(FORECAST_KEY)
+    return float(d["horizon"]) * float(d["bar_seconds"]) if d else None
+
 
 class IntervalForecaster(SchemaPyfunc, ABC):
     """Raw quantiles per feature row (``raw``, by subclasses) -> quantiles and CQR intervals.
@@ -38,10 +62,13 @@ class IntervalForecaster(SchemaPyfunc, ABC):
 
     ``online`` (when PID was chosen on calibration) goes into the MLmodel metadata: the A/B app continues PID
     from it with realised values posted as feedback (:mod:`hpm_ray.serving.online`); ``predict`` itself is static.
+    ``bar_seconds`` (the training rows' median spacing, when they are timestamped) goes there too, under
+    ``FORECAST_KEY`` with the horizon: the A/B app refuses a realised value posted before ``horizon`` bars passed.
     """
 
     conformal: ConformalQuantiles
     online: OnlineCalibration | None = None
+    bar_seconds: float | None = None
 
     @abstractmethod
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
@@ -67,10 +94,13 @@ class IntervalForecaster(SchemaPyfunc, ABC):
         out = super().mlmodel_metadata()
         if self.online is not None:
             out[ONLINE_KEY] = self.online.to_dict()
+        if self.bar_seconds is not None:
+            out[FORECAST_KEY] = {"horizon": self.horizon, "bar_seconds": self.bar_seconds}
         return out
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("online", None)  # a version registered before online intervals in serving
+        state.setdefault("bar_seconds", None)  # ... or before label maturity
         super().__setstate__(state)
 
 
@@ -94,6 +124,7 @@ class QuantileForecaster(IntervalForecaster):
         self.horizon = int(horizon)
         self.scale_by, self.scale_fill = scale_by, float(scale_fill)
         self.online = online
+        self.bar_seconds = bar_seconds_of(train)
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         X = frame.to_numpy(dtype=np.float32)
@@ -134,6 +165,7 @@ class NaiveForecaster(IntervalForecaster):
         self.schema = FrameSchema.from_frame(train)
         self.horizon = int(horizon)
         self.online = online
+        self.bar_seconds = bar_seconds_of(train)
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         return np.tile(self.quantiles, (len(frame), 1))

@@ -28,6 +28,7 @@ from hpm_ray.serving.models import InputSpec, ModelPool, confidence
 from hpm_ray.serving.online import adaptive, state_from_json
 from hpm_ray.serving.policy import RolloutPolicy
 from hpm_ray.serving.predlog import (
+    STATUS,
     JoinResult,
     Label,
     Prediction,
@@ -343,6 +344,9 @@ class ABRouter:
             outputs = outputs_of(out)
         if outputs is not None and online is not None:
             outputs = {**outputs, "online": online}
+        matures = self.pool.matures_s(version)
+        if outputs is not None and matures is not None:  # the feedback join refuses its value before then
+            outputs = {**outputs, "matures_s": matures}
         if outputs is not None:
             self.predictions.append(
                 Prediction(
@@ -472,9 +476,11 @@ class ABRouter:
     async def feedback(self, request: Request):
         """Labels for earlier predictions: ``{"request_id", "label"}`` (``"labels": [...]`` for a multi-row
         request), or a list of them. Needs ``Authorization: Bearer <feedback token>``. One object: the HTTP
-        status is its outcome's (200 joined, 404 unknown, 409 duplicate, 422 expired or invalid); a list: 200
+        status is its outcome's (200 joined, 404 unknown, 409 duplicate, 422 expired or invalid, 425 a forecast's
+        value posted before its horizon passed); a list: 200
         with one result per item. Answers never name the variant (a client must not learn whom it labels).
-        A forecaster's realised value (matured by definition: posted once its h bars have passed) also moves the
+        A forecaster's realised value (posted once its h bars have passed; earlier is refused when the version
+        records its bar length) also moves the
         adaptive interval of the version that answered (:mod:`hpm_ray.serving.online`)."""
         self._ensure_loop()
         denied = self._auth(request, self.spec.feedback_token, FEEDBACK_TOKEN_ENV, "feedback")
@@ -511,9 +517,7 @@ class ABRouter:
         await self._read_online()  # this replica answers with the trackers these labels moved at once
         if single:
             return JSONResponse(out[0], status_code=out[0]["status"])
-        counts = {
-            k: sum(r["outcome"] == k for r in out) for k in ("joined", "unknown", "expired", "duplicate", "invalid")
-        }
+        counts = {k: sum(r["outcome"] == k for r in out) for k in STATUS}
         return {"results": out, **counts}
 
     @api.get("/healthz")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from hpm_ray.data.schema import FrameSchema
 from hpm_ray.hpo.online import OnlineCalibration
+from hpm_ray.hpo.pyfunc import maturity_s
 from hpm_ray.registry.signature import METADATA_KEY
 from hpm_ray.serving.online import calibration_of
 
@@ -62,6 +63,7 @@ class ModelPool:
         self._models: dict[str, object] = {}
         self._features: dict[str, InputSpec] = {}
         self._online: dict[str, OnlineCalibration | None] = {}
+        self._matures: dict[str, float | None] = {}
         self._batchers: dict[str, object] = {}
         self._threads: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
@@ -77,6 +79,7 @@ class ModelPool:
             for version in set(self._features) - keep:
                 self._features.pop(version, None)
                 self._online.pop(version, None)
+                self._matures.pop(version, None)
                 self._models.pop(version, None)
                 self._batchers.pop(version, None)  # a call still in its queue keeps the queue alive until done
                 thread = self._threads.pop(version, None)
@@ -102,11 +105,16 @@ class ModelPool:
                     info = mlflow.models.get_model_info(model_uri(self.name, version))
                     self._features[version] = input_spec(info, None)
                 self._online[version] = calibration_of(info.metadata)
+                self._matures[version] = maturity_s(info.metadata)
         return self._features[version]
 
     def online(self, version: str) -> OnlineCalibration | None:
         """The online calibration of a loaded version (a forecaster registered with PID), else None."""
         return self._online.get(str(version))
+
+    def matures_s(self, version: str) -> float | None:
+        """Seconds until a loaded forecaster version's forecast is realised (horizon x bar), else None."""
+        return self._matures.get(str(version))
 
     async def aload(self, version: str) -> InputSpec:
         if str(version) in self._features and (not self.hold_models or str(version) in self._models):

@@ -190,8 +190,15 @@ class Scored:
     scores: tuple[float, ...]
 
 
-Outcome = Literal["joined", "unknown", "expired", "duplicate", "invalid"]
-STATUS: dict[str, int] = {"joined": 200, "unknown": 404, "expired": 422, "duplicate": 409, "invalid": 422}
+Outcome = Literal["joined", "unknown", "expired", "duplicate", "invalid", "early"]
+STATUS: dict[str, int] = {
+    "joined": 200,
+    "unknown": 404,
+    "expired": 422,
+    "duplicate": 409,
+    "invalid": 422,
+    "early": 425,  # Too Early: a forecast's realised value before its horizon has passed
+}
 
 
 @dataclass(frozen=True)
@@ -448,6 +455,15 @@ class PredictionLog:
             return JoinResult(rid, "duplicate", f"request {rid} is already labelled; a second label is not counted")
         if not isinstance(lb.labels, list) or not lb.labels:
             return JoinResult(rid, "invalid", "labels must be a non-empty list")
+        matures = max(a.time + json.loads(a.outputs).get("matures_s", 0.0) for a in answers)
+        if now < matures:  # a value "realised" before the horizon passed cannot be the forecast's target
+            return JoinResult(
+                rid,
+                "early",
+                f"request {rid} forecasts a return that is realised at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(matures))}, "
+                f"{matures - now:.0f} s from now; post its value then",
+            )
         try:
             scored = tuple(
                 Scored(
