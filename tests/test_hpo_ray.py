@@ -259,6 +259,7 @@ def test_hpo_end_to_end(ray_session, mlflow_uri, btc_small, small_csv, tmp_path,
     # its MLmodel metadata carries PID's start after calibration (what the A/B app continues from): replaying the
     # test block from it, labels h bars late, gives the shipped interval's reported coverage
     online = OnlineCalibration.from_dict(info.metadata[ONLINE_KEY])
+    assert info.metadata["hpm_ray_forecast"] == {"horizon": 6, "bar_seconds": 3600.0}  # hourly bars: 425 before 6 h
     assert (online.method, online.step, [lv.key for lv in online.levels]) == ("pid", h6["interval_step"], ["90", "50"])
     lv, raw = online.levels[0], pred.iloc[:, :5].to_numpy()
     vol = hz.X.iloc[hz.blocks.test][online.vol_feature].to_numpy()
