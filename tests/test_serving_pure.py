@@ -299,3 +299,20 @@ def test_any_body_is_a_frame_or_a_4xx(body):
         assert 400 <= exc.status < 500 and exc.message
     else:
         assert list(frame.columns) == list(MIXED.features)
+
+
+def test_router_and_variants_take_serves_autoscaling_config_checked_at_the_edge():
+    from hpm_ray.config import load_spec
+    from hpm_ray.errors import SpecError
+    from hpm_ray.serving.app import ServeSpec
+
+    auto = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4}
+    spec = load_spec(ServeSpec, None, {"model": "m", "router_autoscaling": auto, "variant_replicas": 2})
+    assert spec.scaling("router") == {"autoscaling_config": auto}
+    assert spec.scaling("variant") == {"num_replicas": 2}
+    with pytest.raises(SpecError, match="max_replics"):  # Serve itself would drop the typo silently
+        load_spec(ServeSpec, None, {"model": "m", "router_autoscaling": {"max_replics": 3}})
+    with pytest.raises(SpecError, match="max_replicas"):
+        load_spec(ServeSpec, None, {"model": "m", "variant_autoscaling": {"min_replicas": 1, "max_replicas": 0}})
+    with pytest.raises(SpecError, match="not both"):
+        load_spec(ServeSpec, None, {"model": "m", "router_replicas": 2, "router_autoscaling": auto})
