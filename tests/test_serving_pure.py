@@ -316,3 +316,24 @@ def test_router_and_variants_take_serves_autoscaling_config_checked_at_the_edge(
         load_spec(ServeSpec, None, {"model": "m", "variant_autoscaling": {"min_replicas": 1, "max_replicas": 0}})
     with pytest.raises(SpecError, match="not both"):
         load_spec(ServeSpec, None, {"model": "m", "router_replicas": 2, "router_autoscaling": auto})
+
+
+def test_records_are_what_to_dict_gives_natives_included():
+    from hpm_ray.serving.schemas import records
+
+    out = pd.DataFrame(
+        {
+            "prediction": np.array([1, 0, 2]),
+            "proba_0": [0.2, np.nan, 0.1],
+            "flag": [True, False, True],
+            7: [1.5, 2.5, 3.5],  # a non-string column name stays as it is
+        }
+    )
+    got, want = records(out), out.to_dict(orient="records")
+    assert got[0] == want[0] and got[2] == want[2] and np.isnan(got[1]["proba_0"])
+    assert [[type(v) for v in r.values()] for r in got] == [[type(v) for v in r.values()] for r in want]
+    assert type(got[0]["prediction"]) is int and type(got[0]["flag"]) is bool  # JSON-ready, not numpy scalars
+    assert records(out.iloc[:0]) == []
+    # strings and nullable integers: pandas' own conversion (its missing values become None / NaN)
+    other = pd.DataFrame({"label": ["a", None], "n": pd.array([1, None], dtype="Int64")})
+    assert records(other)[1]["n"] is None and records(other)[0] == {"label": "a", "n": 1}

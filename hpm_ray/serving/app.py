@@ -35,7 +35,7 @@ from hpm_ray.serving.predlog import (
     outputs_of,
 )
 from hpm_ray.serving.routing import choose
-from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body
+from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body, records
 from hpm_ray.serving.served import ServedLog
 
 log = logging.getLogger(__name__)
@@ -439,7 +439,7 @@ class ABRouter:
             "variant": variant,
             "model": snap["model"],
             "model_version": version,
-            "predictions": out.to_dict(orient="records"),
+            "predictions": records(out),
         }
         if parsed.ignored:  # MLflow's scoring server drops them silently; say so
             answer["ignored_columns"] = list(parsed.ignored)
