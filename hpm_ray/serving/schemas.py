@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from numbers import Real
 
@@ -31,6 +32,7 @@ class PayloadError(Exception):
 
 
 MAX_INT_DIGITS = 40  # far beyond any feature or label; Python refuses to parse more than 4,300 anyway
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_INT_DIGITS + 1))
 
 
 def _int(text: str) -> int:
@@ -47,8 +49,8 @@ def load_json(body: bytes, max_bytes: int):
         raise PayloadError(413, f"payload is {len(body)} bytes; the limit is {max_bytes}")
     if not body.strip():
         raise PayloadError(400, "empty body; send a JSON object")
-    try:
-        return json.loads(body, parse_int=_int)
+    try:  # the per-integer check is a Python call per cell (~1.7 ms for 100 rows): only when a long run is there
+        return json.loads(body, parse_int=_int) if _LONG_DIGITS.search(body) else json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(400, f"malformed JSON: {exc}") from None
     except RecursionError:
