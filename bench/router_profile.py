@@ -4,8 +4,10 @@ Each stage runs the router's own code (``ABRouter._record`` on a stand-in replic
 model call and answer as ``ABRouter.predict``) on the body ``bench/serve.py`` sends, 1 row and 100 rows,
 LightGBM 100 trees on the credit data. Stages are timed alternately in ``--reps`` rounds (median per stage),
 so a noisy machine slows them alike. Not in the table: Serve's proxy and ASGI hops, the batch queue's wait
-(``batch_wait_timeout_s``, 2 ms by default, for a lone request) and what runs off the request path (the
-prediction log's batched write, shown per request for scale). Usage: ``python bench/router_profile.py``.
+(``batch_wait_timeout_s``, 2 ms by default, for a lone request). What runs off the request path, in the same
+process (so it competes for its CPU under load), is shown per request below the table: the prediction log's
+batched write, and the served rows the drift monitor reads (JSON lines, every row at ``served_fraction: 1``).
+Usage: ``python bench/router_profile.py``.
 """
 
 import argparse
@@ -36,6 +38,7 @@ def main() -> None:
     from hpm_ray.serving.predlog import PredictionLog, new_request_id
     from hpm_ray.serving.routing import choose
     from hpm_ray.serving.schemas import parse_payload, records
+    from hpm_ray.serving.served import ServedLog
 
     X, y = load_credit_default()
     model = lgb.LGBMClassifier(n_estimators=100, verbose=-1).fit(X.iloc[:5000], y.iloc[:5000])
@@ -102,10 +105,12 @@ def main() -> None:
                 return len(batch)
             return 0
 
+        served = ServedLog(str(runs_dir() / f"served-{n}"), 1.0, 5000, 10)
+
         stages = {"parse": parse, "route": route, "model": model_call, "record": rec, "respond": respond}
         times: dict[str, list[float]] = {k: [] for k in stages}
-        log_ns, logged = 0, 0
-        for _ in range(args.reps):
+        log_ns, logged, served_ns = 0, 0, 0
+        for i in range(args.reps):
             for name, fn in stages.items():
                 t = time.perf_counter_ns()
                 fn()
@@ -114,6 +119,11 @@ def main() -> None:
             k = log_write()
             if k:
                 log_ns, logged = log_ns + time.perf_counter_ns() - t, logged + k
+            t = time.perf_counter_ns()
+            served.add("m", "champion", "1", frame, out, state["rid"])
+            if i % 50 == 49 or i == args.reps - 1:  # the router flushes every 0.5 s
+                served.flush()
+            served_ns += time.perf_counter_ns() - t
         med = {k: float(np.median(v)) / 1000 for k, v in times.items()}
         total = sum(med.values())
         print(f"\n{n}-row /predict: {total:.0f} us in the router's code (median per stage, {args.reps} reps)")
@@ -123,6 +133,7 @@ def main() -> None:
             print(f"| {k} | {v:.0f} | {100 * v / total:.0f} % |")
         if logged:
             print(f"| (off path) prediction log write, per request | {log_ns / logged / 1000:.0f} | - |")
+        print(f"| (off path) served rows for drift (JSONL), per request | {served_ns / args.reps / 1000:.0f} | - |")
 
     for n in (1, 100):
         profile(n)
