@@ -236,9 +236,9 @@ def test_router_scales_up_and_down_under_load_without_losing_a_record(models, la
         "ab-scale", models["strong"], models["weak"], {"champion": 95, "challenger": 5}, router_autoscaling=SCALING
     )
     answers: list[tuple[int, dict | str]] = []
-    active = [threading.Event() for _ in range(8)]  # set: that client keeps sending
     began = time.time()
-    stop_at = began + 45
+    stop_at = began + 90  # a bound, not the expected time: a replica starts in ~5-25 s on 2 busy cores
+    seen: dict[str, float] = {}  # first time each replica state showed (for the failure message)
 
     def client(go: threading.Event) -> None:
         s = requests.Session()
@@ -248,35 +248,50 @@ def test_router_scales_up_and_down_under_load_without_losing_a_record(models, la
             answers.append((r.status_code, r.json() if r.status_code == 200 else r.text))
             i += 1
 
+    def clients(k: int) -> tuple[threading.Event, list[threading.Thread]]:
+        go = threading.Event()
+        go.set()
+        threads = [threading.Thread(target=client, args=(go,)) for _ in range(k)]
+        for t in threads:
+            t.start()
+        return go, threads
+
     def wait_for(running: int) -> int:
         """Poll serve.status() until the router has ``running`` replicas and none starting or stopping."""
         states: dict = {}
         while time.time() < stop_at:
             states = {k: v for k, v in _router_replicas("ab-scale").items() if v}
+            for k in states:
+                seen.setdefault(k, round(time.time() - began, 1))
             if states == {"RUNNING": running}:
                 return running
             time.sleep(0.2)
         raise AssertionError(f"router never settled at {running} replica(s): {states}, {len(answers)} answered")
 
     assert wait_for(1) == 1
-    threads = [threading.Thread(target=client, args=(go,)) for go in active]
-    for go, t in zip(active, threads):
-        go.set()
-        t.start()
+    burst, burst_threads = clients(7)
+    trickle, trickle_threads = clients(1)
     assert wait_for(2) == 2  # the burst scaled it up
     up_at = len(answers)
-    for go in active[1:]:  # one client left: the autoscaler removes a replica while it still sends
-        go.clear()
+    burst.clear()  # one client left: the autoscaler removes a replica while it still sends
+    for t in burst_threads:
+        t.join()
     assert wait_for(1) == 1
     down_at = len(answers)
+    trickle.clear()
+    for t in trickle_threads:
+        t.join()
+    # then on the one replica left until the split has enough requests: share SD sqrt(.05 * .95 / 1000) = 0.0069,
+    # the 0.03 band is 4.3 SD; at least 50 requests after the scale-down in any case
+    more, more_threads = clients(8)
     while len(answers) < max(1000, down_at + 50) and time.time() < stop_at:
-        time.sleep(0.1)  # enough requests for the split: share SD sqrt(.05 * .95 / 1000) = 0.0069, the band 4.3 SD
-    active[0].clear()
-    for t in threads:
+        time.sleep(0.05)
+    more.clear()
+    for t in more_threads:
         t.join()
     n = len(answers)
-    print(f"scaled up after {up_at}, down after {down_at} of {n} requests, {time.time() - began:.1f} s")
-    assert n >= 1000 and 0 < up_at < down_at < n, (up_at, down_at, n)
+    timing = f"up after {up_at}, down after {down_at} of {n} requests; states first seen at {seen} s"
+    assert n >= 1000 and 0 < up_at < down_at < n, timing
     assert [a for a in answers if a[0] != 200] == []  # no failed request while replicas came and went
     served = {r["request_id"]: r["variant"] for _, r in answers}
     assert len(served) == n  # request ids are unique
