@@ -237,7 +237,7 @@ def test_router_scales_up_and_down_under_load_without_losing_a_record(models, la
     )
     answers: list[tuple[int, dict | str]] = []
     began = time.time()
-    stop_at = began + 90  # a bound, not the expected time: a replica starts in ~5-25 s on 2 busy cores
+    stop_at = began + 90  # a bound, not the expected time: a new replica took 5-30 s to start on 2 shared cores
     seen: dict[str, float] = {}  # first time each replica state showed (for the failure message)
 
     def client(go: threading.Event) -> None:
