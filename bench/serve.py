@@ -34,7 +34,7 @@ def plain_server(port: int, uri: str, tracking: str) -> None:
     from fastapi.responses import JSONResponse
 
     from hpm_ray.serving.models import input_spec, validated_predict
-    from hpm_ray.serving.schemas import PayloadError, parse_payload
+    from hpm_ray.serving.schemas import PayloadError, parse_payload, records
 
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(tracking)
@@ -49,7 +49,7 @@ def plain_server(port: int, uri: str, tracking: str) -> None:
             frame = parse_payload(await request.body(), spec).frame
         except PayloadError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
-        return JSONResponse({"predictions": run(frame).to_dict(orient="records")})
+        return JSONResponse({"predictions": records(run(frame))})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
 
@@ -235,7 +235,7 @@ def single_app(name: str, version: str, tracking: str):
     from ray import serve
 
     from hpm_ray.serving.models import ModelPool
-    from hpm_ray.serving.schemas import PayloadError, parse_payload
+    from hpm_ray.serving.schemas import PayloadError, parse_payload, records
 
     api = FastAPI()
 
@@ -253,7 +253,7 @@ def single_app(name: str, version: str, tracking: str):
             except PayloadError as exc:
                 return JSONResponse({"error": exc.message}, status_code=exc.status)
             out = await self.pool.predict(version, frame)
-            return JSONResponse({"predictions": out.to_dict(orient="records")})
+            return JSONResponse({"predictions": records(out)})
 
     return Single.bind()
 

@@ -7,7 +7,8 @@ an upgrade that renames one fails there, by name, instead of silently taking the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -23,6 +24,32 @@ def enable_ray_token_auth_if_available() -> bool:
     except ImportError:
         return False
     return bool(maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+
+
+@contextmanager
+def local_ray_on_loopback() -> Iterator[bool]:
+    """While a local Ray instance starts in this block, its node address is 127.0.0.1, so its GCS, raylet, object
+    manager, workers and dashboard agent listen on loopback only (Ray's servers bind the node address, and all
+    interfaces for any other). Ray does this itself where it runs no multi-node clusters (macOS, Windows); there
+    is no public option: ``ray.init(_node_ip_address="127.0.0.1")`` is resolved back to the machine's address.
+    Yields whether it applied; the constant is put back on exit (the started node keeps its address).
+
+    Fallback: Ray's own choice of address (its servers then listen on all interfaces).
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:
+        yield False
+        return
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield False
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield True
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def task_attempt_number() -> int:

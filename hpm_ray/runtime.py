@@ -35,7 +35,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local instance; idempotent.
 
     Returns the cluster's resources. ``num_cpus`` applies only when starting a local instance (default:
-    all cores). A local instance runs without the dashboard; ``verbose`` forwards worker logs. Nothing here
+    all cores). A local instance runs without the dashboard and listens on loopback only (a cluster node is
+    joined as it is); ``verbose`` forwards worker logs. Nothing here
     changes the caller's process beyond Ray's own start (no warning filters, no environment variables): the
     quiet settings travel to the workers in Ray's ``runtime_env``; ``hpm-ray`` itself quiets its own process.
     """
@@ -50,12 +51,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     # thing they need from the driver's environment is to be as quiet as it is.
     runtime_env = None if verbose else {"env_vars": dict(QUIET_WORKER_ENV)}
     if address:
+        from hpm_ray._compat import local_ray_on_loopback
+
         _check_reachable(address)
         _token_auth_for(address)
-        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+        if _loopback_only(address):  # one init_ray started in another process: joined the way it was started
+            with local_ray_on_loopback():
+                ray.init(address=address, runtime_env=runtime_env, **kwargs)
+        else:
+            ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
+        from hpm_ray._compat import local_ray_on_loopback
+
         # "local" always starts a fresh instance; a bare ray.init() would join any cluster it finds on the machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
+        # Its ports (GCS, raylet, object manager, workers, dashboard agent) listen on loopback only, as Serve's do.
+        with local_ray_on_loopback():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     return ray.cluster_resources()
 
 
@@ -96,6 +107,46 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
             f"no Ray cluster answers at {address} ({exc.strerror or exc}); check the address or "
             "start one with 'ray start --head'"
         ) from None
+
+
+def _loopback_only(address: str) -> bool:
+    """Whether ``host:port`` is a Ray on this machine that listens on loopback only (as :func:`init_ray` starts
+    it). Ray rewrites a loopback address to the machine's own before connecting, which such an instance refuses;
+    a loopback address that the machine's own address also answers is an ordinary node, joined as Ray does."""
+    import ipaddress
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if address.startswith("ray://") or not sep or not port.isdigit():
+        return False
+    try:
+        if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+            return False
+    except ValueError:  # a host name
+        return False
+    own = own_address()
+    if own is None:
+        return True
+    try:
+        socket.create_connection((own, int(port)), timeout=2).close()
+    except OSError:
+        return True
+    return False
+
+
+def own_address() -> str | None:
+    """The address other hosts reach this machine on (its default route's; a UDP connect sends nothing), or
+    None on a machine with no interface but loopback."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only the routing table is consulted
+        except OSError:
+            return None
+        ip = s.getsockname()[0]
+    return None if ip.startswith("127.") else ip
 
 
 def _token_auth_for(address: str) -> None:

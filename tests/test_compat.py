@@ -20,6 +20,16 @@ def test_ray_token_auth_helper_is_where_compat_imports_it():
     assert "warn_if_disabled" in params
 
 
+def test_local_ray_on_loopback_switches_the_constant_ray_reads_for_the_node_address():
+    from ray._private import ray_constants, services
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    assert "ray_constants.ENABLE_RAY_CLUSTER" in inspect.getsource(services.get_node_ip_address)
+    with _compat.local_ray_on_loopback() as applied:
+        assert applied and ray_constants.ENABLE_RAY_CLUSTER is False
+    assert ray_constants.ENABLE_RAY_CLUSTER == before
+
+
 @pytest.mark.slow
 def test_task_attempt_number_counts_ray_retries(ray_session, tmp_path):
     """0 outside a task and in a first run; 1 after Ray re-ran a task whose worker died."""

@@ -137,6 +137,9 @@ def test_autodistiller_run_leaves_the_callers_warnings_and_environment_alone(sub
     # Without what an in-process CLI test may have left in this process's environment (the CLI's own writes).
     env = {k: v for k, v in sub_env.items() if k not in (*cli._QUIET_ENV, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}
     env["HPM_RAY_RUNS_DIR"] = str(tmp_path / "runs")  # a teacher cache of its own: the teachers are trained
+    # The session's Ray listens on loopback only (init_ray); Ray's own rule for joining such an instance by a
+    # 127.0.0.1 address, as on macOS (otherwise it rewrites the address to the machine's own, which is refused).
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     out = subprocess.run(
         [sys.executable, "-c", _DISTILL_IN_A_NOTEBOOK], env=env, capture_output=True, text=True, timeout=240
     )

@@ -47,6 +47,11 @@ def test_outputs_of_classifier_and_forecaster_frames():
     q = outputs_of(pd.DataFrame({"q_0.1": [1.0], "q_0.9": [3.0], "lower_90": [0.5]}))
     assert q == {"quantiles": [0.1, 0.9], "values": [[1.0, 3.0]]}
     assert outputs_of(pd.DataFrame({"prediction": [2.0]})) is None
+    # several rows stay rows (one list per row, classes in column order), integer columns come back as floats
+    three = pd.DataFrame({"prediction": [2, 0], "proba_a": [0.1, 0.6], "proba_b": [0.2, 0.3], "proba_c": [0.7, 0.1]})
+    assert outputs_of(three) == {"classes": ["a", "b", "c"], "proba": [[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]]}
+    ints = outputs_of(pd.DataFrame({"q_0.5": [1, 2], "q_0.9": [3, 4]}))
+    assert ints["values"] == [[1.0, 3.0], [2.0, 4.0]] and isinstance(ints["values"][0][0], float)
 
 
 def test_scores_by_hand():

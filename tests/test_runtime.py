@@ -1,6 +1,7 @@
 """Runtime: Ray start/join and MLflow locations come from one place and never default to the home folder."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,29 @@ def test_local_ray_is_shared_and_a_subprocess_joins_it(ray_session, sub_env):
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"cpu": 2.0, "node": ray.get_runtime_context().get_node_id()}
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_local_ray_listens_on_loopback_only(ray_session):
+    """The instance init_ray started: GCS, raylet and object manager answer on 127.0.0.1 and refuse the
+    machine's outward address (Ray's default is every interface)."""
+    import ray
+
+    assert ray_session.split(":")[0] == "127.0.0.1"
+    (node,) = [n for n in ray.nodes() if n["Alive"]]
+    assert node["NodeManagerAddress"] == "127.0.0.1"
+    ports = [int(ray_session.rsplit(":", 1)[1]), node["NodeManagerPort"], node["ObjectManagerPort"]]
+    assert all(_accepts("127.0.0.1", p) for p in ports)
+    outward = runtime.own_address()
+    if outward is not None:  # a machine with no other interface has nothing else to refuse
+        assert not any(_accepts(outward, p) for p in ports)
 
 
 def test_a_busy_port_is_refused_before_ray_starts_unless_joining_a_cluster(monkeypatch):

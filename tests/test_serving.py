@@ -205,6 +205,122 @@ def test_weights_change_live_under_load(models, launch):
     assert sum(v == "challenger" for v in before) / len(before) < 0.2
 
 
+# Load drives Serve's autoscaler: 8 concurrent clients keep > 1 request per replica in flight (2 replicas wanted),
+# one sequential client keeps < 1 (1 replica). Short intervals so each move takes seconds, not Serve's minutes.
+SCALING = {
+    "min_replicas": 1,
+    "max_replicas": 2,
+    "target_ongoing_requests": 1,
+    "metrics_interval_s": 0.5,
+    "look_back_period_s": 1.0,
+    "upscale_delay_s": 0.5,
+    "downscale_delay_s": 1.0,
+}
+
+
+def _router_replicas(app: str) -> dict:
+    from ray import serve
+
+    return dict(serve.status().applications[app].deployments["ABRouter"].replica_states)
+
+
+def test_router_scales_up_and_down_under_load_without_losing_a_record(models, launch):
+    """Done-when 7: real autoscaling 1 -> 2 -> 1 router replicas under loopback load; every request answered,
+    counted once by the state and logged once, the split as weighted."""
+    import sqlalchemy as sa
+
+    from hpm_ray.runtime import runs_dir
+    from hpm_ray.serving.predlog import PredictionLog, default_url
+
+    url = launch(
+        "ab-scale", models["strong"], models["weak"], {"champion": 95, "challenger": 5}, router_autoscaling=SCALING
+    )
+    answers: list[tuple[int, dict | str]] = []
+    began = time.time()
+    stop_at = began + 90  # a bound, not the expected time: a new replica took 5-30 s to start on 2 shared cores
+    seen: dict[str, float] = {}  # first time each replica state showed (for the failure message)
+
+    def client(go: threading.Event) -> None:
+        s = requests.Session()
+        i = random.randrange(900)
+        while go.is_set() and time.time() < stop_at and len(answers) < 4000:
+            r = s.post(url + "/predict", json=rows(models, i), timeout=30)
+            answers.append((r.status_code, r.json() if r.status_code == 200 else r.text))
+            i += 1
+
+    def clients(k: int) -> tuple[threading.Event, list[threading.Thread]]:
+        go = threading.Event()
+        go.set()
+        threads = [threading.Thread(target=client, args=(go,)) for _ in range(k)]
+        for t in threads:
+            t.start()
+        return go, threads
+
+    def wait_for(running: int) -> int:
+        """Poll serve.status() until the router has ``running`` replicas and none starting or stopping."""
+        states: dict = {}
+        while time.time() < stop_at:
+            states = {k: v for k, v in _router_replicas("ab-scale").items() if v}
+            for k in states:
+                seen.setdefault(k, round(time.time() - began, 1))
+            if states == {"RUNNING": running}:
+                return running
+            time.sleep(0.2)
+        raise AssertionError(f"router never settled at {running} replica(s): {states}, {len(answers)} answered")
+
+    assert wait_for(1) == 1
+    burst, burst_threads = clients(7)
+    trickle, trickle_threads = clients(1)
+    assert wait_for(2) == 2  # the burst scaled it up
+    up_at = len(answers)
+    burst.clear()  # one client left: the autoscaler removes a replica while it still sends
+    for t in burst_threads:
+        t.join()
+    assert wait_for(1) == 1
+    down_at = len(answers)
+    trickle.clear()
+    for t in trickle_threads:
+        t.join()
+    # then on the one replica left until the split has enough requests: share SD sqrt(.05 * .95 / 1000) = 0.0069,
+    # the 0.03 band is 4.3 SD; at least 50 requests after the scale-down in any case
+    more, more_threads = clients(8)
+    while len(answers) < max(1000, down_at + 50) and time.time() < stop_at:
+        time.sleep(0.05)
+    more.clear()
+    for t in more_threads:
+        t.join()
+    n = len(answers)
+    timing = f"up after {up_at}, down after {down_at} of {n} requests; states first seen at {seen} s"
+    assert n >= 1000 and 0 < up_at < down_at < n, timing
+    assert [a for a in answers if a[0] != 200] == []  # no failed request while replicas came and went
+    served = {r["request_id"]: r["variant"] for _, r in answers}
+    assert len(served) == n  # request ids are unique
+    share = sum(v == "challenger" for v in served.values()) / n
+    assert abs(share - 0.05) <= 0.03, share
+    per_variant = {v: sum(x == v for x in served.values()) for v in ("champion", "challenger")}
+
+    # every request counted once by the state actor (including the records of the replica that stopped) ...
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        m = status(url)["metrics"]
+        counted = {v: m[v]["requests"] for v in per_variant}
+        if counted == per_variant:
+            break
+        time.sleep(0.3)
+    assert counted == per_variant
+    # ... and logged once in the prediction log, by the variant that answered
+    plog = PredictionLog(default_url(runs_dir() / "ab_state.sqlite"))
+    t = plog.predictions
+    while True:
+        with plog.engine.connect() as conn:
+            logged = conn.execute(sa.select(t.c.request_id, t.c.variant).where(t.c.app == "ab-scale")).all()
+        if len(logged) >= n or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    plog.close()
+    assert len(logged) == n and dict(logged) == served
+
+
 def _drive_rollout(url, models, until, timeout=90):
     """Labelled traffic (10 rows per request, true labels fed back) until the stage is one of ``until``."""
     session = requests.Session()

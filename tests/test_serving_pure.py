@@ -241,6 +241,11 @@ def test_load_json_refuses_what_would_crash_the_parser(body, status, message):
         load_json(body, 10_000_000)
     assert err.value.status == status
     assert load_json(b'{"a": [1, -' + b"9" * 40 + b"]}", 100)["a"][1] == -int("9" * 40)
+    # a long run of digits in a string or a float is no integer: accepted, as without one
+    assert load_json(b'{"id": "' + b"7" * 60 + b'", "x": [3, 0.' + b"5" * 50 + b"]}", 1000) == {
+        "id": "7" * 60,
+        "x": [3, 0.5555555555555556],
+    }
 
 
 class _Request:
@@ -329,3 +334,41 @@ def test_online_intervals_of_a_request_and_the_update_of_its_labels_by_hand():
     # without a volatility column a grouped calibration gives no adaptive interval at all
     rows, rec = adaptive(cal, state, values, None)
     assert rows == [None] * 3 and learn(cal, state, values.tolist(), rec, [5.0] * 3) == state
+
+
+def test_router_and_variants_take_serves_autoscaling_config_checked_at_the_edge():
+    from hpm_ray.config import load_spec
+    from hpm_ray.errors import SpecError
+    from hpm_ray.serving.app import ServeSpec
+
+    auto = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4}
+    spec = load_spec(ServeSpec, None, {"model": "m", "router_autoscaling": auto, "variant_replicas": 2})
+    assert spec.scaling("router") == {"autoscaling_config": auto}
+    assert spec.scaling("variant") == {"num_replicas": 2}
+    with pytest.raises(SpecError, match="max_replics"):  # Serve itself would drop the typo silently
+        load_spec(ServeSpec, None, {"model": "m", "router_autoscaling": {"max_replics": 3}})
+    with pytest.raises(SpecError, match="max_replicas"):
+        load_spec(ServeSpec, None, {"model": "m", "variant_autoscaling": {"min_replicas": 1, "max_replicas": 0}})
+    with pytest.raises(SpecError, match="not both"):
+        load_spec(ServeSpec, None, {"model": "m", "router_replicas": 2, "router_autoscaling": auto})
+
+
+def test_records_are_what_to_dict_gives_natives_included():
+    from hpm_ray.serving.schemas import records
+
+    out = pd.DataFrame(
+        {
+            "prediction": np.array([1, 0, 2]),
+            "proba_0": [0.2, np.nan, 0.1],
+            "flag": [True, False, True],
+            7: [1.5, 2.5, 3.5],  # a non-string column name stays as it is
+        }
+    )
+    got, want = records(out), out.to_dict(orient="records")
+    assert got[0] == want[0] and got[2] == want[2] and np.isnan(got[1]["proba_0"])
+    assert [[type(v) for v in r.values()] for r in got] == [[type(v) for v in r.values()] for r in want]
+    assert type(got[0]["prediction"]) is int and type(got[0]["flag"]) is bool  # JSON-ready, not numpy scalars
+    assert records(out.iloc[:0]) == []
+    # strings and nullable integers: pandas' own conversion (its missing values become None / NaN)
+    other = pd.DataFrame({"label": ["a", None], "n": pd.array([1, None], dtype="Int64")})
+    assert records(other)[1]["n"] is None and records(other)[0] == {"label": "a", "n": 1}

@@ -18,7 +18,7 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from ray import serve
 from ray.exceptions import RayError
 
@@ -38,7 +38,7 @@ from hpm_ray.serving.predlog import (
     outputs_of,
 )
 from hpm_ray.serving.routing import choose
-from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body
+from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body, records
 
 log = logging.getLogger(__name__)
 _PENDING_PREDICTIONS = 200_000  # predictions a router keeps while the log's database is unreachable
@@ -66,6 +66,9 @@ class ServeSpec(Spec):
     batch_wait_timeout_s: float = Field(0.002, ge=0)
     router_replicas: int = Field(1, ge=1)
     variant_replicas: int = Field(1, ge=1)
+    # Serve's autoscaling_config (min_replicas, max_replicas, target_ongoing_requests, ...) instead of a fixed count
+    router_autoscaling: dict | None = None
+    variant_autoscaling: dict | None = None
     max_ongoing_requests: int = Field(200, ge=1)
     state_db: str | None = None  # default: ab_state.sqlite next to the MLflow store
     tracking_uri: str | None = None
@@ -78,6 +81,36 @@ class ServeSpec(Spec):
     # retrain joins them to late labels): on or off, and the sampled share of requests
     served_log: bool = True
     served_fraction: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("router_autoscaling", "variant_autoscaling")
+    @classmethod
+    def _serve_autoscaling(cls, v: dict | None) -> dict | None:
+        """Checked here against Serve's own model (it ignores unknown keys: a typo would be silently dropped)."""
+        if v is None:
+            return None
+        from ray.serve.config import AutoscalingConfig
+
+        unknown = sorted(set(v) - set(AutoscalingConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown autoscaling setting(s) {unknown}; Serve takes {sorted(AutoscalingConfig.model_fields)}"
+            )
+        AutoscalingConfig(**v)  # its ValidationError is a ValueError: reported as the spec's
+        return v
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self):
+        for who in ("router", "variant"):
+            if getattr(self, f"{who}_autoscaling") is not None and getattr(self, f"{who}_replicas") != 1:
+                raise ValueError(f"give {who}_replicas or {who}_autoscaling, not both")
+        return self
+
+    def scaling(self, who: Literal["router", "variant"]) -> dict:
+        """Serve deployment options: a fixed replica count, or the autoscaling config."""
+        auto = getattr(self, f"{who}_autoscaling")
+        if auto is not None:
+            return {"autoscaling_config": auto}
+        return {"num_replicas": getattr(self, f"{who}_replicas")}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -280,14 +313,22 @@ class ABRouter:
                 log.warning("predictions not logged: %s", exc)
                 self.predictions = (batch + self.predictions)[-_PENDING_PREDICTIONS:]
 
-    def __del__(self):
-        """Serve stops a replica: write what is still buffered (best effort; the process is going)."""
+    async def __del__(self):
+        """Serve stops a replica (scale-down, redeploy) once its requests have drained: hand over what is still
+        buffered, so no count or prediction is lost. Serve awaits this (an async ``__del__``); the process goes
+        after it. A shadow still answering is waited for briefly; the predictions' timed flush still writing is
+        waited for by the lock."""
+        if self.shadow_tasks:
+            await asyncio.wait(list(self.shadow_tasks.values()), timeout=5)
+        buffered, self.buffer = self.buffer, []
         try:
-            if self.predictions:
-                self.predlog.append(self.predictions)
-                self.predictions = []
+            if buffered:
+                await asyncio.wait_for(self.state.record.remote(buffered), timeout=10)
         except Exception as exc:
-            log.warning("buffered predictions lost at shutdown: %s", exc)
+            log.warning("%d request records lost at shutdown: %s", len(buffered), exc)
+        await self._write_predictions()
+        if self.predictions:  # the log's database unreachable: they stay unlogged (their labels get 404)
+            log.warning("%d buffered predictions lost at shutdown", len(self.predictions))
 
     async def _refresh(self) -> None:
         snap = await self.state.snapshot.remote()
@@ -462,7 +503,7 @@ class ABRouter:
             "variant": variant,
             "model": snap["model"],
             "model_version": version,
-            "predictions": out.to_dict(orient="records"),
+            "predictions": records(out),
         }
         if intervals_adaptive is not None:  # a forecaster with online intervals: beside the static lo_*/hi_*
             answer["intervals_adaptive"] = intervals_adaptive
@@ -687,10 +728,10 @@ def build_app(args: dict):
     )
     ray.get(actor.snapshot.remote())  # surfaces a failing actor here, not in a replica
     data = spec.model_dump()
-    router = ABRouter.options(num_replicas=spec.router_replicas, max_ongoing_requests=spec.max_ongoing_requests)
+    router = ABRouter.options(**spec.scaling("router"), max_ongoing_requests=spec.max_ongoing_requests)
     if spec.placement == "fast_path":
         return router.bind(data)
-    variant = Variant.options(num_replicas=spec.variant_replicas, max_ongoing_requests=spec.max_ongoing_requests)
+    variant = Variant.options(**spec.scaling("variant"), max_ongoing_requests=spec.max_ongoing_requests)
     # A challenger deployment always exists (``ab start`` may add one later); a shadow only when configured.
     slots = ("champion", "challenger", "shadow") if refs["shadow"] else ("champion", "challenger")
     handles = {slot: variant.options(name=f"Variant-{slot}").bind(data) for slot in slots}

@@ -91,7 +91,7 @@ def outputs_of(out: pd.DataFrame) -> dict | None:
     (``proba_<class>`` columns), ``{"quantiles", "values"}`` for a forecaster (``q_<tau>`` columns), else None."""
     proba = [c for c in out.columns if str(c).startswith("proba_")]
     if proba:
-        return {"classes": [str(c)[6:] for c in proba], "proba": out[proba].to_numpy(dtype=float).tolist()}
+        return {"classes": [str(c)[6:] for c in proba], "proba": _rows_of(out, proba)}
     qs = []
     for c in out.columns:
         if str(c).startswith("q_"):
@@ -100,8 +100,14 @@ def outputs_of(out: pd.DataFrame) -> dict | None:
             except ValueError:
                 continue
     if qs:
-        return {"quantiles": [q for q, _ in qs], "values": out[[c for _, c in qs]].to_numpy(dtype=float).tolist()}
+        return {"quantiles": [q for q, _ in qs], "values": _rows_of(out, [c for _, c in qs])}
     return None
+
+
+def _rows_of(out: pd.DataFrame, columns: list) -> list[list[float]]:
+    """Rows of ``columns`` as float lists, stacked column by column: ``out[columns]`` builds a new frame first,
+    ~0.5 ms per request on the router's hot path whatever the row count."""
+    return np.column_stack([out[c].to_numpy(dtype=float) for c in columns]).tolist()
 
 
 class InvalidLabel(ValueError):
