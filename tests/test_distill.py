@@ -9,7 +9,7 @@ import pytest
 from hpm_ray.distill.catalog import STUDENTS, register_student
 from hpm_ray.distill.students import SoftStudent
 
-SMALL = dict(max_rows=1500, teacher_trees=40, teacher_folds=3, progress=False)
+SMALL = dict(max_rows=1500, teacher_trees=40, teacher_folds=3, teacher_tune_trials=4, progress=False)
 
 
 @pytest.fixture(scope="module")
