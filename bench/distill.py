@@ -3,7 +3,8 @@
 1. Teacher sharing: one ObjectRef read by N Ray tasks vs the same arrays passed by value to a process pool
    (wall time and private memory each task adds).
 2. legacy vs hpm on the same rows and the same cached teachers: wall time, fits, best test AUC.
-3. Shared memory: trials a warm-started study needs to reach the best validation score of a cold one.
+3. Shared memory: trials a warm-started study needs to reach the best validation score of a cold one, per
+   seed pair (--memory-seeds; similar data may have another size: --memory-similar-rows).
 4. --quality-seeds: hpm on the bundled credit data per seed: best student (<= 100 trees) test AUC vs teacher
    and vs its hard-label twin.
 5. calibration: a LightGBM student at alpha 0.9 and T = 0.5 / 1 / 3 (10 trials each): mean P(class 1) and ECE
@@ -137,14 +138,16 @@ def bench_compare(X, y, rows: int, seed: int) -> None:
     )
 
 
-def _reach_table(title: str, ref, new, trials: int, early: int) -> None:
-    """Per config: trials ``new`` needs to reach ``ref``'s best validation score, and both bests after ``early`` trials."""
+def _reach_table(title: str, ref, new, trials: int, early: int) -> tuple[float, float]:
+    """Per config: trials ``new`` needs to reach ``ref``'s best validation score, and both bests after ``early``
+    trials. Returns the mean per-study ratio (the Done-when's measure) and the pooled ratio (sum over sum: not
+    dominated by studies whose reference best came at trial 1 or 2)."""
     from hpm_ray.distill.evaluate import better
     from hpm_ray.distill.selection import trials_to_reach
 
     print(title)
     ref_by = {r["task"].key: r for r in ref.records if r["status"] == "ok" and r["task"].stage in ("full", "twin")}
-    ratios, wins = [], []
+    ratios, wins, n_refs, n_news = [], [], [], []
     for r in new.records:
         c = ref_by.get(r["task"].key)
         if r["status"] != "ok" or c is None:
@@ -160,21 +163,25 @@ def _reach_table(title: str, ref, new, trials: int, early: int) -> None:
             f"  {r['task'].stage:5s} {r['task'].student:7s}: best {target:.4f} reached at trial {n_ref} vs "
             f"{n_new if n_new is not None else f'>{trials}'}; best after {early} trials {e_ref:.4f} vs {e_new:.4f}"
         )
-        ratios.append((n_new or trials + 1) / n_ref)
+        n_refs.append(n_ref)
+        n_news.append(n_new or trials + 1)
+        ratios.append(n_news[-1] / n_ref)
+    pooled = sum(n_news) / sum(n_refs)
     print(
-        f"  mean trials-to-reach ratio {np.mean(ratios):.2f} (target <= 0.5); after {early} trials the second "
-        f"is at least as good in {sum(wins)}/{len(wins)} studies"
+        f"  mean trials-to-reach ratio {np.mean(ratios):.2f}, pooled {pooled:.2f} (sum {sum(n_news)} / {sum(n_refs)}); "
+        f"after {early} trials the second is at least as good in {sum(wins)}/{len(wins)} studies"
     )
+    return float(np.mean(ratios)), pooled
 
 
-def bench_memory(X, y, rows: int, trials: int, early: int = 3) -> None:
-    """Run 1 fills an empty memory; run 2 (same data) and run 4 (other rows: seed 2) start warm; run 3 is cold."""
+def bench_memory(X, y, rows: int, trials: int, pairs: list[tuple[int, int]], similar_rows: int, early: int = 3):
+    """Per seed pair (a, b), one fresh memory: run 1 (seed a) fills it; run 2 (same data) starts warm; on similar
+    data (seed b: other rows and split, ``similar_rows`` rows) a cold run and a warm run are compared."""
     from hpm_ray.distill.auto import AutoDistiller
+    from hpm_ray.distill.interpretable import t_interval
 
-    mem = os.path.join(tempfile.mkdtemp(), "memory.journal")
     kw = dict(
         method="hpm",
-        max_rows=rows,
         hpm_trials=trials,
         chain=False,
         adaptive_temperature=False,
@@ -182,17 +189,30 @@ def bench_memory(X, y, rows: int, trials: int, early: int = 3) -> None:
         alphas=[0.7],
         progress=False,
     )
-    first = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
-    first.run()
-    second = AutoDistiller(X, y, seed=1, memory_path=mem, **kw)
-    second.run()
-    print(f"\n== shared memory ({trials} trials per study; stored parameters fill at most half of them)")
-    _reach_table("same data: run 1 (empty memory) vs run 2 (warm)", first, second, trials, early)
-    cold = AutoDistiller(X, y, seed=2, shared_memory=False, **kw)
-    cold.run()
-    warm = AutoDistiller(X, y, seed=2, memory_path=mem, **kw)
-    warm.run()
-    _reach_table("similar data (seed 2: other rows and split): cold vs warm", cold, warm, trials, early)
+    out = []
+    for a, b in pairs:
+        mem = os.path.join(tempfile.mkdtemp(), "memory.journal")
+        first = AutoDistiller(X, y, seed=a, max_rows=rows, memory_path=mem, **kw)
+        first.run()
+        second = AutoDistiller(X, y, seed=a, max_rows=rows, memory_path=mem, **kw)
+        second.run()
+        print(f"\n== shared memory, seeds {a} -> {b} ({trials} trials per study; stored parameters fill at most half)")
+        same = _reach_table(
+            f"same data ({rows:,} rows): run 1 (empty memory) vs run 2 (warm)", first, second, trials, early
+        )
+        cold = AutoDistiller(X, y, seed=b, max_rows=similar_rows, shared_memory=False, **kw)
+        cold.run()
+        warm = AutoDistiller(X, y, seed=b, max_rows=similar_rows, memory_path=mem, **kw)
+        warm.run()
+        title = f"similar data (seed {b}: other rows and split, {similar_rows:,} rows): cold vs warm"
+        out.append(same + _reach_table(title, cold, warm, trials, early))
+    if len(out) > 1:
+        print(f"\n== shared memory over {len(out)} seed pairs: mean and 95 % t-interval of the per-pair ratios")
+        for i, what in enumerate(
+            ("same data, mean", "same data, pooled", "similar data, mean", "similar data, pooled")
+        ):
+            m, lo, hi = t_interval([o[i] for o in out])
+            print(f"  {what:20s} {m:.2f} [{lo:.2f}, {hi:.2f}]  per pair: {', '.join(f'{o[i]:.2f}' for o in out)}")
 
 
 def bench_quality(X, y, seeds: list[int], rows: int | None) -> None:
@@ -321,6 +341,10 @@ def main() -> None:
     ap.add_argument("--share-tasks", type=int, default=8)
     ap.add_argument("--memory-trials", type=int, default=10)
     ap.add_argument(
+        "--memory-seeds", default="1:2", help="seed pairs a:b (same data: a; similar data: b), e.g. 1:2,3:4"
+    )
+    ap.add_argument("--memory-similar-rows", type=int, default=None, help="rows of the similar data (default --rows)")
+    ap.add_argument(
         "--parts",
         default="sharing,compare,memory",
         help="comma-separated: sharing, compare, memory, calibration, ablation",
@@ -341,7 +365,8 @@ def main() -> None:
     if "compare" in parts:
         bench_compare(X, y, a.rows, a.seed)
     if "memory" in parts:
-        bench_memory(X, y, a.rows, a.memory_trials)
+        pairs = [tuple(int(v) for v in p.split(":")) for p in a.memory_seeds.split(",")]
+        bench_memory(X, y, a.rows, a.memory_trials, pairs, a.memory_similar_rows or a.rows)
     if "calibration" in parts:
         bench_calibration(X, y, a.calibration_rows or None)
     if "ablation" in parts:

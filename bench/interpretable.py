@@ -29,7 +29,9 @@ def tree4_modes(X, y, spec, seed: int) -> None:
     from hpm_ray.metrics import roc_auc
 
     sp = make_splits(X, y, spec.validation_size, spec.test_size, seed, spec.max_rows)
-    ts = train_default_teachers(sp, spec.teacher_trees, spec.teacher_folds, seed)  # cached by the main run
+    ts = train_default_teachers(
+        sp, spec.teacher_trees, spec.teacher_folds, seed, tune_trials=spec.teacher_tune_trials
+    )  # cached by the main run
     w = fusion.fit_weights(ts.val, sp.y_val)
     q = soft_targets(fusion.combine(ts.train, w), sp.y_train, 1.0, 1.0)
     print(f"\n== tree4 soft-label mode, seed {seed} (T=1, alpha=1, best of min_samples_leaf in 25..800 by validation)")

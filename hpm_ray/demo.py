@@ -32,6 +32,7 @@ class DemoPlan:
     distill_trials: int = 2
     distill_configs: int = 6
     teacher_trees: int = 200
+    teacher_tune_trials: int = 30  # the teacher's LightGBM member tuned on validation
     requests: int = 400
     clients: int = 8
 
@@ -100,6 +101,7 @@ def _distill(out: Path, plan: DemoPlan, seed: int, runtime: dict):
         max_configs=plan.distill_configs,
         teacher_trees=plan.teacher_trees,
         teacher_folds=3,
+        teacher_tune_trials=plan.teacher_tune_trials,
         seed=seed,
         runtime=runtime,
     )

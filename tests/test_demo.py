@@ -20,6 +20,7 @@ def test_demo_runs_every_stage_and_splits_traffic(mlflow_uri, serve_port, tmp_pa
         distill_trials=1,
         distill_configs=3,
         teacher_trees=40,
+        teacher_tune_trials=4,
         requests=150,
         clients=4,
     )

@@ -9,7 +9,7 @@ import pytest
 from hpm_ray.distill.catalog import STUDENTS, register_student
 from hpm_ray.distill.students import SoftStudent
 
-SMALL = dict(max_rows=1500, teacher_trees=40, teacher_folds=3, progress=False)
+SMALL = dict(max_rows=1500, teacher_trees=40, teacher_folds=3, teacher_tune_trials=4, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -154,20 +154,23 @@ def test_failing_config_does_not_abort_the_run(ray_session, credit, fitted_teach
 
 def test_default_teachers_are_out_of_fold_and_cached(ray_session, credit):
     from hpm_ray.distill.splits import make_splits
-    from hpm_ray.distill.teachers import train_default_teachers
+    from hpm_ray.distill.teachers import DEFAULT_TEACHERS, TUNED, train_default_teachers
     from hpm_ray.metrics import roc_auc
 
     X, y = credit
     sp = make_splits(X, y, 0.2, 0.2, seed=3, max_rows=1200)
-    ts = train_default_teachers(sp, n_trees=40, folds=3, seed=3)
-    assert not ts.from_cache and ts.out_of_fold and len(ts.names) == 3
-    for oof, model in zip(ts.train, ts.models):
+    ts = train_default_teachers(sp, n_trees=40, folds=3, seed=3, tune_trials=2)
+    assert not ts.from_cache and ts.out_of_fold and ts.names == [*DEFAULT_TEACHERS, TUNED]
+    for oof, model in zip(ts.train[:3], ts.models[:3]):
         # a teacher scored on rows it was fitted on looks far better than its out-of-fold probabilities
         assert roc_auc(sp.y_train, model.predict_proba(sp.X_train)) > roc_auc(sp.y_train, oof) + 0.05
         np.testing.assert_allclose(oof.sum(axis=1), 1.0)
-    again = train_default_teachers(sp, n_trees=40, folds=3, seed=3)
+    # the tuned member is cross-fitted with the rounds its validation search stopped at
+    assert ts.tuned.trials == 2 and ts.models[3].n_estimators == ts.tuned.params["n_estimators"]
+    assert not np.allclose(ts.train[3], ts.models[3].predict_proba(sp.X_train))
+    again = train_default_teachers(sp, n_trees=40, folds=3, seed=3, tune_trials=2)
     assert again.from_cache
-    np.testing.assert_array_equal(again.train[0], ts.train[0])
+    np.testing.assert_array_equal(again.train[3], ts.train[3])
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from hpm_ray.distill.catalog import STUDENTS, make_student
-from hpm_ray.distill.memory import OptimizationMemory, fingerprint
+from hpm_ray.distill.memory import OptimizationMemory, fingerprint, nearest_fingerprint
 from hpm_ray.distill.selection import config_grid, promote, trials_to_reach
 from hpm_ray.distill.soft_targets import soft_targets
 from hpm_ray.distill.splits import encode_target, make_splits
@@ -107,6 +107,29 @@ def test_memory_round_trip_and_fingerprint(tmp_path, credit_small):
     assert again.best_params("lgbm", fp, "ks", 2.0, 0.7)[:2] == [{"n_estimators": 80}, {"n_estimators": 50}]
     assert again.best_params("xgb", fp, "ks", 2.0, 0.7) == []
     assert again.best_params("lgbm", fp, "log_loss", 2.0, 0.7) == []  # scores of another metric never mix
+
+
+def test_nearest_fingerprint_same_schema_closest_size():
+    stored = ["aaa-r10", "aaa-r13", "aaa-r16", "bbb-r12", "legacyhash"]
+    assert nearest_fingerprint("aaa-r13", stored) == "aaa-r13"  # a hit is itself
+    assert nearest_fingerprint("aaa-r12", stored) == "aaa-r13"  # closest row step of the same schema
+    assert nearest_fingerprint("aaa-r15", stored) == "aaa-r16"
+    assert nearest_fingerprint("aaa-r14", ["aaa-r13", "aaa-r15"]) == "aaa-r15"  # a tie: the larger data
+    assert nearest_fingerprint("aaa-r19", stored) is None  # 3 powers of two away: not similar data
+    assert nearest_fingerprint("ccc-r12", stored) is None  # another schema never matches
+    assert nearest_fingerprint("legacyhash", stored) == "legacyhash" and nearest_fingerprint("other", stored) is None
+
+
+def test_memory_warm_starts_from_the_nearest_size_without_reusing_other_schemas(tmp_path, credit_small):
+    X, _ = credit_small
+    small, large = fingerprint(X.iloc[:600], 2), fingerprint(X.iloc[:2400], 2)
+    assert small != large  # 600 and 2,400 rows: two powers of two apart, a miss on the exact fingerprint
+    mem = OptimizationMemory(tmp_path / "m.journal")
+    mem.record("lgbm", small, "ks", 2.0, 0.7, {"n_estimators": 50}, 0.40)
+    mem.record("lgbm", fingerprint(X.drop(columns=["AGE"]).iloc[:2400], 2), "ks", 2.0, 0.7, {"n_estimators": 9}, 0.9)
+    assert mem.best_params("lgbm", large, "ks", 2.0, 0.7) == [{"n_estimators": 50}]
+    assert mem.best_params("lgbm", large, "ks", 3.0, 0.5) == [{"n_estimators": 50}]  # another config's best
+    assert mem.best_params("xgb", large, "ks", 2.0, 0.7) == []
 
 
 def test_memory_keeps_each_configs_best_score(tmp_path):

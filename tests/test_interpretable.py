@@ -211,6 +211,7 @@ def test_experiment_selects_on_validation_with_equal_budgets(ray_session):
             "alphas": [0.5, 1.0],
             "teacher_trees": 20,
             "teacher_folds": 2,
+            "teacher_tune_trials": 4,
             "augment_seconds": 5.0,
             "max_rows": 1500,
         },
@@ -239,7 +240,7 @@ def test_cli_students_presets_write_exports(ray_session, mlflow_uri, tmp_path, c
 
     spec = tmp_path / "distill.yaml"
     spec.write_text(
-        "teacher_trees: 20\nteacher_folds: 2\nhpm_trials: 2\ntemperatures: [1.0, 2.0]\n"
+        "teacher_trees: 20\nteacher_folds: 2\nteacher_tune_trials: 4\nhpm_trials: 2\ntemperatures: [1.0, 2.0]\n"
         "alphas: [0.5, 1.0]\nadaptive_temperature: false\nchain: false\n"
     )
     out = tmp_path / "out"

@@ -134,7 +134,9 @@ class AutoDistiller:
         s, sp = self.spec, self.splits
         if self.user_teachers is not None:
             return given_teachers(self.user_teachers, sp)
-        return train_default_teachers(sp, s.teacher_trees, s.teacher_folds, s.seed, self.progress)
+        return train_default_teachers(
+            sp, s.teacher_trees, s.teacher_folds, s.seed, self.progress, tune_trials=s.teacher_tune_trials
+        )
 
     def _fuse(self, ts: TeacherSet) -> None:
         """Learn fusion on validation; keep every teacher's and every fusion's scores for the report."""

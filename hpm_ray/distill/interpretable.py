@@ -104,7 +104,9 @@ def run_seed(X, y, spec: InterpretableSpec, seed: int, progress: Callable[[str],
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sp = make_splits(X, y, spec.validation_size, spec.test_size, seed, spec.max_rows)
-    ts = train_default_teachers(sp, spec.teacher_trees, spec.teacher_folds, seed, progress)
+    ts = train_default_teachers(
+        sp, spec.teacher_trees, spec.teacher_folds, seed, progress, tune_trials=spec.teacher_tune_trials
+    )
     w = fusion.fit_weights(ts.val, sp.y_val)
     t_train, t_val, t_test = (fusion.combine(P, w) for P in (ts.train, ts.val, ts.test))
     timings["teachers"] = time.perf_counter() - t0

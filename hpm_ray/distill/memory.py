@@ -4,8 +4,11 @@ An Optuna journal in the runs folder (``JournalStorage`` on a ``JournalFileBacke
 appended, file-locked record, so runs that share the memory concurrently never overwrite each other. Each
 config key is one Optuna study whose trials are the validation scores of the parameter sets tried there; a
 parameter set scored several times keeps its best score. A later run on data with the same fingerprint (same
-columns and dtypes, same classes, same order of magnitude of rows) enqueues the stored parameters as the
-first trials of its studies: the config's own best first, then the best of the student's other configs.
+columns and dtypes, same classes, rows within a factor of ~1.4) enqueues the stored parameters as the first
+trials of its studies: the config's own best first, then the best of the student's other configs. On a
+fingerprint miss it uses the nearest stored fingerprint of the same schema (closest row count, at most
+``MAX_ROW_STEPS`` powers of two away), so a run on similar data of another size still starts warm. Stored
+scores are never reused: every enqueued parameter set is fitted and scored again on the new data.
 """
 
 from __future__ import annotations
@@ -22,13 +25,34 @@ from hpm_ray.distill.evaluate import HIGHER_IS_BETTER
 from hpm_ray.runtime import runs_dir
 
 _PARAMS = "params"  # user attribute of a memory trial: the parameter set, as JSON-safe values
+MAX_ROW_STEPS = 2  # a fingerprint miss borrows from data at most 2 powers of two larger or smaller
 
 
 def fingerprint(X: pd.DataFrame, n_classes: int) -> str:
-    """Schema + class count + rows rounded to a power of two: 'similar data', not 'identical data'."""
+    """``<schema hash>-r<rows rounded to a power of two>``: 'similar data', not 'identical data'.
+
+    The schema hash covers column names, numeric-or-not and the class count; the row step stays readable so
+    that :func:`nearest_fingerprint` can find stored data of a similar size."""
     schema = [(str(c), pd.api.types.is_numeric_dtype(X[c])) for c in X.columns]
-    raw = json.dumps({"schema": schema, "k": n_classes, "rows": round(math.log2(max(len(X), 1)))})
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+    raw = json.dumps({"schema": schema, "k": n_classes})
+    return f"{hashlib.sha256(raw.encode()).hexdigest()[:16]}-r{round(math.log2(max(len(X), 1)))}"
+
+
+def nearest_fingerprint(fp: str, stored, max_steps: int = MAX_ROW_STEPS) -> str | None:
+    """``fp`` if stored, else the stored fingerprint of the same schema with the closest row step (within
+    ``max_steps``; a tie goes to the larger data), else None. Fingerprints without a row step never match."""
+    stored = set(stored)
+    if fp in stored:
+        return fp
+    schema, sep, step = fp.rpartition("-r")
+    if not sep or not step.isdigit():
+        return None
+    candidates = []
+    for other in stored:
+        o_schema, _, o_step = other.rpartition("-r")
+        if o_schema == schema and o_step.isdigit() and abs(int(o_step) - int(step)) <= max_steps:
+            candidates.append((abs(int(o_step) - int(step)), -int(o_step), other))
+    return min(candidates)[2] if candidates else None
 
 
 def config_key(student: str, temperature: float, alpha: float, metric: str, fp: str) -> str:
@@ -78,17 +102,20 @@ class OptimizationMemory:
         self, student: str, fp: str, metric: str, temperature: float | None = None, alpha: float | None = None
     ) -> list[dict[str, Any]]:
         """Up to ``keep`` stored parameter sets: the (T, alpha) config's own, best first, then the best of the
-        student's other configs on this fingerprint (all of them, best first, when no config is given)."""
+        student's other configs on this fingerprint (all of them, best first, when no config is given).
+
+        Without entries for ``fp``, the student's entries under :func:`nearest_fingerprint` are used."""
         import optuna
 
-        own = [] if temperature is None else self._entries(config_key(student, temperature, alpha, metric, fp), metric)
-        prefix, suffix = f"{student}|", f"|{metric}|{fp}"
+        prefix, tail = f"{student}|", f"|{metric}|"
+        names = [n for n in optuna.get_all_study_names(self.storage) if n.startswith(prefix) and tail in n]
+        fp = nearest_fingerprint(fp, (n.rpartition("|")[2] for n in names))
+        if fp is None:
+            return []
         own_key = None if temperature is None else config_key(student, temperature, alpha, metric, fp)
+        own = [] if own_key is None else self._entries(own_key, metric)
         others = [
-            e
-            for name in optuna.get_all_study_names(self.storage)
-            if name.startswith(prefix) and name.endswith(suffix) and name != own_key
-            for e in self._entries(name, metric)
+            e for name in names if name.endswith(tail + fp) and name != own_key for e in self._entries(name, metric)
         ]
         others.sort(key=lambda e: -e[0] if HIGHER_IS_BETTER[metric] else e[0])
         out: list[dict[str, Any]] = []

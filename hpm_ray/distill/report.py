@@ -92,6 +92,14 @@ def build_report(d) -> Report:
         "listed for comparison.",
         note=True,
     )
+    tuned = getattr(d.teacher_set, "tuned", None)
+    if tuned is not None:
+        rep.text(
+            f"lgbm_tuned is a LightGBM tuned on validation ({tuned.trials} Optuna trials, each early-stopped; "
+            f"{tuned.seconds:.0f} s; {tuned.params['n_estimators']} rounds): the single model a user would try "
+            "first. A teacher below it on test is not worth copying.",
+            note=True,
+        )
     rep.table(d.teacher_table)
     chain = df[df.stage == "chain"]
     if not chain.empty:

@@ -61,6 +61,8 @@ class SplitTeacherSpec(Spec):
     # default teacher ensemble
     teacher_trees: int = Field(300, ge=10)
     teacher_folds: int = Field(5, ge=2)
+    # a LightGBM tuned on validation joins the ensemble (Optuna trials, each early-stopped; 0: no tuned member)
+    teacher_tune_trials: int = Field(30, ge=0)
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
 
     @field_validator("temperatures")

@@ -1,7 +1,8 @@
 """Teacher probabilities for train / validation / test rows, computed once per dataset.
 
 Given fitted teachers are only asked for ``predict_proba``. Without teachers, hpm-ray trains its default
-ensemble (large LightGBM, XGBoost and a random forest); the training-row probabilities are then
+ensemble (large LightGBM, XGBoost and a random forest, plus a LightGBM tuned on validation when the spec gives
+it trials: ``teacher_search``); the training-row probabilities are then
 out-of-fold (cross-fitted), so no student ever learns from a teacher that saw the row. Folds and final
 fits run as Ray tasks on one object-store copy of the training data; the result is cached on disk by a
 hash of the data content and the teacher settings.
@@ -20,10 +21,12 @@ import pandas as pd
 from hpm_ray.distill.engine import TASK_OPTIONS
 from hpm_ray.distill.soft_targets import as_proba_matrix
 from hpm_ray.distill.splits import Splits
+from hpm_ray.distill.teacher_search import TunedTeacher, tune_lightgbm
 from hpm_ray.errors import DataError
 from hpm_ray.runtime import runs_dir
 
 DEFAULT_TEACHERS = ("lgbm_large", "xgb_large", "random_forest")
+TUNED = "lgbm_tuned"  # the member whose parameters the validation search chose
 # The boosted teachers share their budget and sampling settings; each adds its own tree shape. The library is
 # imported on first use (module, class), so importing this module stays cheap.
 BOOSTED = {
@@ -41,10 +44,17 @@ class TeacherSet:
     models: list = field(default_factory=list)  # fitted on all training rows (labels synthetic rows)
     out_of_fold: bool = False
     from_cache: bool = False
+    tuned: TunedTeacher | None = None  # the search behind the tuned member (its parameters, budget, seconds)
 
 
-def make_teacher(name: str, n_trees: int, seed: int):
-    """A fresh estimator of the default ensemble (single-threaded: Ray runs folds in parallel)."""
+def make_teacher(name: str, n_trees: int, seed: int, params: dict | None = None):
+    """A fresh estimator of the default ensemble (single-threaded: Ray runs folds in parallel).
+
+    ``params`` are the tuned member's (``n_trees`` does not apply to it: its rounds were early-stopped)."""
+    if name == TUNED:
+        from lightgbm import LGBMClassifier
+
+        return LGBMClassifier(random_state=seed, n_jobs=1, verbose=-1, **(params or {}))
     if name in BOOSTED:
         module, cls, own = BOOSTED[name]
         common = dict(
@@ -80,17 +90,13 @@ def make_teacher(name: str, n_trees: int, seed: int):
     raise DataError(f"unknown default teacher {name!r}")
 
 
-def _fit_teacher(name: str, n_trees: int, seed: int, X, y):
-    return make_teacher(name, n_trees, seed).fit(X, y)
-
-
-def _fold_task(box: list, name: str, n_trees: int, seed: int, fit_rows, pred_rows, extra):
+def _fold_task(box: list, name: str, n_trees: int, seed: int, fit_rows, pred_rows, extra, params=None):
     """Fit on ``fit_rows`` of the shared training set; return probabilities for ``pred_rows`` (+ extra frames)."""
     import ray
 
     data = ray.get(box[0])
     X, y = data["X"], data["y"]
-    model = _fit_teacher(name, n_trees, seed, X.iloc[fit_rows], y[fit_rows])
+    model = make_teacher(name, n_trees, seed, params).fit(X.iloc[fit_rows], y[fit_rows])
     oof = model.predict_proba(X.iloc[pred_rows]) if pred_rows is not None else None
     others = [model.predict_proba(data[k]) for k in extra]
     return oof, others, (model if extra else None)
@@ -105,36 +111,75 @@ def content_hash(splits: Splits, *settings) -> str:
     return h.hexdigest()[:20]
 
 
+def _tune_task(box: list, trials: int, seed: int) -> TunedTeacher:
+    """The validation search of the tuned member, on the shared training and validation rows (no test rows)."""
+    import ray
+
+    data = ray.get(box[0])
+    return tune_lightgbm(data["X"], data["y"], data["val"], data["y_val"], trials, seed)
+
+
 def train_default_teachers(
-    splits: Splits, n_trees: int, folds: int, seed: int, progress=None, names=DEFAULT_TEACHERS
+    splits: Splits, n_trees: int, folds: int, seed: int, progress=None, names=DEFAULT_TEACHERS, tune_trials: int = 0
 ) -> TeacherSet:
-    """Cross-fitted default ensemble, cached in ``runs_dir()/distill_cache`` by content hash."""
+    """Cross-fitted default ensemble, cached in ``runs_dir()/distill_cache`` by content hash.
+
+    With ``tune_trials`` > 0 a LightGBM tuned on validation (:func:`teacher_search.tune_lightgbm`) joins the
+    ensemble as ``lgbm_tuned``; its search runs as one Ray task beside the other members' fits, and its folds
+    start when it returns."""
     import ray
     from sklearn.model_selection import StratifiedKFold
 
-    cache = runs_dir() / "distill_cache" / f"teachers-{content_hash(splits, tuple(names), n_trees, folds, seed)}.pkl"
+    settings = (tuple(names), n_trees, folds, seed) + ((tune_trials,) if tune_trials else ())
+    cache = runs_dir() / "distill_cache" / f"teachers-{content_hash(splits, *settings)}.pkl"
     if cache.is_file():
         ts = pickle.loads(cache.read_bytes())
         ts.from_cache = True
         return ts
-    box = [ray.put({"X": splits.X_train, "y": splits.y_train, "val": splits.X_val, "test": splits.X_test})]
+    box = [
+        ray.put(
+            {
+                "X": splits.X_train,
+                "y": splits.y_train,
+                "val": splits.X_val,
+                "y_val": splits.y_val,
+                "test": splits.X_test,
+            }
+        )
+    ]
     remote = ray.remote(**TASK_OPTIONS)(_fold_task)
     n = len(splits.y_train)
     fold_idx = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), splits.y_train))
-    jobs = {}
-    for name in names:
+    jobs: dict = {}
+
+    def submit(name: str, params: dict | None = None) -> None:
         for f, (fit_rows, pred_rows) in enumerate(fold_idx):
-            jobs[remote.remote(box, name, n_trees, seed, fit_rows, pred_rows, [])] = (name, f)
-        jobs[remote.remote(box, name, n_trees, seed, np.arange(n), None, ["val", "test"])] = (name, "full")
+            jobs[remote.remote(box, name, n_trees, seed, fit_rows, pred_rows, [], params)] = (name, f)
+        jobs[remote.remote(box, name, n_trees, seed, np.arange(n), None, ["val", "test"], params)] = (name, "full")
+
+    names = list(names)
+    tuned = None
+    if tune_trials:
+        jobs[ray.remote(**TASK_OPTIONS)(_tune_task).remote(box, tune_trials, seed)] = (TUNED, "search")
+        names.append(TUNED)
+    for name in names:
+        if name != TUNED:
+            submit(name)
+    n_fits = len(names) * (folds + 1) + bool(tune_trials)
     results = {}
     pending = list(jobs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         results[jobs[ready[0]]] = ray.get(ready[0])
+        if jobs[ready[0]] == (TUNED, "search"):
+            tuned = results[(TUNED, "search")]
+            before = set(jobs)
+            submit(TUNED, tuned.params)
+            pending += [r for r in jobs if r not in before]
         if progress:
-            progress(f"teachers: {len(results)}/{len(jobs)} fits (out-of-fold x{folds} + final)")
+            progress(f"teachers: {len(results)}/{n_fits} jobs (out-of-fold x{folds} + final, search of {TUNED})")
     k = splits.n_classes
-    ts = TeacherSet(names=list(names), train=[], val=[], test=[], out_of_fold=True)
+    ts = TeacherSet(names=names, train=[], val=[], test=[], out_of_fold=True, tuned=tuned)
     for name in names:
         oof = np.zeros((n, k))
         for f, (_, pred_rows) in enumerate(fold_idx):

@@ -59,6 +59,7 @@ class DriftDemoPlan:
     configs: int = 2
     teacher_trees: int = 100
     teacher_folds: int = 5  # out-of-fold teacher fits per teacher
+    teacher_tune_trials: int = 30  # the teacher's LightGBM member tuned on validation
     temperatures: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)  # distillation temperatures the retrain screens
     reference_rows: int = 2000  # reference rows mixed into the retrain
     min_samples: int = 20  # labelled requests per variant before the test may decide
@@ -76,6 +77,7 @@ QUICK = DriftDemoPlan(  # a stronger shift, so that fewer labels decide (the tes
     configs=1,
     teacher_trees=30,
     teacher_folds=2,
+    teacher_tune_trials=4,
     temperatures=(1.0,),
     reference_rows=1000,
 )
@@ -183,6 +185,7 @@ def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, state_db: 
             hpm_trials=plan.trials,
             teacher_trees=plan.teacher_trees,
             teacher_folds=plan.teacher_folds,
+            teacher_tune_trials=plan.teacher_tune_trials,
             temperatures=list(plan.temperatures),
             students=["lgbm"],
         ),
