@@ -282,6 +282,7 @@ ABLATIONS = (
     ("chain", {"chain": False}, "a student learns from the previous, simpler stage"),
     ("fusion", {"fusion": "best"}, "validation-weighted teachers beat the best single teacher"),
     ("augment", {"augment": True}, "teacher-labelled synthetic rows (off by default)"),
+    ("teacher_tune", {"teacher_tune_trials": 0}, "a LightGBM tuned on validation joins the teacher ensemble"),
 )
 
 

@@ -237,6 +237,12 @@ def test_the_watch_refuses_the_public_status_before_retraining(mlflow_uri, tmp_p
 def test_reference_rows_and_min_labels_must_fit_in_max_rows():
     """A retrain keeps ``reference_rows`` table rows and needs ``min_labels`` served rows within ``max_rows``: a
     spec where they cannot fit is refused when read, not after a drift."""
-    with pytest.raises(SpecError, match=r"reference_rows \(2000\) \+ min_labels \(200\) exceed the retrain's max_rows"):
+    with pytest.raises(
+        SpecError, match=r"reference_rows \(2000\) \+ min_labels \(1000\) exceed the retrain's max_rows"
+    ):
         load_spec(WatchSpec, None, {"distill": {"max_rows": 2000}})
+    # the held-out share of min_labels is the retrained version's drift reference: it must reach min_rows
+    with pytest.raises(SpecError, match=r"holds out 40 served rows.*min_rows \(200\): raise min_labels to 1000"):
+        load_spec(WatchSpec, None, {"min_labels": 200})
+    assert load_spec(WatchSpec, None, {"min_labels": 200, "min_rows": 40}).min_labels == 200
     assert load_spec(WatchSpec, None, {"distill": {"max_rows": 2000}, "source": "table"}).source == "table"

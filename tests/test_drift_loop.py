@@ -9,6 +9,7 @@ import time
 
 import lightgbm as lgb
 import mlflow
+import pandas as pd
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
@@ -131,6 +132,10 @@ def _watch(served, tmp_path, *extra):
             "2000",
             "--reference-rows",  # + --min-labels 200: within --max-rows
             "1000",
+            "--min-labels",
+            "200",
+            "--min-rows",  # 20 % of 200 held out: the retrained version's drift reference
+            "40",
             "--trials",
             "1",
             "--configs",
@@ -256,7 +261,10 @@ def test_drift_demo_promotes_the_retrained_model_and_the_control_takes_no_action
     assert decisions["decision.ab"] == f"started: challenger v{s['new_version']} at 10%"
     run_id = MlflowClient().get_model_version(MODEL, s["new_version"]).run_id
     ref = {a.path.split("/")[-1] for a in MlflowClient().list_artifacts(run_id, "drift_reference")}
-    assert ref == {"features.parquet", "outputs.parquet"}  # the new champion can be checked in turn
+    assert ref == {"features.parquet", "outputs.parquet"}
+    # the new champion can be checked in turn: its reference (the held-out shifted rows) reaches a check's minimum
+    reference = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/drift_reference/features.parquet"))
+    assert len(reference) == round(QUICK.detect_rows * 0.2) >= 40  # the demo's min_rows: 20 % of its min_labels
     # the retrain fitted on exactly the shifted rows the demo labelled (the control's stayed unlabelled) but those
     # held out for the gates and the drift reference: both lists name rows ("<request id>:<row>")
     fit = mlflow.artifacts.load_text(f"runs:/{run_id}/served_ids.txt").split()

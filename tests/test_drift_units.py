@@ -79,6 +79,20 @@ def test_the_window_is_the_newest_served_rows_of_the_app_with_their_answers(tmp_
     one.close(), two.close()
 
 
+def test_served_features_come_back_exactly(tmp_path):
+    """The retrain learns from, and the new reference is, what the log gives back: every float exact (pandas'
+    to_json would keep 10 decimal places), integers, strings and gaps as they were."""
+    plog = _log(tmp_path)
+    frame = pd.DataFrame({"v": [3.3e-12, 1.23456789e-7, np.nan], "n": [1, 2, 3], "town": ["a", None, "c"]})
+    rid = new_request_id()
+    plog.append([Prediction(rid, "app", "champion", "1", _frames(3)[1], model="m", features=frame)])
+    plog.join([Label(rid, [0, 1, 0])])
+    back = labelled_rows(plog, "app", "m").features
+    assert back["v"].tolist()[:2] == [3.3e-12, 1.23456789e-7] and np.isnan(back["v"].iloc[2])
+    assert back["n"].tolist() == [1, 2, 3] and back["town"].tolist()[0] == "a" and pd.isna(back["town"].iloc[1])
+    plog.close()
+
+
 def test_labelled_rows_join_features_to_late_labels_by_request_and_row(tmp_path):
     plog = _log(tmp_path)
     a, b, c, d, e = (new_request_id() for _ in range(5))

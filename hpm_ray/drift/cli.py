@@ -80,7 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="retrain on labelled served rows + --reference-rows of the table (served, default) or the table alone",
     )
     w.add_argument("--label-days", type=float, default=30.0, help="served rows of the last this many days (30)")
-    w.add_argument("--min-labels", type=int, default=200, help="labelled served rows a retrain needs (default 200)")
+    w.add_argument(
+        "--min-labels",
+        type=int,
+        default=1000,
+        help="labelled served rows a retrain needs (default 1000: its 20 %% held out, the new reference, is 200 rows)",
+    )
     w.add_argument(
         "--reference-rows", type=int, default=2000, help="rows of the table mixed into a served retrain (2000)"
     )

@@ -15,6 +15,7 @@ their difference.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -177,6 +178,7 @@ def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, state_db: 
         out=str(out),
         prediction_log=default_url(state_db),
         min_labels=min(200, plan.detect_rows // 2),
+        min_rows=math.ceil(min(200, plan.detect_rows // 2) * 0.2),  # 20 % of min_labels: the new version's reference
         reference_rows=plan.reference_rows,
         distill=DistillSpec(
             method="hpm",

@@ -8,6 +8,7 @@ metrics, each decision as a ``decision.<step>`` tag and a line of ``decisions.js
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -89,7 +90,9 @@ class WatchSpec(CheckSpec):
     # prediction log) + reference_rows rows of the table; "table" = the table alone (the loop before issue 18)
     source: Literal["served", "table"] = "served"
     label_days: float = Field(30.0, gt=0)
-    min_labels: int = Field(200, ge=2)  # labelled served rows a retrain needs
+    # labelled served rows a retrain needs; their held-out test_size share becomes the new version's drift
+    # reference, so it must reach min_rows (1000 x 0.2 = 200 by default)
+    min_labels: int = Field(1000, ge=2)
     reference_rows: int = Field(2000, ge=0)
     traffic: float = Field(10.0, gt=0, lt=100)
     gates: str | None = None  # gates YAML; default: the app's configured gates
@@ -110,6 +113,13 @@ class WatchSpec(CheckSpec):
             raise SpecError(
                 f"reference_rows ({self.reference_rows}) + min_labels ({self.min_labels}) exceed the retrain's "
                 f"max_rows ({cap}): no room for the served rows it needs"
+            )
+        held = math.ceil(self.min_labels * self.distill.test_size)
+        if self.source == "served" and held < self.min_rows:
+            raise SpecError(
+                f"min_labels ({self.min_labels}) x test_size ({self.distill.test_size:g}) holds out {held} served "
+                f"rows, the retrained version's drift reference; a drift check needs min_rows ({self.min_rows}): "
+                f"raise min_labels to {math.ceil(self.min_rows / self.distill.test_size)} or lower min_rows"
             )
         return self
 

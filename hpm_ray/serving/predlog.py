@@ -219,6 +219,19 @@ class JoinResult:
         return STATUS[self.outcome]
 
 
+def features_json(frame: pd.DataFrame) -> str:
+    """``{"columns", "data"}`` of a feature frame, every float exact (``repr``; pandas' ``to_json`` keeps 10 decimal
+    places: 3.3e-12 would come back as 0), NaN as null, NumPy scalars as Python ones.
+
+    Examples
+    --------
+    >>> features_json(pd.DataFrame({"v": [3.3e-12, np.nan], "town": ["a", None]}))
+    '{"columns": ["v", "town"], "data": [[3.3e-12, "a"], [null, null]]}'
+    """
+    data = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+    return json.dumps({"columns": [str(c) for c in frame.columns], "data": data}, default=str)
+
+
 @dataclass(frozen=True)
 class ServedRequest:
     """An answered request as the drift loop reads it: its feature rows (``columns``, ``rows``: the decoded JSON)
@@ -324,7 +337,7 @@ class PredictionLog:
                 "model": r.model,
                 "variant": r.variant,
                 "time": float(r.time),
-                "features": r.features.to_json(orient="split", index=False),  # NaN -> null, NumPy types -> JSON
+                "features": features_json(r.features),
             }
             for r in records
             if r.features is not None
