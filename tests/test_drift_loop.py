@@ -166,7 +166,7 @@ def test_bad_input_is_refused_without_retraining(served, tmp_path, capsys):
     assert main(["drift", "check", "--app", APP, "--out", str(tmp_path)]) == 2  # nothing served yet
     assert "no served rows" in capsys.readouterr().err
     _send(served["url"], served["X"].iloc[:100])
-    assert _watch(served, tmp_path / "w") == 2  # 100 rows < --min-rows 200
+    assert _watch(served, tmp_path / "w", "--min-rows", "200", "--min-labels", "1000") == 2  # 100 rows < 200
     err = capsys.readouterr().err
     assert "only 100 served row(s)" in err and err.count("\n") == 1
     assert "no retrain" in _decisions(_last_watch_run().info.run_id)["decision.check"]
