@@ -328,7 +328,7 @@ def test_retrain_data_keeps_the_newest_served_rows_that_fit_max_rows_and_lists_e
     rows = _rows(list(range(100)), [0, 1] * 50)  # oldest first
     ref = (pd.DataFrame({"a": [-1] * 30, "b": [0.0] * 30}), np.array([0, 1] * 15))
     d = retrain_data(rows, ["a", "b"], ref, min_labels=20, reference_rows=30, max_rows=70, test_size=0.2)
-    assert len(d.X) == 70 and d.n_reference == 30 and d.n_served == 40
+    assert len(d.X) == 70 and d.n_reference == 30 and len(d.fit_ids) + len(d.held_out_ids) == 40
     served = sorted([*d.X["a"][: d.n_fit - 30], *d.held_out()[0]["a"]])
     assert served == list(range(60, 100))  # the newest 40
     assert sorted(int(i[1:-2]) for i in d.fit_ids + d.held_out_ids) == served

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from hpm_ray.errors import DataError
+from hpm_ray.errors import DataError, SpecError
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def make_splits(
         raise DataError(f"X has {len(X)} rows but y has {len(codes)}")
     idx = np.arange(len(X))
     if test_rows is not None and max_rows is not None:
-        raise ValueError("make_splits: give test_rows or max_rows, not both")
+        raise SpecError("make_splits: give test_rows or max_rows, not both")
     if max_rows is not None and max_rows < len(X):
         idx, _ = train_test_split(idx, train_size=max_rows, stratify=codes, random_state=seed)
     try:

@@ -35,10 +35,6 @@ class RetrainData:
     n_reference: int = 0  # reference table rows in the fit (all of it, for a retrain on the table alone)
 
     @property
-    def n_served(self) -> int:
-        return len(self.fit_ids) + len(self.held_out_ids)
-
-    @property
     def held_out_rows(self) -> np.ndarray:
         """Positions of the held-out block in ``X``."""
         return np.arange(self.n_fit, len(self.X))

@@ -728,7 +728,11 @@ def build_app(args: dict):
     )
     ray.get(actor.snapshot.remote())  # surfaces a failing actor here, not in a replica
     data = spec.model_dump()
-    router = ABRouter.options(**spec.scaling("router"), max_ongoing_requests=spec.max_ongoing_requests)
+    # a stopping replica hands over what it buffered (``ABRouter.__del__``: up to 5 s for shadows, 10 s for the
+    # state actor, then the log write): Serve's default 20 s would cut that short under load
+    router = ABRouter.options(
+        **spec.scaling("router"), max_ongoing_requests=spec.max_ongoing_requests, graceful_shutdown_timeout_s=60
+    )
     if spec.placement == "fast_path":
         return router.bind(data)
     variant = Variant.options(**spec.scaling("variant"), max_ongoing_requests=spec.max_ongoing_requests)

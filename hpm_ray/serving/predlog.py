@@ -232,6 +232,12 @@ def features_json(frame: pd.DataFrame) -> str:
     return json.dumps({"columns": [str(c) for c in frame.columns], "data": data}, default=str)
 
 
+def _served_request(r, **extra) -> ServedRequest:
+    """A ``served`` row (joined with its answer or its label) as the drift loop reads it."""
+    data = json.loads(r.features)
+    return ServedRequest(r.request_id, r.model, r.variant, r.time, data["columns"], data["data"], **extra)
+
+
 @dataclass(frozen=True)
 class ServedRequest:
     """An answered request as the drift loop reads it: its feature rows (``columns``, ``rows``: the decoded JSON)
@@ -527,20 +533,8 @@ class PredictionLog:
         found, n = [], 0
         with self.engine.connect() as conn:
             for r in conn.execute(query):
-                data = json.loads(r.features)
-                found.append(
-                    ServedRequest(
-                        r.request_id,
-                        r.model,
-                        r.variant,
-                        r.time,
-                        data["columns"],
-                        data["data"],
-                        str(r.version),
-                        json.loads(r.outputs),
-                    )
-                )
-                n += len(data["data"])
+                found.append(_served_request(r, version=str(r.version), outputs=json.loads(r.outputs)))
+                n += len(found[-1].rows)
                 if n >= rows:
                     break
         return found[::-1]
@@ -565,18 +559,7 @@ class PredictionLog:
         with self.engine.connect() as conn:
             found = []
             for r in conn.execute(query):
-                data = json.loads(r.features)
-                found.append(
-                    ServedRequest(
-                        r.request_id,
-                        r.model,
-                        r.variant,
-                        r.time,
-                        data["columns"],
-                        data["data"],
-                        labels=json.loads(r.label),
-                    )
-                )
+                found.append(_served_request(r, labels=json.loads(r.label)))
         return found
 
     def start_online(self, app: str, version: str, calibration: dict) -> tuple[dict, int]:
