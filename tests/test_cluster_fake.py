@@ -15,7 +15,7 @@ import yaml
 HERE = Path(__file__).parent
 CONFIG = HERE / "fake_cluster.yaml"
 SCRIPT = HERE / "cluster_scripts" / "fake_run.py"
-SPEC = "students: [logreg, tree]\ntemperatures: [2.0]\nalphas: [0.5, 0.9]\nlegacy_trials: 3\nteacher_trees: 40\nteacher_folds: 3\n"
+SPEC = "students: [logreg, tree]\ntemperatures: [2.0]\nalphas: [0.5, 0.9]\nlegacy_trials: 3\nteacher_trees: 40\nteacher_folds: 3\nteacher_tune_trials: 0\n"
 
 
 def test_fake_config_mirrors_cluster_yaml_and_passes_ray_validation():

@@ -234,7 +234,7 @@ def test_cli_distill_writes_outputs_and_registers(ray_session, mlflow_uri, tmp_p
     spec = tmp_path / "d.yaml"
     spec.write_text(
         "students: [lgbm, tree]\nalphas: [0.5, 0.9]\nhpm_trials: 2\nteacher_trees: 40\n"
-        "teacher_folds: 3\nmin_improvement: 0.0\n"
+        "teacher_folds: 3\nmin_improvement: 0.0\nteacher_tune_trials: 0\n"
     )
     out = tmp_path / "out"
     rc = main(
@@ -339,6 +339,7 @@ def test_multiclass_run_selects_by_log_loss(ray_session):
         legacy_trials=1,
         teacher_trees=30,
         teacher_folds=3,
+        teacher_tune_trials=0,
         progress=False,
     )
     df = d.run()

@@ -68,7 +68,7 @@ def student(ray_session, mlflow_uri, tmp_path_factory):
     (d / "new.csv").write_text(NEW_ROWS)
     (d / "spec.yaml").write_text(
         "students: [lgbm, logreg]\ntemperatures: [1.0, 2.0]\nalphas: [0.5]\nhpm_trials: 1\n"
-        "teacher_trees: 30\nteacher_folds: 3\nchain: false\n"
+        "teacher_trees: 30\nteacher_folds: 3\nchain: false\nteacher_tune_trials: 0\n"
     )
     rc = main(
         [

@@ -146,10 +146,10 @@ def status(url):
 
 def test_split_and_sticky_keys(models, launch):
     url = launch("ab-split", models["strong"], models["weak"], {"champion": 90, "challenger": 10})
-    out = fire(url, [rows(models, i) for i in range(1200)])  # share SD 0.0087: the 0.03 band is 3.5 SD
+    # the split's accuracy under load is test_router_scales_up_and_down_under_load_without_losing_a_record's (1,000
+    # requests); here both variants answer (P(no challenger in 240) = 0.9^240 ~ 1e-11)
+    out = fire(url, [rows(models, i) for i in range(240)])
     assert {s for s, _ in out} == {200}
-    share = sum(r["variant"] == "challenger" for _, r in out) / len(out)
-    assert abs(share - 0.10) <= 0.03
     versions = {r["variant"]: r["model_version"] for _, r in out}
     assert versions == {"champion": models["strong"], "challenger": models["weak"]}
     p = out[0][1]["predictions"][0]
@@ -162,10 +162,10 @@ def test_split_and_sticky_keys(models, launch):
     deadline = time.time() + 5
     while time.time() < deadline:
         m = status(url)["metrics"]
-        if m["champion"]["requests"] + m["challenger"]["requests"] == 1360:
+        if m["champion"]["requests"] + m["challenger"]["requests"] == 400:
             break
         time.sleep(0.3)
-    assert m["champion"]["requests"] + m["challenger"]["requests"] == 1360 and m["challenger"]["errors"] == 0
+    assert m["champion"]["requests"] + m["challenger"]["requests"] == 400 and m["challenger"]["errors"] == 0
     assert m["champion"]["latency_p50_ms"] > 0 and m["champion"]["latency_p99_ms"] >= m["champion"]["latency_p50_ms"]
     assert 0.5 <= m["champion"]["mean_confidence"] <= 1
 
@@ -457,7 +457,11 @@ def test_failing_challengers_are_rolled_back_and_users_get_the_champions_answers
             time.sleep(0.2)
         assert s["stage"] == "rolled_back" and "error rate" in s["history"][-1]["detail"], (label, s["last_decision"])
         assert s["metrics"]["challenger"]["errors"] >= 20 and s["metrics"]["champion"]["errors"] == 0, label
-    health = requests.get(url + "/healthz", timeout=10).json()
+    deadline = time.time() + 10  # the replica drops a rolled-back version when it applies the state change
+    while (health := requests.get(url + "/healthz", timeout=10).json())["loaded_versions"] != [models["strong"]]:
+        if time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert health["loaded_versions"] == [models["strong"]] and health["failed_versions"] == []
 
 
