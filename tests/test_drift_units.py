@@ -106,6 +106,8 @@ def test_labelled_rows_join_features_to_late_labels_by_request_and_row(tmp_path)
     assert labelled_rows(plog, "app", "m", since=12.0).ids == (f"{c}:0", f"{c}:1")  # the label window
     assert labelled_rows(plog, "app").ids[-1] == f"{e}:0"  # any model of the app
     assert labelled_rows(plog, "nope").labels == []
+    with pytest.raises(DataError, match=r"belong to other model\(s\) \['m', 'm2'\], none to 'm3'"):
+        labelled_rows(plog, "app", "m3")  # labels for another model only: said so, not "0 labelled rows"
     plog.close()
 
 

@@ -89,6 +89,12 @@ def labelled_rows(log: PredictionLog, app: str, model: str | None = None, since:
     """The served rows of ``app`` (of ``model``, from ``since``) joined to their labels, oldest first. A request
     whose label count differs from its rows is skipped (the join refuses such labels; an old log may hold one)."""
     requests = [r for r in log.labelled_served(app, model, since) if len(r.labels or ()) == len(r.rows)]
+    if not requests and model is not None:  # say where the labels went, if anywhere: a retrain refuses on this
+        others = sorted({r.model for r in log.labelled_served(app, None, since)} - {model})
+        if others:
+            raise DataError(
+                f"the labelled served rows of app {app!r} belong to other model(s) {others}, none to {model!r}"
+            )
     return LabelledRows(
         _features(requests),
         [v for r in requests for v in r.labels],
