@@ -6,6 +6,7 @@ Everything else asks this module, so that a laptop run and a cluster run differ 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -50,19 +51,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     # Workers do not log to MLflow (the driver does, from Tune callbacks and task results), so the only
     # thing they need from the driver's environment is to be as quiet as it is.
     runtime_env = None if verbose else {"env_vars": dict(QUIET_WORKER_ENV)}
-    if address:
-        from hpm_ray._compat import local_ray_on_loopback
+    from hpm_ray._compat import local_ray_on_loopback
 
+    if address:
         _check_reachable(address)
         _token_auth_for(address)
-        if _loopback_only(address):  # one init_ray started in another process: joined the way it was started
-            with local_ray_on_loopback():
-                ray.init(address=address, runtime_env=runtime_env, **kwargs)
-        else:
+        # one init_ray started in another process (loopback only) is joined the way it was started
+        with local_ray_on_loopback() if _loopback_only(address) else contextlib.nullcontext():
             ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
-        from hpm_ray._compat import local_ray_on_loopback
-
         # "local" always starts a fresh instance; a bare ray.init() would join any cluster it finds on the machine.
         # Its ports (GCS, raylet, object manager, workers, dashboard agent) listen on loopback only, as Serve's do.
         with local_ray_on_loopback():

@@ -480,7 +480,8 @@ class PredictionLog:
             return JoinResult(rid, "duplicate", f"request {rid} is already labelled; a second label is not counted")
         if not isinstance(lb.labels, list) or not lb.labels:
             return JoinResult(rid, "invalid", "labels must be a non-empty list")
-        matures = max(a.time + json.loads(a.outputs).get("matures_s", 0.0) for a in answers)
+        outputs = [json.loads(a.outputs) for a in answers]  # parsed once: the maturity check and the scores
+        matures = max(a.time + out.get("matures_s", 0.0) for a, out in zip(answers, outputs))
         if now < matures:  # a value "realised" before the horizon passed cannot be the forecast's target
             return JoinResult(
                 rid,
@@ -491,10 +492,8 @@ class PredictionLog:
             )
         try:
             scored = tuple(
-                Scored(
-                    a.variant, a.version, a.time, tuple(map(float, score_rows(json.loads(a.outputs), lb.labels, score)))
-                )
-                for a in answers
+                Scored(a.variant, a.version, a.time, tuple(map(float, score_rows(out, lb.labels, score))))
+                for a, out in zip(answers, outputs)
             )
         except InvalidLabel as exc:
             return JoinResult(rid, "invalid", f"request {rid}: {exc}")
