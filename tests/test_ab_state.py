@@ -262,6 +262,11 @@ def test_status_without_the_admin_token_shows_weights_and_counts_only(env):
 
     make, _, _ = env
     a = make()
+    # every variant is listed before its routers' first (batched) records arrive
+    assert {n: m["requests"] for n, m in public_status(a.status())["metrics"].items()} == {
+        "champion": 0,
+        "challenger": 0,
+    }
     a.record([("champion", True, 1.0, 0.8, True), ("challenger", False, 3.0, None, True)])
     a.mlflow_error = "MlflowException: connection refused at http://10.0.0.3:5000"
     full = a.status()

@@ -191,7 +191,9 @@ class ABState:
         out = {k: v for k, v in self.state.items() if k not in hidden}
         out["mlflow_run_id"] = self._run_id
         out["history"] = self.state["history"][-20:]
-        out["metrics"] = {name: self._metrics(name) for name in self.state["stats"]}
+        # every variant in the A/B is listed, with zero counts until its routers' first records arrive
+        live = [name for name, version in self.state["variants"].items() if version is not None]
+        out["metrics"] = {name: self._metrics(name) for name in dict.fromkeys([*live, *self.state["stats"]])}
         out["paired"] = _moments(self.state["diffs"]).n if self._paired() else None
         out["test"] = self._test_interval()
         out["policy"] = self.policy.model_dump()
@@ -202,7 +204,7 @@ class ABState:
         return out
 
     def _metrics(self, name: str) -> dict:
-        s = self.state["stats"][name]
+        s = self.state["stats"].get(name) or self._fresh_stats(name)
         lat = np.asarray(self.latency.get(name, ()), dtype=float)
         version = str(s.get("version"))
         m = _moments(self.state["scores"].get(version, [0, 0.0, 0.0]))
@@ -228,11 +230,11 @@ class ABState:
         radius = math.sqrt(m.variance) * float(boundary(m.n, t.alpha, t.rho2))
         return [m.mean - radius, m.mean + radius]
 
+    def _fresh_stats(self, name: str) -> dict:
+        return {"version": self.state["variants"].get(name), "requests": 0, "errors": 0, "conf_sum": 0.0, "conf_n": 0}
+
     def _stats(self, name: str) -> dict:
-        return self.state["stats"].setdefault(
-            name,
-            {"version": self.state["variants"].get(name), "requests": 0, "errors": 0, "conf_sum": 0.0, "conf_n": 0},
-        )
+        return self.state["stats"].setdefault(name, self._fresh_stats(name))
 
     # -- traffic -----------------------------------------------------------------------------------------
     def record(self, records: list[tuple]) -> None:
