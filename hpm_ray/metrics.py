@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
+
+# scikit-learn and SciPy are imported where a scorer needs them: the A/B state actor and the router replicas import
+# this module for the per-row losses only, and a cold start of theirs should not pay ~2 s for the rest.
 
 _EPS = 1e-12
 
@@ -140,6 +141,8 @@ def ks_statistic(y_true: np.ndarray, score: np.ndarray) -> float:
     s = np.asarray(score, dtype=float)
     if not (y == 1).any() or not (y == 0).any():
         raise ValueError("KS needs both classes in y_true")
+    from scipy import stats
+
     return float(stats.ks_2samp(s[y == 1], s[y == 0], method="asymp").statistic)  # (no exact p-value: faster)
 
 
@@ -246,6 +249,8 @@ def log_loss_rows(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
 
 def log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
     """Mean negative log-probability of the true class (scikit-learn's ``log_loss`` over all k classes)."""
+    from sklearn import metrics as skm
+
     p = _as_matrix(proba)
     return float(skm.log_loss(_codes(y_true), p, labels=np.arange(p.shape[1])))
 
@@ -260,29 +265,35 @@ def brier_rows(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
 
 def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:
     """Mean squared distance to the one-hot label; binary uses the usual (p1 - y)^2 form (halved sum)."""
+    from sklearn import metrics as skm
+
     p = _as_matrix(proba)
     return float(skm.brier_score_loss(_codes(y_true), p, labels=np.arange(p.shape[1]), scale_by_half="auto"))
 
 
 def accuracy(y_true: np.ndarray, proba: np.ndarray) -> float:
+    from sklearn import metrics as skm
+
     return float(skm.accuracy_score(_codes(y_true), _as_matrix(proba).argmax(axis=1)))
 
 
 def f1_score(y_true: np.ndarray, proba: np.ndarray, average: str) -> float:
     """F1 of the arg-max class: ``average="macro"`` (each class counts equally) or ``"binary"`` (class 1)."""
-    return _prf(skm.f1_score, y_true, proba, average)
+    return _prf("f1_score", y_true, proba, average)
 
 
 def precision(y_true: np.ndarray, proba: np.ndarray, average: str) -> float:
-    return _prf(skm.precision_score, y_true, proba, average)
+    return _prf("precision_score", y_true, proba, average)
 
 
 def recall(y_true: np.ndarray, proba: np.ndarray, average: str) -> float:
-    return _prf(skm.recall_score, y_true, proba, average)
+    return _prf("recall_score", y_true, proba, average)
 
 
 def per_class(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """``precision_<c>`` and ``recall_<c>`` of every class code c (0 where a class is never predicted/present)."""
+    from sklearn import metrics as skm
+
     p = _as_matrix(proba)
     labels = np.arange(p.shape[1])
     prec, rec, _, _ = skm.precision_recall_fscore_support(
@@ -294,7 +305,10 @@ def per_class(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     }
 
 
-def _prf(fn, y_true, proba, average: str) -> float:
+def _prf(name: str, y_true, proba, average: str) -> float:
+    from sklearn import metrics as skm
+
+    fn = getattr(skm, name)
     p = _as_matrix(proba)
     kw = {"pos_label": 1} if average == "binary" else {"labels": np.arange(p.shape[1])}
     return float(fn(_codes(y_true), p.argmax(axis=1), average=average, zero_division=0.0, **kw))
@@ -302,6 +316,8 @@ def _prf(fn, y_true, proba, average: str) -> float:
 
 def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float:
     """ROC AUC (scikit-learn's ``roc_auc_score``); multiclass is macro one-vs-rest."""
+    from sklearn import metrics as skm
+
     p = _as_matrix(proba)
     y = _codes(y_true)
     if p.shape[1] == 2:

@@ -692,10 +692,30 @@ def _malformed(models, rng: random.Random) -> tuple[bytes, dict]:
 ENDPOINTS = (("/predict", {}), ("/feedback", LABELLER), ("/ab/start", AUTH))
 
 
-def test_fuzz_malformed_requests_get_4xx(models, launch):
+@pytest.fixture(scope="module")
+def guarded(models, serve_port):
+    """One app for the fuzz and the auth tests (the fuzz runs first and must leave it as it found it)."""
+    from hpm_ray.serving import start_ab, stop
+
+    name = "ab-guarded"
+    yield start_ab(
+        NAME,
+        models["strong"],
+        models["weak"],
+        {"champion": 90, "challenger": 10},
+        port=serve_port,
+        token=TOKEN,
+        feedback_token=FEEDBACK,
+        app_name=name,
+        resume=False,
+    )
+    stop(name)
+
+
+def test_fuzz_malformed_requests_get_4xx(models, guarded):
     """1,000 malformed bodies over /predict, /feedback and an admin endpoint, some of them chunked and over the
     size limit: every one a 4xx with a JSON reason, and the app answers normally afterwards."""
-    url = launch("ab-fuzz", models["strong"], models["weak"], {"champion": 50, "challenger": 50})
+    url = guarded
     rng = random.Random(7)
     cases = [(*ENDPOINTS[i % 3], *_malformed(models, rng)) for i in range(1000)]
     chunk = b" " * 100_000  # 10 chunks and 3 bytes: over the 1 MB limit only at the end, sent without Content-Length
@@ -719,10 +739,10 @@ def test_fuzz_malformed_requests_get_4xx(models, launch):
     assert status(url)["variants"]["challenger"] == models["weak"]  # no malformed admin call changed the A/B
 
 
-def test_admin_calls_need_the_token(models, launch, capsys, tmp_path):
+def test_admin_calls_need_the_token(models, guarded, capsys, tmp_path):
     from hpm_ray.cli import main
 
-    url = launch("ab-admin", models["strong"], models["weak"], {"champion": 90, "challenger": 10})
+    url = guarded
     # Done-when 6: labels move the rollout, so /feedback needs its own token: none 401, wrong (or admin's) 403
     _, answer = fire(url, [rows(models, 7)])[0]
     label = {"request_id": answer["request_id"], "label": int(models["y"][7])}
