@@ -23,6 +23,7 @@ from ray import serve
 from ray.exceptions import RayError
 
 from hpm_ray.config import Spec, load_spec
+from hpm_ray.errors import HPMError
 from hpm_ray.serving.client import FEEDBACK_TOKEN_ENV, TOKEN_ENV
 from hpm_ray.serving.models import InputSpec, ModelPool, confidence
 from hpm_ray.serving.online import adaptive, state_from_json
@@ -184,6 +185,7 @@ class ABRouter:
         )
         self.features: dict[str, InputSpec] = {}
         self.failed: dict[str, str] = {}  # versions this replica could not load: their requests count as errors
+        # build_app starts the state actor without waiting for it: it starts while this replica does
         self.snapshot = ray.get(self.state.snapshot.remote())
         for slot, version in self.snapshot["variants"].items():
             if not version or version in self.features:
@@ -683,7 +685,16 @@ class ABRouter:
 
 
 def build_app(args: dict):
-    """Application builder (``serve run serve/ab.yaml``, ``hpm-ray serve``): resolve refs, start the state actor."""
+    """Application builder of ``serve run serve/ab.yaml``: see :func:`build`."""
+    return build(args)[0]
+
+
+def build(args: dict):
+    """Resolve the versions, start the state actor and return the app with the actor's readiness ref.
+
+    The actor is not waited for: it starts while Serve starts the router replicas, which wait for it
+    (``ABRouter.__init__``); :func:`deploy` reads the ref to name the actor's error when a deploy fails.
+    """
     from hpm_ray import runtime
     from hpm_ray.registry.aliases import CHAMPION, resolve_version
     from hpm_ray.serving.predlog import default_url
@@ -712,8 +723,6 @@ def build_app(args: dict):
     init = initial_state(spec.model, refs["champion"], refs["challenger"], refs["shadow"], spec.challenger_traffic)
     if not spec.resume:
         kill_actor(spec.app_name)
-    import ray
-
     actor = ensure_actor(
         spec.app_name,
         db,
@@ -726,7 +735,7 @@ def build_app(args: dict):
         (log_spec.max_age_days, log_spec.max_rows),
         follow_alias=spec.champion == CHAMPION,  # served by alias: a promote or rollback in the registry moves it
     )
-    ray.get(actor.snapshot.remote())  # surfaces a failing actor here, not in a replica
+    ready = actor.snapshot.remote()
     data = spec.model_dump()
     # a stopping replica hands over what it buffered (``ABRouter.__del__``: up to 5 s for shadows, 10 s for the
     # state actor, then the log write): Serve's default 20 s would cut that short under load
@@ -734,12 +743,12 @@ def build_app(args: dict):
         **spec.scaling("router"), max_ongoing_requests=spec.max_ongoing_requests, graceful_shutdown_timeout_s=60
     )
     if spec.placement == "fast_path":
-        return router.bind(data)
+        return router.bind(data), ready
     variant = Variant.options(**spec.scaling("variant"), max_ongoing_requests=spec.max_ongoing_requests)
     # A challenger deployment always exists (``ab start`` may add one later); a shadow only when configured.
     slots = ("champion", "challenger", "shadow") if refs["shadow"] else ("champion", "challenger")
     handles = {slot: variant.options(name=f"Variant-{slot}").bind(data) for slot in slots}
-    return router.bind(data, handles)
+    return router.bind(data, handles), ready
 
 
 def start_ab(
@@ -771,11 +780,46 @@ def start_ab(
         **spec,
     }
     serve.start(http_options={"host": host, "port": int(port)})
-    app = build_app(args)
+    app, ready = build(args)
     name = str(args.get("app_name") or "hpm-ab")
     prefix = str(args.get("route_prefix") or "/")
-    serve.run(app, name=name, route_prefix=prefix)
+    deploy(app, ready, name, prefix)
     return f"http://{host}:{port}{prefix.rstrip('/')}"
+
+
+def deploy(app, ready, name: str, prefix: str = "/") -> None:
+    """``serve.run`` an app from :func:`build` while watching its state actor's readiness ref ``ready``.
+
+    The router replicas wait for that actor: if it cannot start, they fail and Serve retries them for a minute or
+    more, so the app is deleted at once and the actor's own error raised (one line).
+    """
+    import threading
+
+    import ray
+    from ray.exceptions import RayActorError
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve.run(app, name=name, route_prefix=prefix)
+        except Exception as exc:  # raised in the caller's thread below
+            failed.append(exc)
+
+    runner = threading.Thread(target=run, name=f"deploy-{name}", daemon=True)
+    runner.start()
+    while runner.is_alive():
+        if ray.wait([ready], timeout=0.5)[0]:
+            try:
+                ray.get(ready)
+            except RayActorError as exc:
+                serve.delete(name)  # ends serve.run ("application doesn't exist")
+                runner.join()
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                raise HPMError(f"the A/B state of app {name!r} could not start: {lines[-1]}") from None
+            runner.join()
+    if failed:
+        raise failed[0]
 
 
 def stop(app_name: str = "hpm-ab") -> None:

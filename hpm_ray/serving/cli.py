@@ -214,7 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from hpm_ray.runtime import init_ray, require_free_port
     from hpm_ray.serving import ingress
-    from hpm_ray.serving.app import build_app, new_token, stop
+    from hpm_ray.serving.app import build, deploy, new_token, stop
 
     app_args, http = _serve_args(args.config)
     for key in ("model", "champion", "challenger", "placement", "token"):
@@ -230,13 +230,13 @@ def _serve(args: argparse.Namespace) -> int:
     require_free_port(host, port, args.address)
     # (--direct-ingress: hpm_ray.cli.main has put the flag in this process's environment for Serve to read)
     init_ray(args.address, args.num_cpus, args.verbose)
-    application = build_app(app_args)  # resolves versions first: an unknown model or alias fails here, exit 2
+    application, ready = build(app_args)  # resolves versions first: an unknown model or alias fails here, exit 2
     serve.start(http_options={"host": host, "port": port})
     name = app_args.get("app_name", "hpm-ab")
     prefix = app_args.get("route_prefix", "/")
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops as cleanly as Ctrl-C
     try:
-        serve.run(application, name=name, route_prefix=prefix)
+        deploy(application, ready, name, prefix)
         urls = ingress.replica_urls(name, host, timeout=10.0) if args.direct_ingress else []
         if args.direct_ingress and not urls:
             raise HPMError(
