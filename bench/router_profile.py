@@ -6,11 +6,13 @@ LightGBM 100 trees on the credit data. Stages are timed alternately in ``--reps`
 so a noisy machine slows them alike. Not in the table: Serve's proxy and ASGI hops, the batch queue's wait
 (``batch_wait_timeout_s``, 2 ms by default, for a lone request). What runs off the request path, in the same
 process (so it competes for its CPU under load), is shown per request below the table: the prediction log's
-batched write, with the served feature rows the drift loop reads (every request at ``served_fraction: 1``).
+batched write, with the served feature rows the drift loop reads (every request at ``served_fraction: 1``), and
+the part of it those rows cost (the same batches are also written, without them, to a second log).
 Usage: ``python bench/router_profile.py``.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -63,6 +65,7 @@ def main() -> None:
     )
     record = ABRouter.func_or_class._record
     plog = PredictionLog(f"sqlite:///{runs_dir() / 'predictions.sqlite'}")
+    bare_log = PredictionLog(f"sqlite:///{runs_dir() / 'bare.sqlite'}")  # the same batches without feature rows
     weights = {"champion": 90.0, "challenger": 10.0}
 
     def profile(n: int) -> None:
@@ -101,22 +104,23 @@ def main() -> None:
         def log_write():  # off the request path: one batch per flush (predictions + served feature rows)
             if len(replica.predictions) >= 100:
                 batch, replica.predictions[:] = list(replica.predictions), []
+                t = time.perf_counter_ns()
+                bare_log.append([dataclasses.replace(r, features=None) for r in batch])  # predictions alone
+                t2 = time.perf_counter_ns()
                 plog.append(batch)
-                return len(batch)
-            return 0
+                logged["n"] += len(batch)
+                logged["bare"] += t2 - t
+                logged["full"] += time.perf_counter_ns() - t2
 
         stages = {"parse": parse, "route": route, "model": model_call, "record": rec, "respond": respond}
         times: dict[str, list[float]] = {k: [] for k in stages}
-        log_ns, logged = 0, 0
+        logged = {"n": 0, "bare": 0, "full": 0}
         for _ in range(args.reps):
             for name, fn in stages.items():
                 t = time.perf_counter_ns()
                 fn()
                 times[name].append(time.perf_counter_ns() - t)
-            t = time.perf_counter_ns()
-            k = log_write()
-            if k:
-                log_ns, logged = log_ns + time.perf_counter_ns() - t, logged + k
+            log_write()
         med = {k: float(np.median(v)) / 1000 for k, v in times.items()}
         total = sum(med.values())
         print(f"\n{n}-row /predict: {total:.0f} us in the router's code (median per stage, {args.reps} reps)")
@@ -124,10 +128,11 @@ def main() -> None:
         print("|---|---:|---:|")
         for k, v in med.items():
             print(f"| {k} | {v:.0f} | {100 * v / total:.0f} % |")
-        if logged:
+        if logged["n"]:
+            full, alone = logged["full"] / logged["n"] / 1000, logged["bare"] / logged["n"] / 1000
+            print(f"| (off path) prediction log write with the served feature rows, per request | {full:.0f} | - |")
             print(
-                f"| (off path) prediction log write with the served feature rows, per request | "
-                f"{log_ns / logged / 1000:.0f} | - |"
+                f"| (off path) of which the served rows (the same write without them: {alone:.0f}) | {full - alone:.0f} | - |"
             )
 
     for n in (1, 100):

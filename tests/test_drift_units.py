@@ -80,16 +80,39 @@ def test_the_window_is_the_newest_served_rows_of_the_app_with_their_answers(tmp_
 
 
 def test_served_features_come_back_exactly(tmp_path):
-    """The retrain learns from, and the new reference is, what the log gives back: every float exact (pandas'
-    to_json would keep 10 decimal places), integers, strings and gaps as they were."""
+    """The retrain learns from, and the new reference is, what the log gives back. A frame of one numeric dtype is
+    stored packed (bytes, not per-cell JSON): floats bit for bit (-0.0, the smallest subnormal, NaN), integers
+    beyond 2**53 as integers. Any other frame is JSON rows: every float exact (pandas' to_json would keep 10
+    decimal places), integers, strings and gaps as they were. A row an older router stored as JSON rows reads as
+    it did."""
+    import sqlalchemy as sa
+
     plog = _log(tmp_path)
-    frame = pd.DataFrame({"v": [3.3e-12, 1.23456789e-7, np.nan], "n": [1, 2, 3], "town": ["a", None, "c"]})
-    rid = new_request_id()
-    plog.append([Prediction(rid, "app", "champion", "1", _frames(3)[1], model="m", features=frame)])
-    plog.join([Label(rid, [0, 1, 0])])
-    back = labelled_rows(plog, "app", "m").features
+    mixed = pd.DataFrame({"v": [3.3e-12, 1.23456789e-7, np.nan], "n": [1, 2, 3], "town": ["a", None, "c"]})
+    floats = pd.DataFrame({"x": [-0.0, 5e-324, np.nan], "y": [1e308, 0.1, 1 / 3]})
+    ints = pd.DataFrame({"i": [2**62 + 1, -(2**62), 7], "j": [1, 2, 3]})
+    ids = [new_request_id() for _ in range(4)]
+    frames = [("mixed", mixed), ("f", floats), ("i", ints), ("f", floats)]
+    plog.append(
+        [Prediction(r, "app", "champion", "1", _frames(3)[1], model=m, features=f) for r, (m, f) in zip(ids, frames)]
+    )
+    s = plog.served.c
+    with plog.engine.begin() as conn:  # ids[3] as a router wrote it before the packed form: JSON rows
+        rows = {"columns": ["x", "y"], "data": [[0.5, None], [2.0, 3.0], [1e-300, 4.0]]}
+        conn.execute(plog.served.update().where(s.request_id == ids[3]).values(features=json.dumps(rows)))
+        stored = json.loads(conn.execute(sa.select(s.features).where(s.request_id == ids[1])).scalar_one())
+    assert "zlib" in stored and "data" not in stored
+    assert [j.outcome for j in plog.join([Label(r, [0, 1, 0]) for r in ids])] == ["joined"] * 4
+    back = labelled_rows(plog, "app", "mixed").features
     assert back["v"].tolist()[:2] == [3.3e-12, 1.23456789e-7] and np.isnan(back["v"].iloc[2])
     assert back["n"].tolist() == [1, 2, 3] and back["town"].tolist()[0] == "a" and pd.isna(back["town"].iloc[1])
+    back = labelled_rows(plog, "app", "f").features
+    x = back["x"].to_numpy()
+    assert np.signbit(x[0]) and x[0] == 0 and x[1] == 5e-324 and np.isnan(x[2])
+    assert back["y"].tolist()[:3] == [1e308, 0.1, 1 / 3]
+    assert x[3:].tolist() == [0.5, 2.0, 1e-300] and np.isnan(back["y"].iloc[3])
+    back = labelled_rows(plog, "app", "i").features
+    assert back["i"].tolist() == [2**62 + 1, -(2**62), 7] and back["j"].tolist() == [1, 2, 3]
     plog.close()
 
 
