@@ -808,6 +808,28 @@ def test_serve_cli_refuses_unknown_model(tmp_path, ray_session, capsys):
     assert "placement" in capsys.readouterr().err
 
 
+def test_serve_cli_says_why_the_state_actor_could_not_start(models, serve_port, tmp_path, capsys):
+    """The router replicas wait for the state actor: when it cannot start, the deploy fails with the actor's own
+    error as the one line the CLI prints, and no app is left behind."""
+    from ray import serve
+
+    from hpm_ray.cli import main
+
+    cfg = tmp_path / "ab.yaml"
+    log = tmp_path / "log.sqlite"
+    cfg.write_text(
+        f"app_name: ab-nostate\nresume: false\nstate_db: {tmp_path / 'missing' / 'ab.sqlite'}\n"
+        f"prediction_log: {{url: 'sqlite:///{log}'}}\n"
+    )
+    argv = ["serve", "--config", str(cfg), "--model", NAME, "--champion", models["strong"], "--port", str(serve_port)]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "hpm-ray: error: the A/B state of app 'ab-nostate' could not start: " + (
+        "sqlite3.OperationalError: unable to open database file"
+    )
+    assert "ab-nostate" not in serve.status().applications
+
+
 def test_direct_ingress_serves_the_same_app_without_the_proxy(models, tmp_path, loopback_port, lines_until):
     """``hpm-ray serve --direct-ingress`` (its own local Ray, in a subprocess): the router replica's own port
     answers like the proxy's, shares its A/B state and checks the admin token too."""

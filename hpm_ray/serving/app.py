@@ -788,38 +788,25 @@ def start_ab(
 
 
 def deploy(app, ready, name: str, prefix: str = "/") -> None:
-    """``serve.run`` an app from :func:`build` while watching its state actor's readiness ref ``ready``.
+    """``serve.run`` an app from :func:`build`; ``ready``: its state actor's readiness ref.
 
-    The router replicas wait for that actor: if it cannot start, they fail and Serve retries them for a minute or
-    more, so the app is deleted at once and the actor's own error raised (one line).
+    The router replicas wait for that actor: if it cannot start, they fail with it, Serve gives up after its
+    retries, and the actor's own error is raised (one line) instead of Serve's.
     """
-    import threading
-
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import GetTimeoutError, RayActorError
 
-    failed: list[BaseException] = []
-
-    def run() -> None:
+    try:
+        serve.run(app, name=name, route_prefix=prefix)
+    except Exception:
         try:
-            serve.run(app, name=name, route_prefix=prefix)
-        except Exception as exc:  # raised in the caller's thread below
-            failed.append(exc)
-
-    runner = threading.Thread(target=run, name=f"deploy-{name}", daemon=True)
-    runner.start()
-    while runner.is_alive():
-        if ray.wait([ready], timeout=0.5)[0]:
-            try:
-                ray.get(ready)
-            except RayActorError as exc:
-                serve.delete(name)  # ends serve.run ("application doesn't exist")
-                runner.join()
-                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-                raise HPMError(f"the A/B state of app {name!r} could not start: {lines[-1]}") from None
-            runner.join()
-    if failed:
-        raise failed[0]
+            ray.get(ready, timeout=10)
+        except RayActorError as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise HPMError(f"the A/B state of app {name!r} could not start: {lines[-1]}") from None
+        except GetTimeoutError:
+            pass
+        raise
 
 
 def stop(app_name: str = "hpm-ab") -> None:
