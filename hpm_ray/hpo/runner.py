@@ -326,6 +326,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     import mlflow
 
     from hpm_ray.hpo.baselines import (
+        NAIVE,
         Baseline,
         Blocks3,
         baselines,
@@ -334,7 +335,7 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
         score_baseline,
     )
     from hpm_ray.hpo.evaluate import score_forecasts
-    from hpm_ray.hpo.pyfunc import NaiveForecaster, QuantileForecaster
+    from hpm_ray.hpo.pyfunc import NaiveForecaster, QuantileForecaster, ScaledForecaster
     from hpm_ray.metrics import pinball_rows
     from hpm_ray.registry import log_and_register
 
@@ -350,21 +351,26 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     # quantiles on test
     tuned_loss = pinball_rows(y[b.test], sc.q_final, q)
     blocks3 = Blocks3(b.train, b.validation, b.test, hz.data.folds)
-    bases = baselines(hz.X["ret_1"].to_numpy(dtype=float), y, blocks3, hz.h, q)
+    bases = baselines(hz.X, y, blocks3, hz.h, q)
     tuned_family = hz.data.learner.short
     family = choose_family(
         {tuned_family: best["score"], **{base.name: base.val_pinball for base in bases}}, tuned_family
     )
     bases.append(Baseline(untuned, sd.q_final))
     base_entries = {base.name: score_baseline(base, y[b.test], tuned_loss, hz.h, q) for base in bases}
-    naive = base_entries["naive"]["test_pinball"]
-    if family.registered == tuned_family:
+    naive = base_entries[NAIVE]["test_pinball"]
+    tuned_ships = family.registered == tuned_family
+    if tuned_ships:
         shipped = sc
-    else:  # the naive baseline ships: unconditional quantiles of train + validation, calibrated like the model
+    else:  # a baseline ships, fitted on train + validation as scored, calibrated like the model
+        model = next(base.model for base in bases if base.name == family.registered)  # None: naive
         naive_q = np.quantile(y[b.search], q)
-        tile = lambda rows: np.tile(naive_q, (len(rows), 1))
+
+        def forecast(rows: np.ndarray) -> np.ndarray:
+            return np.tile(naive_q, (len(rows), 1)) if model is None else model(hz.X.iloc[rows])
+
         shipped = score_forecasts(
-            tile(b.calibration), y[b.calibration], tile(b.test), y[b.test], q, hz.h, spec.aci_gamma, plan
+            forecast(b.calibration), y[b.calibration], forecast(b.test), y[b.test], q, hz.h, spec.aci_gamma, plan
         )
     m, cq = shipped.metrics, shipped.conformal
     n_pruned = sum(r.pruned for r in records)
@@ -374,7 +380,6 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
     if str(hz.h) not in registered:
         exp_id = mlflow.active_run().info.experiment_id
         with mlflow.start_run(run_name=f"h{hz.h}-model", nested=True, experiment_id=exp_id):
-            tuned_ships = family.registered == tuned_family
             params = {"rounds": best["rounds"], **best["config"]} if tuned_ships else {}
             mlflow.log_params({"horizon": hz.h, "learner": spec.learner, "family": family.registered, **params})
             reg_metrics = {k: v for k, v in m.items() if np.isfinite(v)}
@@ -386,15 +391,16 @@ def _finish_horizon(hz: Horizon, spec: HPOSpec, records, tuned, default, state, 
                 }
             )
             mlflow.log_metrics(reg_metrics)
-            model = (
-                QuantileForecaster(
+            if tuned_ships:
+                pyfunc = QuantileForecaster(
                     tuned.model, cq, hz.X, hz.h, spec.scale_by, scale_rows(hz.X, hz.h, spec, b)[1], shipped.online
                 )
-                if tuned_ships
-                else NaiveForecaster(naive_q, cq, hz.X, hz.h, shipped.online)
-            )
+            elif model is None:
+                pyfunc = NaiveForecaster(naive_q, cq, hz.X, hz.h, shipped.online)
+            else:
+                pyfunc = ScaledForecaster(model, cq, hz.X, hz.h, shipped.online)
             mv = log_and_register(
-                model,
+                pyfunc,
                 f"{spec.model_prefix}-h{hz.h}",
                 kind="quantile_forecaster",
                 metrics=reg_metrics,
