@@ -25,6 +25,9 @@ def ewma_column(decay: float) -> str:
     return f"ewma_vol_{decay:g}"
 
 
+STATE_COLUMNS = (*(ewma_column(d) for d in EWMA_DECAYS), *HAR_COLUMNS)  # every column :func:`volatility_state` adds
+
+
 def ewma_vol(r: np.ndarray, decay: float) -> np.ndarray:
     """sqrt of ``sum_k decay^k r_{t-k}^2 / sum_k decay^k`` over the finite returns up to t.
 

@@ -118,7 +118,8 @@ class IntervalForecaster(SchemaPyfunc, ABC):
 
 class QuantileForecaster(IntervalForecaster):
     """Holds the tuned learner's quantile model (pickled with it), the fitted CQR margins and the target-scale
-    feature."""
+    feature. ``features``: the columns the model was fitted on, in order (None: every column of ``train``); the
+    input schema keeps every training column, so the tuned model and a baseline take the same feature rows."""
 
     def __init__(
         self,
@@ -129,13 +130,15 @@ class QuantileForecaster(IntervalForecaster):
         scale_by: str | None = None,
         scale_fill: float = 1.0,
         online: OnlineCalibration | None = None,
+        features: list[str] | None = None,
     ):
         self.model = model
         self.scale_by, self.scale_fill = scale_by, float(scale_fill)
+        self.features = None if features is None else list(features)
         self._bind(conformal, train, horizon, online)
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
-        X = frame.to_numpy(dtype=np.float32)
+        X = (frame if self.features is None else frame[self.features]).to_numpy(dtype=np.float32)
         raw = self.model.predict(X)
         if self.scale_by is not None:  # the models forecast volatility-standardized returns
             raw = raw * target_scale(frame[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
@@ -144,6 +147,7 @@ class QuantileForecaster(IntervalForecaster):
     def __setstate__(self, state: dict) -> None:
         if "boosters" in state:  # a version registered before learner plug-ins: a list of LightGBM boosters
             state["model"] = LightGBMQuantiles(state.pop("boosters"))
+        state.setdefault("features", None)  # ... or before the volatility-state columns: it reads every column
         super().__setstate__(state)
 
 
