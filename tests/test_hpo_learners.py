@@ -75,7 +75,13 @@ def test_a_forecaster_pickled_before_learner_plugins_still_predicts(heteroscedas
     state = pickle.loads(pickle.dumps(now)).__dict__
     state["boosters"] = state.pop("model").boosters
     del state["online"]  # and before online intervals in serving: it serves the static interval alone
+    del state["features"]  # and before the volatility-state columns: it reads every column
     before = QuantileForecaster.__new__(QuantileForecaster)
     before.__setstate__(state)
     pd.testing.assert_frame_equal(before.predict(None, frame), now.predict(None, frame))
     assert before.online is None and set(before.mlmodel_metadata()) == {"hpm_ray_input_schema"}
+    # feature rows with columns the model was not fitted on (a baseline's volatility state): it reads its own
+    wide = frame.assign(ewma_vol_0_94=1.0)[["ewma_vol_0_94", "a", "b", "c"]]
+    narrow = QuantileForecaster(model, cq, wide, horizon=1, features=["a", "b", "c"])
+    assert narrow.schema.names == ["ewma_vol_0_94", "a", "b", "c"]
+    pd.testing.assert_frame_equal(narrow.predict(None, wide), now.predict(None, frame))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hpm_ray.data.io import Series
+from hpm_ray.data.volstate import volatility_state
 from hpm_ray.errors import DataError
 
 DEFAULT_WINDOWS = (6, 24, 72, 168)
@@ -39,7 +40,8 @@ def ohlcv_features(
     windows: tuple[int, ...] = DEFAULT_WINDOWS,
     volume_cols: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Log returns, realised volatility, range and volume features; NaN during each window's warm-up."""
+    """Log returns, realised volatility, range and volume features, and the volatility states of
+    :mod:`hpm_ray.data.volstate`; NaN during each window's warm-up."""
     f = series.frame
     close = f[series.price_col].astype(float)
     logp = np.log(close)
@@ -66,6 +68,8 @@ def ohlcv_features(
         for w in windows:
             std = lv.rolling(w).std()
             out[f"{key}_z_{w}"] = (lv - lv.rolling(w).mean()) / std.where(std > 0)
+    # the volatility-scaled baselines' states (EWMA, HAR-RV): a registered baseline reads them from the row
+    out.update({k: pd.Series(v, index=f.index) for k, v in volatility_state(r1.to_numpy()).items()})
     if isinstance(f.index, pd.DatetimeIndex):
         hours = f.index.hour + f.index.minute / 60.0
         out["hour_sin"] = pd.Series(np.sin(2 * np.pi * hours / 24), index=f.index)

@@ -9,11 +9,15 @@ standardised h-bar return. :func:`choose_family` then picks what ships by valida
 
 - naive: unconditional training quantiles of the h-bar return.
 - rolling: empirical quantiles of the last N known h-bar returns.
-- ewma: RiskMetrics EWMA variance of 1-bar returns, x sqrt(h).
+- ewma: EWMA volatility of 1-bar returns (the ``ewma_vol_<decay>`` feature), x sqrt(h).
 - har: HAR-RV (Corsi 2009, J. Financial Econometrics 7(2)): the next h bars' realised variance regressed (OLS
-  on the training block) on the daily, weekly and monthly averages of realised variance.
+  on the training block) on the daily, weekly and monthly averages of realised variance (the ``rv_*`` features).
 - garch: GARCH(1,1) with Student-t innovations (``arch``) fitted on training 1-bar returns, filtered forward
   with those parameters, its variance forecasts summed over the next h bars.
+
+EWMA and HAR read their state from the feature row (:mod:`hpm_ray.data.volstate`): their scale
+(:class:`EwmaScale`, :class:`HarScale`) is one function of the row, used by the evaluation here and by the registered
+model (:class:`hpm_ray.hpo.pyfunc.ScaledForecaster`), so they ship like the tuned model when validation picks them.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from hpm_ray.data.volstate import EWMA_DECAYS, HAR_COLUMNS, MONTH, ewma_column
 from hpm_ray.errors import DataError
 from hpm_ray.metrics import mean_pinball, pinball_loss, pinball_rows
 
 ROLLING_WINDOWS = (720, 2160, 4320)  # bars: about 1, 3 and 6 months of hourly data
-EWMA_DECAYS = (0.94, 0.97, 0.99, 0.995)
-DAY, WEEK, MONTH = 24, 168, 720  # HAR windows in bars (hourly data)
 
 
 @dataclass(frozen=True)
@@ -50,14 +54,57 @@ class Blocks3:
         return self.folds or ((self.train, self.validation),)
 
 
+@dataclass(frozen=True)
+class EwmaScale:
+    """The EWMA baseline's h-bar scale at a row: its ``ewma_vol_<decay>`` feature x sqrt(h) (a random walk)."""
+
+    decay: float
+    h: int
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame[ewma_column(self.decay)].to_numpy(dtype=float) * math.sqrt(self.h)
+
+
+@dataclass(frozen=True)
+class HarScale:
+    """The HAR baseline's h-bar scale at a row: sqrt of ``coef . [1, rv_day, rv_week, rv_month]``, floored at
+    ``floor`` (OLS can go negative in a calm stretch); coefficients and floor fitted on the training block."""
+
+    coef: tuple[float, ...]
+    floor: float
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        X = frame[list(HAR_COLUMNS)].to_numpy(dtype=float)
+        return np.sqrt(np.maximum(self.coef[0] + X @ np.asarray(self.coef[1:]), self.floor))
+
+
+Scale = Callable[[pd.DataFrame], np.ndarray]  # feature rows -> the h-bar scale at each row
+
+
+@dataclass(frozen=True)
+class ScaledQuantiles:
+    """A baseline servable from feature rows: ``scale(row) x z``, with ``z`` the quantiles of the standardised
+    h-bar return on the rows it was fitted on."""
+
+    scale: Scale
+    z: np.ndarray
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.scale(frame)[:, None] * np.asarray(self.z)[None, :]
+
+
 @dataclass
 class Baseline:
-    """Test-block quantiles of one baseline, its setting and validation pinball (None: nothing chosen / scored)."""
+    """Test-block quantiles of one baseline, its setting and validation pinball (None: nothing chosen / scored).
+
+    ``model``: what a registered version of it forecasts with (EWMA and HAR; None for the others).
+    """
 
     name: str
     q_test: np.ndarray
     setting: float | None = None
     val_pinball: float | None = None
+    model: ScaledQuantiles | None = None
 
 
 def naive_quantiles(y_train: np.ndarray, quantiles, n: int) -> np.ndarray:
@@ -76,37 +123,15 @@ def _scaled(y, scale, fit_rows, rows, quantiles) -> np.ndarray:
 
 def rolling_quantiles(y: np.ndarray, rows: np.ndarray, h: int, window: int, quantiles) -> np.ndarray:
     """Quantiles of the labels of rows ``t - h - window + 1 .. t - h`` (all known at t) for each row t of ``rows``."""
-    out = np.empty((len(rows), len(quantiles)))
-    for k, t in enumerate(rows):
-        past = y[max(t - h - window + 1, 0) : t - h + 1]
-        if len(past) == 0:
-            raise DataError(f"row {t} has no label known {h} bars earlier for a rolling window")
-        out[k] = np.quantile(past, quantiles)
-    return out
-
-
-def ewma_vol(r: np.ndarray, decay: float) -> np.ndarray:
-    """RiskMetrics ``s2_t = decay s2_{t-1} + (1 - decay) r_t^2`` (known at t), started at r_0^2; returns sqrt."""
-    r2 = np.nan_to_num(np.asarray(r, dtype=float) ** 2)
-    s2 = np.empty_like(r2)
-    acc = r2[0]
-    for t, v in enumerate(r2):
-        acc = decay * acc + (1.0 - decay) * v
-        s2[t] = acc
-    return np.sqrt(s2)
-
-
-def har_regressors(r: np.ndarray) -> np.ndarray:
-    """Columns [1, RV_day, RV_week, RV_month] at each row: mean squared 1-bar return over 24, 168, 720 bars, x 24."""
-    r2 = np.nan_to_num(np.asarray(r, dtype=float) ** 2)
-    c = np.concatenate([[0.0], np.cumsum(r2)])
-    n = len(r2)
-    cols = [np.ones(n)]
-    for w in (DAY, WEEK, MONTH):
-        idx = np.arange(n)
-        lo = np.maximum(idx + 1 - w, 0)
-        cols.append((c[idx + 1] - c[lo]) / (idx + 1 - lo) * DAY)
-    return np.column_stack(cols)
+    rows = np.asarray(rows)
+    last = rows - h  # the newest label known at each row
+    if len(rows) and last.min() < 0:
+        raise DataError(f"row {rows[last < 0][0]} has no label known {h} bars earlier for a rolling window")
+    if not len(rows):
+        return np.empty((0, len(quantiles)))
+    lo = max(int(last.min()) - window + 1, 0)  # only the stretch the windows cover
+    roll = pd.Series(np.asarray(y, dtype=float)[lo : int(last.max()) + 1]).rolling(window, min_periods=1)
+    return np.column_stack([roll.quantile(t).to_numpy()[last - lo] for t in quantiles])
 
 
 def forward_rv(r: np.ndarray, h: int) -> np.ndarray:
@@ -119,14 +144,16 @@ def forward_rv(r: np.ndarray, h: int) -> np.ndarray:
     return out
 
 
-def har_scale(r: np.ndarray, h: int, train: np.ndarray) -> np.ndarray:
-    """sqrt of the HAR-RV forecast of the next h bars' realised variance, OLS-fitted on ``train`` rows."""
-    X, target = har_regressors(r), forward_rv(r, h)
-    fit = train[(train + h < len(r)) & (train >= MONTH)]
-    beta, *_ = np.linalg.lstsq(X[fit], target[fit], rcond=None)
-    pred = X @ beta
-    floor = np.quantile(target[fit], 0.01)  # OLS can go negative in a calm stretch
-    return np.sqrt(np.maximum(pred, floor))
+def fit_har(X: pd.DataFrame, h: int, train: np.ndarray) -> HarScale:
+    """OLS of the next h bars' realised variance (of ``X["ret_1"]``) on ``[1, rv_day, rv_week, rv_month]`` over the
+    ``train`` rows with a full month of history and a known target."""
+    design = np.column_stack([np.ones(len(X)), X[list(HAR_COLUMNS)].to_numpy(dtype=float)])
+    target = forward_rv(X["ret_1"].to_numpy(dtype=float), h)
+    fit = train[(train + h < len(X)) & (train >= MONTH)]
+    if len(fit) < len(HAR_COLUMNS) + 1:
+        raise DataError(f"the HAR baseline needs more than {MONTH} training rows, got {len(train)}")
+    beta, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
+    return HarScale(tuple(float(b) for b in beta), float(np.quantile(target[fit], 0.01)))
 
 
 def garch_h_variance(sigma2_next: np.ndarray, omega: float, alpha: float, beta: float, h: int) -> np.ndarray:
@@ -164,8 +191,11 @@ def fold_score(forecast: Forecast, y: np.ndarray, folds, quantiles) -> float:
     return float(np.mean([mean_pinball(y[va], forecast(fit, va), quantiles) for fit, va in folds]))
 
 
-def baselines(r: np.ndarray, y: np.ndarray, b: Blocks3, h: int, quantiles) -> list[Baseline]:
-    """Every baseline's test quantiles and validation pinball; settings chosen by that validation pinball."""
+def baselines(X: pd.DataFrame, y: np.ndarray, b: Blocks3, h: int, quantiles) -> list[Baseline]:
+    """Every baseline's test quantiles and validation pinball; settings chosen by that validation pinball.
+
+    ``X``: the feature rows, one per consecutive bar (``ret_1`` and the states of :mod:`hpm_ray.data.volstate`).
+    """
     q, folds = list(quantiles), b.val_folds
     search = np.concatenate([b.train, b.validation])
     score = lambda f: fold_score(f, y, folds, q)
@@ -178,13 +208,20 @@ def baselines(r: np.ndarray, y: np.ndarray, b: Blocks3, h: int, quantiles) -> li
     def scaled(scale: np.ndarray) -> Forecast:
         return lambda fit, rows: _scaled(y, scale, fit, rows, q)
 
+    def servable(name: str, options: dict[float | None, Scale]) -> Baseline:
+        at = {k: scale(X) for k, scale in options.items()}
+        scores = {k: score(scaled(v)) for k, v in at.items()}
+        k = min(scores, key=scores.get)
+        model = ScaledQuantiles(options[k], standardised_quantiles(y, at[k], search, q))
+        return Baseline(name, model(X.iloc[b.test]), k, scores[k], model)
+
     naive: Forecast = lambda fit, rows: naive_quantiles(y[fit], q, len(rows))
     out = [Baseline(NAIVE, naive(search, b.test), None, score(naive))]
     out.append(best("rolling", {float(n): _rolling(y, h, n, q) for n in ROLLING_WINDOWS}))
-    out.append(best("ewma", {lam: scaled(ewma_vol(r, lam) * math.sqrt(h)) for lam in EWMA_DECAYS}))
-    for name, fitted in (("har", har_scale), ("garch", garch_scale)):
-        f = scaled(fitted(r, h, b.train))
-        out.append(Baseline(name, f(search, b.test), None, score(f)))
+    out.append(servable("ewma", {lam: EwmaScale(lam, h) for lam in EWMA_DECAYS}))
+    out.append(servable("har", {None: fit_har(X, h, b.train)}))
+    garch = scaled(garch_scale(X["ret_1"].to_numpy(dtype=float), h, b.train))
+    out.append(Baseline("garch", garch(search, b.test), None, score(garch)))
     return out
 
 
@@ -192,8 +229,13 @@ def _rolling(y: np.ndarray, h: int, window: int, quantiles) -> Forecast:
     return lambda fit, rows: rolling_quantiles(y, rows, h, window, quantiles)
 
 
-NAIVE = "naive"  # the one baseline servable from a feature row (no state outside the row)
+NAIVE = "naive"
 BASELINES = (NAIVE, "rolling", "ewma", "har", "garch")  # the names :func:`baselines` returns
+# what a chosen baseline needs that no feature row carries: it cannot be registered as a pyfunc over the rows
+UNSERVABLE = {
+    "rolling": "the empirical quantiles of its last N labels (a window per horizon, quantile and N)",
+    "garch": "a GARCH filter run over the whole return history with parameters fitted on the training block",
+}
 
 
 @dataclass(frozen=True)
@@ -208,19 +250,18 @@ class Family:
 def choose_family(val_pinball: dict[str, float], tuned: str) -> Family:
     """The family with the lowest validation pinball (ties: a baseline over the tuned model, the simpler wins).
 
-    ``tuned`` names the tuned forecaster's family (its learner's short name: ``lgbm``, ``xgb``); it and naive are
-    the servable families.
-
-    A chosen family that needs a state the feature rows do not carry (rolling labels, an EWMA / HAR / GARCH
-    filter) cannot be registered as a pyfunc over those rows; the best servable family on validation is registered
-    instead, and ``reason`` says so.
+    ``tuned`` names the tuned forecaster's family (its learner's short name: ``lgbm``, ``xgb``). It, naive, EWMA and
+    HAR are registered as they were chosen (their state is in the feature row); a chosen family in
+    :data:`UNSERVABLE` cannot be registered as a pyfunc over the feature rows, so the best servable family on
+    validation is registered instead, and ``reason`` says so.
 
     Examples
     --------
     >>> choose_family({"lgbm": 0.0125, "naive": 0.0121, "ewma": 0.0123}, tuned="lgbm").registered
     'naive'
+    >>> choose_family({"lgbm": 0.0125, "naive": 0.0124, "garch": 0.0122, "har": 0.0123}, tuned="lgbm").registered
+    'har'
     """
-    servable = (tuned, NAIVE)
     ok = {k: v for k, v in val_pinball.items() if v is not None and math.isfinite(v)}
     if tuned not in ok:
         raise DataError("choosing a family needs the tuned forecaster's validation pinball")
@@ -228,15 +269,15 @@ def choose_family(val_pinball: dict[str, float], tuned: str) -> Family:
     chosen = min(ok, key=order)
     runner_up = min((k for k in ok if k != chosen), key=order, default=None)
     vs = "" if runner_up is None else f" ({ok[chosen]:.6g} vs {runner_up} {ok[runner_up]:.6g})"
-    if chosen in servable:
+    if chosen not in UNSERVABLE:
         what = "the tuned model ships" if chosen == tuned else "the baseline ships, not the tuned model"
         return Family(chosen, chosen, f"{chosen} has the lowest validation pinball{vs}: {what}")
-    registered = min((k for k in ok if k in servable), key=order)
+    registered = min((k for k in ok if k not in UNSERVABLE), key=order)
     return Family(
         chosen,
         registered,
-        f"{chosen} has the lowest validation pinball{vs} but needs a volatility or label state the feature rows do "
-        f"not carry, so it cannot be registered; registered {registered}, the best servable family on validation "
+        f"{chosen} has the lowest validation pinball{vs} but needs {UNSERVABLE[chosen]}, which no feature row "
+        f"carries, so it cannot be registered; registered {registered}, the best servable family on validation "
         f"({ok[registered]:.6g})",
     )
 

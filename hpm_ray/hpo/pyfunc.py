@@ -1,7 +1,8 @@
 """The registered model of one horizon: quantile forecasts and conformal intervals for new feature rows.
 
-The tuned family, any registered learner's models (:class:`QuantileForecaster`), or, when validation chose it, the naive baseline
-(:class:`NaiveForecaster`): both take the same feature rows and return the same columns.
+The tuned family, any registered learner's models (:class:`QuantileForecaster`), or, when validation chose it, the naive
+baseline (:class:`NaiveForecaster`) or a volatility-scaled one (:class:`ScaledForecaster`: EWMA, HAR, its state read
+from the row's features): all take the same feature rows and return the same columns.
 
 Input: the feature rows :func:`hpm_ray.data.features.ohlcv_features` builds from OHLCV bars (one row per
 bar, with the same windows as training; columns in any order, extra columns dropped), e.g. the forecast
@@ -20,6 +21,7 @@ import pandas as pd
 from mlflow.types.schema import ColSpec, DataType, Schema
 
 from hpm_ray.data.schema import FrameSchema
+from hpm_ray.hpo.baselines import ScaledQuantiles
 from hpm_ray.hpo.conformal import ConformalQuantiles, rearrange
 from hpm_ray.hpo.learners import QuantileModel
 from hpm_ray.hpo.lgbm import LightGBMQuantiles
@@ -98,6 +100,16 @@ class IntervalForecaster(SchemaPyfunc, ABC):
             out[FORECAST_KEY] = {"horizon": self.horizon, "bar_seconds": self.bar_seconds}
         return out
 
+    def _bind(
+        self, conformal: ConformalQuantiles, train: pd.DataFrame, horizon: int, online: OnlineCalibration | None
+    ) -> None:
+        """What every forecaster keeps: CQR margins, the training rows' schema and spacing, horizon, PID start."""
+        self.conformal = conformal
+        self.schema = FrameSchema.from_frame(train)
+        self.horizon = int(horizon)
+        self.online = online
+        self.bar_seconds = bar_seconds_of(train)
+
     def __setstate__(self, state: dict) -> None:
         state.setdefault("online", None)  # a version registered before online intervals in serving
         state.setdefault("bar_seconds", None)  # ... or before label maturity
@@ -106,7 +118,8 @@ class IntervalForecaster(SchemaPyfunc, ABC):
 
 class QuantileForecaster(IntervalForecaster):
     """Holds the tuned learner's quantile model (pickled with it), the fitted CQR margins and the target-scale
-    feature."""
+    feature. ``features``: the columns the model was fitted on, in order (None: every column of ``train``); the
+    input schema keeps every training column, so the tuned model and a baseline take the same feature rows."""
 
     def __init__(
         self,
@@ -117,17 +130,15 @@ class QuantileForecaster(IntervalForecaster):
         scale_by: str | None = None,
         scale_fill: float = 1.0,
         online: OnlineCalibration | None = None,
+        features: list[str] | None = None,
     ):
         self.model = model
-        self.conformal = conformal
-        self.schema = FrameSchema.from_frame(train)
-        self.horizon = int(horizon)
         self.scale_by, self.scale_fill = scale_by, float(scale_fill)
-        self.online = online
-        self.bar_seconds = bar_seconds_of(train)
+        self.features = None if features is None else list(features)
+        self._bind(conformal, train, horizon, online)
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
-        X = frame.to_numpy(dtype=np.float32)
+        X = (frame if self.features is None else frame[self.features]).to_numpy(dtype=np.float32)
         raw = self.model.predict(X)
         if self.scale_by is not None:  # the models forecast volatility-standardized returns
             raw = raw * target_scale(frame[self.scale_by].to_numpy(), self.horizon, self.scale_fill)[:, None]
@@ -136,6 +147,7 @@ class QuantileForecaster(IntervalForecaster):
     def __setstate__(self, state: dict) -> None:
         if "boosters" in state:  # a version registered before learner plug-ins: a list of LightGBM boosters
             state["model"] = LightGBMQuantiles(state.pop("boosters"))
+        state.setdefault("features", None)  # ... or before the volatility-state columns: it reads every column
         super().__setstate__(state)
 
 
@@ -161,11 +173,38 @@ class NaiveForecaster(IntervalForecaster):
         online: OnlineCalibration | None = None,
     ):
         self.quantiles = np.asarray(quantiles, dtype=float)
-        self.conformal = conformal
-        self.schema = FrameSchema.from_frame(train)
-        self.horizon = int(horizon)
-        self.online = online
-        self.bar_seconds = bar_seconds_of(train)
+        self._bind(conformal, train, horizon, online)
 
     def raw(self, frame: pd.DataFrame) -> np.ndarray:
         return np.tile(self.quantiles, (len(frame), 1))
+
+
+class ScaledForecaster(IntervalForecaster):
+    """A volatility-scaled baseline (EWMA, HAR) as a registered model: ``scale(row) x z`` per feature row, its
+    scale computed from the row's volatility-state features by the same function the baseline was scored with,
+    CQR-calibrated like the tuned model.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from hpm_ray.hpo.baselines import EwmaScale
+    >>> cq = ConformalQuantiles([0.05, 0.5, 0.95]).fit(np.tile([-1.0, 0.0, 1.0], (20, 1)), np.zeros(20))
+    >>> model = ScaledQuantiles(EwmaScale(0.94, 4), np.array([-1.5, 0.0, 1.5]))
+    >>> m = ScaledForecaster(model, cq, pd.DataFrame({"ewma_vol_0.94": [0.01]}), 4)
+    >>> m.predict(None, pd.DataFrame({"ewma_vol_0.94": [0.01, 0.02]}))["q_0.95"].round(6).tolist()  # 1.5 x 2 x vol
+    [0.03, 0.06]
+    """
+
+    def __init__(
+        self,
+        model: ScaledQuantiles,
+        conformal: ConformalQuantiles,
+        train: pd.DataFrame,
+        horizon: int,
+        online: OnlineCalibration | None = None,
+    ):
+        self.model = model
+        self._bind(conformal, train, horizon, online)
+
+    def raw(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.model(frame)
