@@ -707,6 +707,7 @@ def guarded(models, serve_port):
         token=TOKEN,
         feedback_token=FEEDBACK,
         app_name=name,
+        route_prefix="/guarded",  # lives beside the other tests' apps, which take "/"
         resume=False,
     )
     stop(name)

@@ -360,8 +360,8 @@ class ABRouter:
 
     # -- inference ----------------------------------------------------------------------------------------
     async def _infer(self, slot: str, version: str, frame):
-        if self.handles is None:
-            return await self.pool.predict(version, frame)
+        if self.handles is None:  # loaded at a state change (before the swap): never here
+            return await self.pool.predict(version, frame, load=False)
         return await self.handles[slot].predict.remote(version, frame)
 
     def _record(

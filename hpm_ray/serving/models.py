@@ -121,9 +121,14 @@ class ModelPool:
             return self._features[str(version)]
         return await asyncio.to_thread(self.load, version)
 
-    async def predict(self, version: str, frame: pd.DataFrame) -> pd.DataFrame:
+    async def predict(self, version: str, frame: pd.DataFrame, load: bool = True) -> pd.DataFrame:
+        """``version``'s answer for ``frame`` (batched with other calls); ``load=False``: only a version the pool
+        holds (a call routed just before a state change must not bring back the version it dropped)."""
         version = str(version)
-        await self.aload(version)
+        if load:
+            await self.aload(version)
+        elif version not in self._models:
+            raise KeyError(f"v{version} is not held by this replica any more")
         batcher = self._batchers.get(version)
         if batcher is None:
             thread = self._threads[version] = ThreadPoolExecutor(1, thread_name_prefix=f"predict-v{version}")
