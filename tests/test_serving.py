@@ -147,8 +147,8 @@ def status(url):
 def test_split_and_sticky_keys(models, launch):
     url = launch("ab-split", models["strong"], models["weak"], {"champion": 90, "challenger": 10})
     # the split's accuracy under load is test_router_scales_up_and_down_under_load_without_losing_a_record's (1,000
-    # requests); here both variants answer (P(no challenger in 240) = 0.9^240 ~ 1e-11)
-    out = fire(url, [rows(models, i) for i in range(240)])
+    # requests); here both variants answer (P(no challenger in 160) = 0.9^160 ~ 5e-8)
+    out = fire(url, [rows(models, i) for i in range(160)])
     assert {s for s, _ in out} == {200}
     versions = {r["variant"]: r["model_version"] for _, r in out}
     assert versions == {"champion": models["strong"], "challenger": models["weak"]}
@@ -162,10 +162,10 @@ def test_split_and_sticky_keys(models, launch):
     deadline = time.time() + 5
     while time.time() < deadline:
         m = status(url)["metrics"]
-        if m["champion"]["requests"] + m["challenger"]["requests"] == 400:
+        if m["champion"]["requests"] + m["challenger"]["requests"] == 320:
             break
         time.sleep(0.3)
-    assert m["champion"]["requests"] + m["challenger"]["requests"] == 400 and m["challenger"]["errors"] == 0
+    assert m["champion"]["requests"] + m["challenger"]["requests"] == 320 and m["challenger"]["errors"] == 0
     assert m["champion"]["latency_p50_ms"] > 0 and m["champion"]["latency_p99_ms"] >= m["champion"]["latency_p50_ms"]
     assert 0.5 <= m["champion"]["mean_confidence"] <= 1
 
@@ -180,7 +180,7 @@ def test_weights_change_live_under_load(models, launch):
     def load():
         s = requests.Session()
         i = 0
-        while len(results) < 700 and time.time() < stop_at:
+        while len(results) < 600 and time.time() < stop_at:
             sent = time.time()
             r = s.post(url + "/predict", json=rows(models, i), timeout=30)
             results.append((sent, r.status_code, r.json().get("variant") if r.status_code == 200 else r.text))
@@ -189,14 +189,14 @@ def test_weights_change_live_under_load(models, launch):
     threads = [threading.Thread(target=load) for _ in range(6)]
     for t in threads:
         t.start()
-    while len(results) < 250 and time.time() < stop_at:
+    while len(results) < 200 and time.time() < stop_at:
         time.sleep(0.05)
     r = requests.post(url + "/ab/weights", json={"champion": 50, "challenger": 50}, headers=AUTH, timeout=10)
     assert r.status_code == 200, r.text
     changed_at.append(time.time())
     for t in threads:
         t.join()
-    assert len(results) >= 650
+    assert len(results) >= 550
     assert [x for x in results if x[1] != 200] == []  # zero failed requests across the change
     after = [v for sent, _, v in results if sent > changed_at[0] + 0.5]
     before = [v for sent, _, v in results if sent < changed_at[0] - 0.5]
