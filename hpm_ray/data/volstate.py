@@ -2,7 +2,9 @@
 
 They are feature columns (:func:`hpm_ray.data.features.ohlcv_features` adds them), so a registered baseline
 forecasts from a feature row as the tuned model does, and the baselines' evaluation reads the same columns: what
-is scored is what is served.
+is scored is what is served. The states have long memories: rows built from a shorter price history than the
+model was evaluated on get other values (``rv_month`` averages 720 bars; the EWMA at 0.995 keeps 0.995^n of its
+weight beyond n bars, 2.7 % at 720, 0.06 % at 1,500). Build a served row from at least 1,500 bars.
 
 - ``ewma_vol_<decay>``: exponentially weighted volatility of 1-bar returns, one column per decay of
   :data:`EWMA_DECAYS` (the baseline chooses its decay on validation).

@@ -172,7 +172,11 @@ class ABRouter:
         from hpm_ray.serving.state import NAMESPACE, actor_name
 
         self.spec = ServeSpec.model_validate(spec)
-        self.state = ray.get_actor(actor_name(self.spec.app_name), namespace=NAMESPACE)
+        app = self.spec.app_name
+        try:
+            self.state = ray.get_actor(actor_name(app), namespace=NAMESPACE)
+        except ValueError:
+            raise RuntimeError(f"the A/B state actor of app {app!r} is not running") from None
         pl = self.spec.prediction_log
         self.predlog = PredictionLog(pl.url, pl.max_age_days, pl.max_rows)  # url resolved by build_app
         self.predictions: list[Prediction] = []  # written by _write_predictions, off the request path
@@ -185,8 +189,11 @@ class ABRouter:
         )
         self.features: dict[str, InputSpec] = {}
         self.failed: dict[str, str] = {}  # versions this replica could not load: their requests count as errors
-        # build_app starts the state actor without waiting for it: it starts while this replica does
-        self.snapshot = ray.get(self.state.snapshot.remote())
+        try:  # build() starts the state actor without waiting for it: it starts while this replica does
+            self.snapshot = ray.get(self.state.snapshot.remote())
+        except ray.exceptions.RayActorError as exc:
+            raise RuntimeError(f"the A/B state actor of app {app!r} could not start: {_last_line(exc)}") from None
+        self._refresh_lock = asyncio.Lock()  # one refresh at a time: an admin call's and the follow loop's
         for slot, version in self.snapshot["variants"].items():
             if not version or version in self.features:
                 continue
@@ -333,7 +340,10 @@ class ABRouter:
             log.warning("%d buffered predictions lost at shutdown", len(self.predictions))
 
     async def _refresh(self) -> None:
-        snap = await self.state.snapshot.remote()
+        async with self._refresh_lock:  # else an older snapshot still loading could be swapped in after a newer one
+            await self._apply(await self.state.snapshot.remote())
+
+    async def _apply(self, snap: dict) -> None:
         if snap["revision"] == self.snapshot["revision"]:
             return
         keep = self._versions(snap)
@@ -791,22 +801,32 @@ def deploy(app, ready, name: str, prefix: str = "/") -> None:
     """``serve.run`` an app from :func:`build`; ``ready``: its state actor's readiness ref.
 
     The router replicas wait for that actor: if it cannot start, they fail with it, Serve gives up after its
-    retries, and the actor's own error is raised (one line) instead of Serve's.
+    retries, and the actor's own error is raised (one line) instead of Serve's, with the app deleted. A deploy
+    that started no replica (scale to zero) waits for the actor instead.
     """
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError
 
     try:
         serve.run(app, name=name, route_prefix=prefix)
-    except Exception:
-        try:
-            ray.get(ready, timeout=10)
-        except RayActorError as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            raise HPMError(f"the A/B state of app {name!r} could not start: {lines[-1]}") from None
-        except GetTimeoutError:
-            pass
-        raise
+        failed = None
+    except Exception as exc:
+        failed = exc
+    try:  # resolved once a router replica started; with no replica yet (scale to zero) this waits for the actor
+        ray.get(ready, timeout=10 if failed else None)
+    except RayActorError as exc:
+        serve.delete(name)  # no app left behind an error (its route prefix stays free)
+        raise HPMError(f"the A/B state of app {name!r} could not start: {_last_line(exc)}") from None
+    except GetTimeoutError:
+        pass
+    if failed is not None:
+        raise failed
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of a Ray error's text: the user's exception (its traceback comes first)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def stop(app_name: str = "hpm-ab") -> None:
