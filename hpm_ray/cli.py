@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from hpm_ray import __version__
-from hpm_ray.errors import HPMError
+from hpm_ray.errors import HPMError, last_line
 
 # The process-wide settings of the ``hpm-ray`` process, made here and nowhere else in the package: a library
 # call (``AutoDistiller(...).run()`` in a notebook) leaves its caller's warnings and environment alone.
@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         cause = _root_cause(exc)
         if isinstance(cause, HPMError) or _is_registry_refusal(cause):
-            print(f"hpm-ray: error: {_last_line(cause)}", file=sys.stderr)
+            print(f"hpm-ray: error: {last_line(cause)}", file=sys.stderr)
             return 2
         if args.verbose:  # an internal failure: one line unless --verbose asks for the traceback
             raise
         print(
-            f"hpm-ray: internal error: {type(cause).__name__}: {_last_line(cause)} (rerun with --verbose for details)",
+            f"hpm-ray: internal error: {type(cause).__name__}: {last_line(cause)} (rerun with --verbose for details)",
             file=sys.stderr,
         )
         return 1
@@ -133,11 +133,6 @@ def _is_registry_refusal(exc: BaseException) -> bool:
         "RESOURCE_DOES_NOT_EXIST",
         "RESOURCE_ALREADY_EXISTS",
     )
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else ""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,3 +15,9 @@ class DataError(HPMError):
 
 class SpecError(HPMError):
     """An experiment spec or a CLI flag is invalid."""
+
+
+def last_line(exc: BaseException) -> str:
+    """The last non-empty line of an error's text: the user's exception where Ray puts a traceback before it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -91,26 +91,25 @@ def models(ray_session, mlflow_uri):
     return out
 
 
+def start(port, app, champion, challenger=None, weights=None, **spec):
+    """Start the A/B app ``app`` of the test model with the tests' tokens; returns its base URL."""
+    from hpm_ray.serving import start_ab
+
+    spec.setdefault("resume", False)
+    return start_ab(
+        NAME, champion, challenger, weights, port=port, token=TOKEN, feedback_token=FEEDBACK, app_name=app, **spec
+    )
+
+
 @pytest.fixture
 def launch(models, serve_port):
     """Start an A/B app (stopped at teardown); returns its base URL."""
-    from hpm_ray.serving import start_ab, stop
+    from hpm_ray.serving import stop
 
     started = []
 
-    def _launch(app, champion, challenger=None, weights=None, **spec):
-        spec.setdefault("resume", False)
-        url = start_ab(
-            NAME,
-            champion,
-            challenger,
-            weights,
-            port=serve_port,
-            token=TOKEN,
-            feedback_token=FEEDBACK,
-            app_name=app,
-            **spec,
-        )
+    def _launch(app, *args, **spec):
+        url = start(serve_port, app, *args, **spec)
         started.append(app)
         return url
 
@@ -695,21 +694,12 @@ ENDPOINTS = (("/predict", {}), ("/feedback", LABELLER), ("/ab/start", AUTH))
 @pytest.fixture(scope="module")
 def guarded(models, serve_port):
     """One app for the fuzz and the auth tests (the fuzz runs first and must leave it as it found it)."""
-    from hpm_ray.serving import start_ab, stop
+    from hpm_ray.serving import stop
 
     name = "ab-guarded"
-    yield start_ab(
-        NAME,
-        models["strong"],
-        models["weak"],
-        {"champion": 90, "challenger": 10},
-        port=serve_port,
-        token=TOKEN,
-        feedback_token=FEEDBACK,
-        app_name=name,
-        route_prefix="/guarded",  # lives beside the other tests' apps, which take "/"
-        resume=False,
-    )
+    weights = {"champion": 90, "challenger": 10}
+    # route prefix: it lives beside the other tests' apps, which take "/"
+    yield start(serve_port, name, models["strong"], models["weak"], weights, route_prefix="/guarded")
     stop(name)
 
 

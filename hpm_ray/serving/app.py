@@ -23,7 +23,7 @@ from ray import serve
 from ray.exceptions import RayError
 
 from hpm_ray.config import Spec, load_spec
-from hpm_ray.errors import HPMError
+from hpm_ray.errors import HPMError, last_line
 from hpm_ray.serving.client import FEEDBACK_TOKEN_ENV, TOKEN_ENV
 from hpm_ray.serving.models import InputSpec, ModelPool, confidence
 from hpm_ray.serving.online import adaptive, state_from_json
@@ -192,7 +192,9 @@ class ABRouter:
         try:  # build() starts the state actor without waiting for it: it starts while this replica does
             self.snapshot = ray.get(self.state.snapshot.remote())
         except ray.exceptions.RayActorError as exc:
-            raise RuntimeError(f"the A/B state actor of app {app!r} could not start: {_last_line(exc)}") from None
+            raise RuntimeError(
+                f"the A/B state actor of app {app!r} could not start: {last_line(exc) or type(exc).__name__}"
+            ) from None
         self._refresh_lock = asyncio.Lock()  # one refresh at a time: an admin call's and the follow loop's
         for slot, version in self.snapshot["variants"].items():
             if not version or version in self.features:
@@ -816,17 +818,13 @@ def deploy(app, ready, name: str, prefix: str = "/") -> None:
         ray.get(ready, timeout=10 if failed else None)
     except RayActorError as exc:
         serve.delete(name)  # no app left behind an error (its route prefix stays free)
-        raise HPMError(f"the A/B state of app {name!r} could not start: {_last_line(exc)}") from None
+        raise HPMError(
+            f"the A/B state of app {name!r} could not start: {last_line(exc) or type(exc).__name__}"
+        ) from None
     except GetTimeoutError:
         pass
     if failed is not None:
         raise failed
-
-
-def _last_line(exc: BaseException) -> str:
-    """The last line of a Ray error's text: the user's exception (its traceback comes first)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 def stop(app_name: str = "hpm-ab") -> None:
