@@ -104,12 +104,12 @@ def test_out_that_is_a_file_and_bad_runtime_settings_are_errors(small_csv, tmp_p
 def test_an_error_raised_inside_a_ray_task_is_reported_by_its_cause():
     from ray.exceptions import RayTaskError
 
-    from hpm_ray.cli import _last_line, _root_cause
-    from hpm_ray.errors import DataError
+    from hpm_ray.cli import _root_cause
+    from hpm_ray.errors import DataError, last_line
 
     wrapped = RayTaskError("fit", "Traceback (most recent call last):\n  ...\n", DataError("bad column"))
     assert isinstance(_root_cause(wrapped), DataError) and str(_root_cause(wrapped)) == "bad column"
-    assert _last_line(ValueError("line one\n  detail\nthe reason\n")) == "the reason"
+    assert last_line(ValueError("line one\n  detail\nthe reason\n")) == "the reason"
 
 
 def test_resume_without_a_run_is_an_error(small_csv, tmp_path, capsys):
