@@ -162,7 +162,7 @@ def main() -> None:
     )
     print(
         f"tune per-trial overhead (median of rounds): {np.median(insides):.2f} s inside the searches (span x slots -"
-        f" in-trial time, per trial; Tune's whole-second timestamps: +-2/trials s; target <= 0.1 s); "
+        f" in-trial time, per trial, from the trials' own report times; target <= 0.1 s); "
         f"{np.median(overheads):.2f} s over the whole job (wall x {slots} slots, with the starts and the idle tail)"
     )
 

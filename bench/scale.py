@@ -10,7 +10,8 @@ A third peer runs the same job on a local Ray instance with the same CPU count (
 actors in every setup (runs given an address re-run a trial that drew an actor cached on a lost node). The
 per-trial overhead of each setup comes from Tune's own per-trial results (``result.json``): (search span x CPUs
 - summed in-trial time) / trials, where the span runs from the first trial's start to the last trial's last
-report (Tune's timestamps are whole seconds: good to about 2 / trials s). It leaves out starting or joining
+report (each report's own ``reported_at``: Tune's whole-second timestamps would be good to about 2 / trials s
+only). It leaves out starting or joining
 Ray, refits and MLflow, which differ between the setups; the run times in the table include them (the local
 peer's includes starting Ray, which the cluster peers do not pay).
 
