@@ -88,8 +88,19 @@ def test_last_ab_event_reads_changes_of_champion_only():
     status["history"].append({"time": 27.0, "event": "revert"})  # ab revert, or the registry alias moving
     status["history"].append({"time": 26.0, "event": "champion"})
     assert last_ab_event(status) == 27.0
+    status["history"].append({"time": 28.0, "event": "inconclusive"})  # the sequential test ran out of samples
+    assert last_ab_event(status) == 28.0
     assert last_ab_event({"history": [{"time": 5.0, "event": "start"}]}) is None
     assert last_ab_event({}) is None  # /ab/status without the admin token shows no history
+
+
+def test_the_demo_reports_an_inconclusive_end_as_such():
+    from hpm_ray.drift.demo import ENDS, ab_end
+
+    history = [{"time": 5.0, "event": "promote"}, {"time": 10.0, "event": "start"}, {"time": 20.0, "event": "expand"}]
+    assert ab_end({"history": history}, since=10.0) is None  # an earlier A/B's promotion is not this one's end
+    history.append({"time": 30.0, "event": "inconclusive"})
+    assert ENDS[ab_end({"history": history}, since=10.0)["event"]] == "inconclusive"
 
 
 def _fake_loop(tmp_path, monkeypatch, history=()):

@@ -48,6 +48,16 @@ GATES = {
 }
 
 
+#: How an A/B ends (its ``/ab/status`` history event) -> the demo's action.
+ENDS = {"promote": "promoted", "rollback": "rolled_back", "inconclusive": "inconclusive"}
+
+
+def ab_end(status: dict, since: float) -> dict | None:
+    """The history entry that ended the A/B started at ``since`` (None while it runs)."""
+    ends = [h for h in status.get("history", []) if h["time"] >= since and h["event"] in ENDS]
+    return ends[-1] if ends else None
+
+
 @dataclass(frozen=True)
 class DriftDemoPlan:
     champion_rows: int = 4000  # the champion's training rows (the next as many: its held-out reference)
@@ -279,8 +289,7 @@ def run_drift_demo(
             nonlocal last
             s = client.status()
             last = s if s.get("test") else last
-            ends = [h for h in s.get("history", []) if h["time"] >= t_ab and h["event"] in ("promote", "rollback")]
-            return ends[-1] if ends else None
+            return ab_end(s, t_ab)
 
         while n < plan.ab_requests and event is None:
             Xa, ya = traffic(X, y, pool, 20 * plan.rows_per_request, plan, True, rng)
@@ -292,15 +301,7 @@ def run_drift_demo(
             time.sleep(0.5)
             event = look()
         final = client.status()
-        action = (
-            "none"
-            if event is None
-            else "promoted"
-            if event["event"] == "promote"
-            else "inconclusive"
-            if final.get("stage") == "inconclusive"
-            else "rolled_back"
-        )
+        action = "none" if event is None else ENDS[event["event"]]
         metrics = (last or final).get("metrics", {})
         test = (last or final).get("test") or {}
         say(f"[5/5] {action} after {n} A/B requests; the test when it decided:")

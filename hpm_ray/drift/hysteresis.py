@@ -18,9 +18,9 @@ from pathlib import Path
 
 from hpm_ray.errors import SpecError
 
-#: Events of the A/B app after which the watch waits a cooldown (``/ab/status`` history): an inconclusive test
-#: ends as a rollback; ``champion``: the registry's alias moved under the running app.
-AB_EVENTS = ("promote", "rollback", "revert", "champion")
+#: Events of the A/B app after which the watch waits a cooldown (``/ab/status`` history): a test that ends
+#: undecided is its own event (``inconclusive``); ``champion``: the registry's alias moved under the running app.
+AB_EVENTS = ("promote", "rollback", "inconclusive", "revert", "champion")
 #: Actions of the watch itself after which it waits a cooldown.
 WATCH_ACTIONS = ("ab_started", "refused")
 
@@ -112,7 +112,7 @@ class WatchLog:
 
 
 def last_ab_event(status: dict) -> float | None:
-    """Time of the app's newest promote or rollback in its ``/ab/status`` history (None if it shows none)."""
+    """Time of the app's newest :data:`AB_EVENTS` entry in its ``/ab/status`` history (None if it shows none)."""
     times = [
         float(e["time"])
         for e in status.get("history") or ()
