@@ -359,6 +359,10 @@ def test_retrain_data_keeps_the_newest_served_rows_that_fit_max_rows_and_lists_e
     assert sorted(int(i[1:-2]) for i in d.fit_ids + d.held_out_ids) == served
     with pytest.raises(DataError, match="max_rows 40 leaves room for 10 served rows beside 30 reference rows"):
         retrain_data(rows, ["a", "b"], ref, min_labels=20, reference_rows=30, max_rows=40)
+    # both classes among all labelled rows, but the newest 40 kept are all 0: nothing to learn from
+    one_class = _rows(list(range(100)), [0, 1] * 30 + [0] * 40)
+    with pytest.raises(DataError, match="the 40 newest labelled served rows hold one class only"):
+        retrain_data(one_class, ["a", "b"], ref, min_labels=20, reference_rows=30, max_rows=70)
 
 
 def test_the_retrained_models_reference_does_not_alarm_on_the_traffic_it_was_trained_for():
