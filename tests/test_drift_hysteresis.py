@@ -139,6 +139,24 @@ def test_a_second_alarm_inside_the_cooldown_takes_no_action(mlflow_uri, tmp_path
     assert lines[1]["reason"].startswith("not started: cooldown") and lines[1]["run_id"] == second["run_id"]
 
 
+def test_a_retrain_that_fails_after_it_ran_starts_a_cooldown(mlflow_uri, tmp_path, monkeypatch):
+    """The gates call failing after a retrain (or registering, or /ab/start) is an error, but the retrain cost
+    minutes: the next alarm waits instead of retraining at once."""
+    from hpm_ray.registry import aliases
+
+    def registry_down(*args):
+        raise ConnectionError("registry down")
+
+    monitor, _app, retrained = _fake_loop(tmp_path, monkeypatch)
+    monkeypatch.setattr(aliases, "check_gates", registry_down)
+    spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="6h", alarm_k=1, alarm_n=1)
+    with pytest.raises(ConnectionError):
+        monitor.watch_once(spec, lambda msg: None)
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "waiting" and retrained == [1]
+    error = json.loads((tmp_path / "watch" / "watch.jsonl").read_text().splitlines()[0])
+    assert error["action"] == "error" and error["retrained"] <= error["time"]
+
+
 def test_a_promotion_in_the_app_starts_a_cooldown(mlflow_uri, tmp_path, monkeypatch):
     monitor, app, retrained = _fake_loop(tmp_path, monkeypatch, [{"time": time.time() - HOUR, "event": "promote"}])
     spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="2h", alarm_k=1, alarm_n=1)

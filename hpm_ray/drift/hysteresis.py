@@ -107,7 +107,10 @@ class WatchLog:
         return [bool(e["drifted"]) for e in self.entries() if isinstance(e.get("drifted"), bool)]
 
     def last_action(self) -> float | None:
-        times = [float(e["time"]) for e in self.entries() if e.get("action") in WATCH_ACTIONS]
+        """Time of the newest action, or of a retrain that started and then failed (registering, gates, A/B)."""
+        entries = self.entries()
+        times = [float(e["time"]) for e in entries if e.get("action") in WATCH_ACTIONS]
+        times += [float(e["retrained"]) for e in entries if "retrained" in e]
         return max(times) if times else None
 
 

@@ -139,6 +139,7 @@ class DecisionLog:
         self.client = MlflowClient(tracking_uri())
         self.run_id = self.client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
         self.events: list[dict] = []
+        self.retrained: float | None = None  # when this check's retrain started: a failure after it still cost it
 
     def drift(self, result: DriftResult, model: str, version: str) -> None:
         from mlflow.entities import Metric
@@ -377,6 +378,8 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
             entry = {"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id}
             if c is not None:  # the check itself completed (say, the retrain was refused): its alarm still counts
                 entry["drifted"] = c.result.drifted
+            if log.retrained is not None:  # minutes of retraining spent: the cooldown counts from them
+                entry["retrained"] = log.retrained
             journal.append(entry)
             raise
         journal.append(
@@ -471,7 +474,7 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     )
     log.decide("retrain", f"started on {source}")
     say(f"drift: retraining on {source} ...")
-    t0 = time.time()
+    t0 = log.retrained = time.time()
     out = (Path(spec.out) if spec.out else Path(c.json_path).parent) / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     version = _retrain(spec, c.model, out, data)
     log.decide("register", f"{c.model} v{version} registered after {time.time() - t0:.0f} s")
