@@ -173,6 +173,24 @@ def test_two_of_three_waits_for_a_second_alarm(mlflow_uri, tmp_path, monkeypatch
     assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
 
 
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        [{"drifted": True, "action": "waiting", "version": "0"}] * 2,  # alarms on the previous champion
+        [{"drifted": True, "action": "ab_started", "version": "1"}],  # the alarm an action already answered
+    ],
+)
+def test_k_of_n_counts_only_alarms_on_this_champion_since_the_last_action(mlflow_uri, tmp_path, monkeypatch, earlier):
+    monitor, _app, retrained = _fake_loop(tmp_path, monkeypatch)
+    journal = WatchLog(tmp_path / "watch" / "watch.jsonl")
+    for entry in earlier:
+        journal.append({**entry, "model": "m", "time": time.time() - HOUR})
+    spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="0", alarm_k=2, alarm_n=3)
+    first = monitor.watch_once(spec, lambda msg: None)
+    assert first["action"] == "waiting" and "alarm on 1 of the last 1" in journal.entries()[-1]["reason"]
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
+
+
 def test_an_alarm_whose_retrain_was_refused_still_counts_toward_k_of_n(mlflow_uri, tmp_path, monkeypatch):
     """Too few labels refuses the retrain (DataError), but the check ran: with 2-of-3 the next alarm acts."""
     from hpm_ray.errors import DataError

@@ -102,15 +102,21 @@ class WatchLog:
             torn = f.tell() > 0 and (f.seek(-1, 2), f.read(1))[1] != b"\n"  # a crash cut the last line
             f.write((("\n" if torn else "") + json.dumps({"time": time.time(), **entry}, default=str) + "\n").encode())
 
-    def verdicts(self) -> list[bool]:
-        """Drift verdicts of the completed checks, oldest first (errors are not checks)."""
-        return [bool(e["drifted"]) for e in self.entries() if isinstance(e.get("drifted"), bool)]
+    def verdicts(self, version: str | None = None, after: float | None = None) -> list[bool]:
+        """Drift verdicts of the completed checks, oldest first (errors are not checks); with ``version`` and
+        ``after``, only those of that champion version later than ``after`` (the last action): older ones judged
+        another model, or traffic an action has since answered."""
+        return [
+            bool(e["drifted"])
+            for e in self.entries()
+            if isinstance(e.get("drifted"), bool)
+            and (version is None or e.get("version") == version)
+            and (after is None or float(e["time"]) > after)
+        ]
 
     def last_action(self) -> float | None:
         """Time of the newest action, or of a retrain that started and then failed (registering, gates, A/B)."""
-        entries = self.entries()
-        times = [float(e["time"]) for e in entries if e.get("action") in WATCH_ACTIONS]
-        times += [float(e["retrained"]) for e in entries if "retrained" in e]
+        times = [float(e["time"]) for e in self.entries() if e.get("action") in WATCH_ACTIONS or "retrained" in e]
         return max(times) if times else None
 
 

@@ -377,7 +377,7 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
             log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
             entry = {"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id}
             if c is not None:  # the check itself completed (say, the retrain was refused): its alarm still counts
-                entry["drifted"] = c.result.drifted
+                entry.update(drifted=c.result.drifted, model=c.model, version=c.version)
             if log.retrained is not None:  # minutes of retraining spent: the cooldown counts from them
                 entry["retrained"] = log.retrained
             journal.append(entry)
@@ -426,8 +426,8 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     if running and status.get("stage") in ("rollout", "manual"):
         log.decide("retrain", f"not started: challenger v{running} is already in an A/B ({status['stage']})")
         return {**base, "action": "skipped"}
-    actions = [t for t in (journal.last_action(), last_ab_event(status)) if t is not None]
-    allowed = permit(journal.verdicts() + [True], max(actions, default=None), time.time(), spec.hysteresis())
+    last = max((t for t in (journal.last_action(), last_ab_event(status)) if t is not None), default=None)
+    allowed = permit(journal.verdicts(c.version, after=last) + [True], last, time.time(), spec.hysteresis())
     if not allowed.act:
         log.decide("retrain", f"not started: {allowed.reason}")
         say(f"drift, but no action: {allowed.reason}")
