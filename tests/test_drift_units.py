@@ -127,11 +127,30 @@ def test_labelled_rows_join_features_to_late_labels_by_request_and_row(tmp_path)
     assert list(rows.features["a"]) == [0, 1, 20, 21] and rows.labels == [1, 0, 0, 1]
     assert rows.ids == (f"{a}:0", f"{a}:1", f"{c}:0", f"{c}:1")
     assert labelled_rows(plog, "app", "m", since=12.0).ids == (f"{c}:0", f"{c}:1")  # the label window
+    assert labelled_rows(plog, "app", "m", rows=2).ids == (f"{c}:0", f"{c}:1")  # the newest requests holding 2 rows
+    assert labelled_rows(plog, "app", "m", rows=3).ids == rows.ids
     assert labelled_rows(plog, "app").ids[-1] == f"{e}:0"  # any model of the app
     assert labelled_rows(plog, "nope").labels == []
     with pytest.raises(DataError, match=r"belong to other model\(s\) \['m', 'm2'\], none to 'm3'"):
         labelled_rows(plog, "app", "m3")  # labels for another model only: said so, not "0 labelled rows"
     plog.close()
+
+
+def test_a_retrain_reads_no_more_served_rows_than_it_may_keep(tmp_path, monkeypatch):
+    from hpm_ray.drift import monitor
+    from hpm_ray.serving import served
+
+    asked = []
+
+    def read(log, app, model, since, rows):
+        asked.append(rows)
+        raise DataError("read")
+
+    monkeypatch.setattr(served, "labelled_rows", read)
+    spec = WatchSpec(prediction_log=f"sqlite:///{tmp_path / 'p.sqlite'}")
+    with pytest.raises(DataError, match="read"):
+        monitor.served_training_data(spec, _drifted_outcome(tmp_path))
+    assert asked == [spec.distill.max_rows] == [10_000]
 
 
 def test_served_rows_live_and_go_with_their_predictions(tmp_path):

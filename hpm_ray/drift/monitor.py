@@ -278,12 +278,12 @@ def served_training_data(spec: WatchSpec, c: CheckOutcome):
     from hpm_ray.drift.retrain_data import retrain_data
     from hpm_ray.serving.served import labelled_rows
 
+    d = spec.distill
     plog = spec.open_log()
-    try:
-        rows = labelled_rows(plog, spec.app, c.model, since=time.time() - spec.label_days * 86400)
+    try:  # a retrain keeps at most max_rows rows: no need to read more served rows than that
+        rows = labelled_rows(plog, spec.app, c.model, time.time() - spec.label_days * 86400, d.max_rows)
     finally:
         plog.close()
-    d = spec.distill
     return retrain_data(
         rows, c.columns, _table(spec), spec.min_labels, spec.reference_rows, d.max_rows, d.test_size, d.seed
     )
