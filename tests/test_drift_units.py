@@ -12,7 +12,7 @@ import pytest
 from hpm_ray.drift.checks import check_drift
 from hpm_ray.drift.monitor import WatchSpec, parse_interval, watch
 from hpm_ray.drift.report import verdict, write_report
-from hpm_ray.errors import DataError, SpecError
+from hpm_ray.errors import DataError, HPMError, SpecError
 from hpm_ray.registry.reference import prediction_score
 from hpm_ray.serving.predlog import Label, Prediction, PredictionLog, new_request_id
 from hpm_ray.serving.served import LabelledRows, labelled_rows, read_window
@@ -412,6 +412,27 @@ def test_the_retrained_models_reference_does_not_alarm_on_the_traffic_it_was_tra
     mixed = d.X.sample(len(held), random_state=0)  # a held-out block drawn from every retrain row
     alarm = check_drift(mixed, more, reference_pred=score(mixed), current_pred=score(more), min_rows=100)
     assert alarm.drifted
+
+
+def test_the_demo_serves_each_row_once_and_never_a_reference_row():
+    """Issue 18 review, defect 2: the A/B judged the retrained model partly on rows it was fitted on (served rows
+    drawn with replacement, reference rows from the whole table). Now every window draws unserved rows only."""
+    from hpm_ray.drift.demo import QUICK, traffic
+
+    X = pd.DataFrame({"AGE": np.where(np.arange(1000) % 2, 50, 25), "id": np.arange(1000)})
+    y = np.zeros(1000, dtype=int)
+    rng = np.random.default_rng(0)
+    pool = np.arange(200, 1000)  # rows 0-199: the champion's fit and reference, and the retrain's reference table
+    served = []
+    for n, shift in ((100, False), (100, True), (300, True)):  # control window, drift window, A/B traffic
+        Xs, ys, pool = traffic(X, y, pool, n, QUICK, shift, rng)
+        served.append(Xs["id"].to_numpy())
+        assert len(Xs) == n and (ys[Xs["AGE"] > 30] == 0).all()  # only the young default more
+    ids = np.concatenate(served)
+    assert len(set(ids)) == len(ids) == 500 and ids.min() >= 200 and len(pool) == 300
+    assert (X["AGE"].to_numpy()[served[2]] <= 30).sum() == 240  # QUICK's 80 % young
+    with pytest.raises(HPMError, match=r"has \d+ unserved rows aged <= 30 left, the traffic needs 240"):
+        traffic(X, y, pool, 300, QUICK, True, rng)
 
 
 @pytest.mark.parametrize(
