@@ -237,6 +237,27 @@ def test_watch_reports_refused_checks_and_keeps_going(tmp_path, monkeypatch):
     assert len(calls) == 4
 
 
+def test_watch_refuses_data_without_its_target_before_the_first_check(tmp_path, monkeypatch):
+    from hpm_ray.drift import monitor
+
+    monkeypatch.setattr(monitor, "watch_once", lambda spec, say: pytest.fail("checked before reading --data"))
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"x": [1, 2], "label": [0, 1]}).to_csv(table, index=False)
+    with pytest.raises(DataError, match="target column.*'default'"):
+        watch(WatchSpec(data=str(table), target="default", iterations=3), print, lambda s: None)
+
+
+def test_drift_flags_set_max_categories():
+    from hpm_ray.cli import build_parser
+    from hpm_ray.config import load_spec
+    from hpm_ray.drift.cli import _fields
+    from hpm_ray.drift.monitor import CheckSpec
+
+    for argv, want in ((["--max-categories", "5"], 5), ([], 20)):
+        args = build_parser().parse_args(["drift", "check", *argv])
+        assert load_spec(CheckSpec, None, _fields(args)).max_categories == want
+
+
 def _drifted_outcome(tmp_path):
     from hpm_ray.drift.monitor import CheckOutcome
 

@@ -500,6 +500,8 @@ def watch(
         from hpm_ray.registry.gates import load_gate_file
 
         load_gate_file(spec.gates)
+    if spec.data:  # so does a --data without its --target column, which the first retrain reads hours later
+        _table(spec)
     results: list[dict] = []
     n = 0
     while True:
