@@ -32,11 +32,13 @@ class RuntimeSpec(Spec):
 
 
 def _one_line(err: ValidationError) -> str:
+    """The first error as ``field: message`` (a check across fields: the message alone, it names them)."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    where = ".".join(str(p) for p in first["loc"])
     others = [".".join(str(p) for p in e["loc"]) or "spec" for e in err.errors()[1:]]
     more = f" (also: {', '.join(others[:3])}{', ...' if len(others) > 3 else ''})" if others else ""
-    return f"{where}: {first['msg']}{more}"
+    msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a validator's own message
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"
 
 
 def load_spec(cls: type[S], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> S:

@@ -7,9 +7,12 @@ the rows; the other rows are the pool, and each window draws a fresh reference (
 reference sample) and a disjoint window (500 served rows) from it, so both the features and the prediction
 scores of reference and window come from one distribution (the scores on held-out rows on both sides).
 
-Tolerance: a rate is the mean over 200 independent windows of a [0, 1] quantity whose mean should be at most
-alpha = 0.05; its standard error is then at most sqrt(alpha (1 - alpha) / 200) = 0.0154, and the test allows
-alpha + 2.33 of those (0.086): a calibrated rule fails it with probability under 1 %.
+Tolerance: a rate is the mean over n independent windows of a [0, 1] quantity whose mean should be at most
+alpha = 0.05; its standard error is then at most sqrt(alpha (1 - alpha) / n) (0.0154 for 200), and the test
+allows alpha + 2.33 of those (0.086): a calibrated rule fails it with probability under 1 %.
+
+A retrained version's drift reference is smaller: its held-out block of 200 served rows (min_labels 1,000 x 0.2),
+checked against the default 2,000-row window. That size has its own case, on 100 windows (a few seconds).
 """
 
 import numpy as np
@@ -24,7 +27,13 @@ from hpm_ray.drift.checks import check_drift
 
 FDR = 0.05
 N_WINDOWS, N_REF, N_WIN = 200, 2000, 500
-TOLERANCE = FDR + 2.33 * np.sqrt(FDR * (1 - FDR) / N_WINDOWS)
+
+
+def _tolerance(n_windows: int) -> float:
+    return FDR + 2.33 * np.sqrt(FDR * (1 - FDR) / n_windows)
+
+
+TOLERANCE = _tolerance(N_WINDOWS)
 MISSING_AT_RANDOM = ["EDUCATION", "BILL_AMT1", "PAY_AMT1"]
 pytestmark = pytest.mark.slow
 
@@ -42,19 +51,19 @@ def pool():
     return X, score
 
 
-def _draw(pool, rng):
+def _draw(pool, rng, n_ref=N_REF, n_win=N_WIN):
     X, score = pool
     idx = rng.permutation(len(X))
-    ref, win = idx[:N_REF], idx[N_REF : N_REF + N_WIN]
+    ref, win = idx[:n_ref], idx[n_ref : n_ref + n_win]
     return X.iloc[ref], X.iloc[win], score[ref], score[win]
 
 
-@pytest.fixture(scope="module")
-def null_runs(pool):
+def _null_runs(pool, n_windows: int, n_ref: int, n_win: int) -> pd.DataFrame:
+    """Per no-drift window: the alarm, any BH rejection, any uncorrected p <= alpha, each family's p-values."""
     rng = np.random.default_rng(0)
     rows = []
-    for _ in range(N_WINDOWS):
-        ref, win, s_ref, s_win = _draw(pool, rng)
+    for _ in range(n_windows):
+        ref, win, s_ref, s_win = _draw(pool, rng, n_ref, n_win)
         r = check_drift(ref, win, None, s_ref, s_win, fdr=FDR)
         checked = r.checked
         pv = {
@@ -76,19 +85,32 @@ def null_runs(pool):
     return pd.DataFrame(rows)
 
 
+@pytest.fixture(scope="module")
+def null_runs(pool):
+    return _null_runs(pool, N_WINDOWS, N_REF, N_WIN)
+
+
 def test_false_alarm_rate_of_no_drift_windows_is_within_the_spec(null_runs):
     rates = null_runs.drop(columns=["n_tests", "kinds"]).mean()
     print(f"\n{N_WINDOWS} no-drift windows ({N_REF} reference / {N_WIN} served rows, FDR {FDR}):")
     print(rates.round(4).to_string(), f"\ntolerance {TOLERANCE:.4f}; tests per window {null_runs.n_tests.median():g}")
     assert null_runs.kinds.iloc[0] == {"numeric", "categorical"}  # the integer codes are compared as categories
     assert (null_runs.n_tests == 23 + 3 + 1).all()  # KS or chi2 per feature, 3 missing-rate tests, KS on scores
-    # the alarm (BH rejection and PSI >= threshold) and the BH rejections alone both honour the FDR
-    assert rates["alarm"] <= rates["rejected"] <= TOLERANCE
+    # BH rejections honour the FDR (an alarm also needs PSI >= threshold: it is rarer still)
+    assert rates["rejected"] <= TOLERANCE
     # each test's own p-values are valid: at most alpha of them fall under alpha
     for family in ("ks", "chi2", "missing", "prediction"):
         assert rates[f"p<=alpha {family}"] <= TOLERANCE, family
     # the check can fail: the same windows with uncorrected p-values alarm far more often than alpha
     assert rates["uncorrected"] > 3 * TOLERANCE
+
+
+def test_false_alarm_rate_with_a_retrained_versions_200_row_reference(pool):
+    runs = _null_runs(pool, 100, 200, 2000)
+    rates = runs[["alarm", "rejected", "uncorrected"]].mean()
+    print(f"\n100 no-drift windows (200 reference / 2000 served rows, FDR {FDR}):", rates.round(4).to_dict())
+    assert rates["rejected"] <= _tolerance(100)
+    assert rates["uncorrected"] > 3 * _tolerance(100)  # the check can fail, as above
 
 
 def _windows(pool, n, seed):

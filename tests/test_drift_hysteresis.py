@@ -43,8 +43,9 @@ def test_cooldown_counts_from_the_last_action():
 def test_k_of_n_must_make_sense(k, n):
     with pytest.raises(SpecError, match="k of n"):
         Hysteresis(0.0, k, n)
-    with pytest.raises(SpecError, match="alarm"):  # a spec file or flags: one line naming the setting
+    with pytest.raises(SpecError, match="alarm") as exc:  # a spec file or flags: one line naming the setting
         load_spec(WatchSpec, None, {"alarm_k": k, "alarm_n": n})
+    assert not str(exc.value).startswith("spec: spec:") and "Value error" not in str(exc.value)
 
 
 @pytest.mark.parametrize("text", ["2", "2/", "a/3", "2-3"])
@@ -88,8 +89,19 @@ def test_last_ab_event_reads_changes_of_champion_only():
     status["history"].append({"time": 27.0, "event": "revert"})  # ab revert, or the registry alias moving
     status["history"].append({"time": 26.0, "event": "champion"})
     assert last_ab_event(status) == 27.0
+    status["history"].append({"time": 28.0, "event": "inconclusive"})  # the sequential test ran out of samples
+    assert last_ab_event(status) == 28.0
     assert last_ab_event({"history": [{"time": 5.0, "event": "start"}]}) is None
     assert last_ab_event({}) is None  # /ab/status without the admin token shows no history
+
+
+def test_the_demo_reports_an_inconclusive_end_as_such():
+    from hpm_ray.drift.demo import ENDS, ab_end
+
+    history = [{"time": 5.0, "event": "promote"}, {"time": 10.0, "event": "start"}, {"time": 20.0, "event": "expand"}]
+    assert ab_end({"history": history}, since=10.0) is None  # an earlier A/B's promotion is not this one's end
+    history.append({"time": 30.0, "event": "inconclusive"})
+    assert ENDS[ab_end({"history": history}, since=10.0)["event"]] == "inconclusive"
 
 
 def _fake_loop(tmp_path, monkeypatch, history=()):
@@ -128,6 +140,24 @@ def test_a_second_alarm_inside_the_cooldown_takes_no_action(mlflow_uri, tmp_path
     assert lines[1]["reason"].startswith("not started: cooldown") and lines[1]["run_id"] == second["run_id"]
 
 
+def test_a_retrain_that_fails_after_it_ran_starts_a_cooldown(mlflow_uri, tmp_path, monkeypatch):
+    """The gates call failing after a retrain (or registering, or /ab/start) is an error, but the retrain cost
+    minutes: the next alarm waits instead of retraining at once."""
+    from hpm_ray.registry import aliases
+
+    def registry_down(*args):
+        raise ConnectionError("registry down")
+
+    monitor, _app, retrained = _fake_loop(tmp_path, monkeypatch)
+    monkeypatch.setattr(aliases, "check_gates", registry_down)
+    spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="6h", alarm_k=1, alarm_n=1)
+    with pytest.raises(ConnectionError):
+        monitor.watch_once(spec, lambda msg: None)
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "waiting" and retrained == [1]
+    error = json.loads((tmp_path / "watch" / "watch.jsonl").read_text().splitlines()[0])
+    assert error["action"] == "error" and error["retrained"] <= error["time"]
+
+
 def test_a_promotion_in_the_app_starts_a_cooldown(mlflow_uri, tmp_path, monkeypatch):
     monitor, app, retrained = _fake_loop(tmp_path, monkeypatch, [{"time": time.time() - HOUR, "event": "promote"}])
     spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="2h", alarm_k=1, alarm_n=1)
@@ -141,6 +171,24 @@ def test_two_of_three_waits_for_a_second_alarm(mlflow_uri, tmp_path, monkeypatch
     spec = WatchSpec(out=str(tmp_path / "watch"))  # defaults: 2 of 3, 6 h cooldown
     first = monitor.watch_once(spec, lambda msg: None)
     assert first["action"] == "waiting" and retrained == []
+    assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        [{"drifted": True, "action": "waiting", "version": "0"}] * 2,  # alarms on the previous champion
+        [{"drifted": True, "action": "ab_started", "version": "1"}],  # the alarm an action already answered
+    ],
+)
+def test_k_of_n_counts_only_alarms_on_this_champion_since_the_last_action(mlflow_uri, tmp_path, monkeypatch, earlier):
+    monitor, _app, retrained = _fake_loop(tmp_path, monkeypatch)
+    journal = WatchLog(tmp_path / "watch" / "watch.jsonl")
+    for entry in earlier:
+        journal.append({**entry, "model": "m", "time": time.time() - HOUR})
+    spec = WatchSpec(out=str(tmp_path / "watch"), cooldown="0", alarm_k=2, alarm_n=3)
+    first = monitor.watch_once(spec, lambda msg: None)
+    assert first["action"] == "waiting" and "alarm on 1 of the last 1" in journal.entries()[-1]["reason"]
     assert monitor.watch_once(spec, lambda msg: None)["action"] == "ab_started" and retrained == [1]
 
 

@@ -12,7 +12,7 @@ import pytest
 from hpm_ray.drift.checks import check_drift
 from hpm_ray.drift.monitor import WatchSpec, parse_interval, watch
 from hpm_ray.drift.report import verdict, write_report
-from hpm_ray.errors import DataError, SpecError
+from hpm_ray.errors import DataError, HPMError, SpecError
 from hpm_ray.registry.reference import prediction_score
 from hpm_ray.serving.predlog import Label, Prediction, PredictionLog, new_request_id
 from hpm_ray.serving.served import LabelledRows, labelled_rows, read_window
@@ -127,11 +127,30 @@ def test_labelled_rows_join_features_to_late_labels_by_request_and_row(tmp_path)
     assert list(rows.features["a"]) == [0, 1, 20, 21] and rows.labels == [1, 0, 0, 1]
     assert rows.ids == (f"{a}:0", f"{a}:1", f"{c}:0", f"{c}:1")
     assert labelled_rows(plog, "app", "m", since=12.0).ids == (f"{c}:0", f"{c}:1")  # the label window
+    assert labelled_rows(plog, "app", "m", rows=2).ids == (f"{c}:0", f"{c}:1")  # the newest requests holding 2 rows
+    assert labelled_rows(plog, "app", "m", rows=3).ids == rows.ids
     assert labelled_rows(plog, "app").ids[-1] == f"{e}:0"  # any model of the app
     assert labelled_rows(plog, "nope").labels == []
     with pytest.raises(DataError, match=r"belong to other model\(s\) \['m', 'm2'\], none to 'm3'"):
         labelled_rows(plog, "app", "m3")  # labels for another model only: said so, not "0 labelled rows"
     plog.close()
+
+
+def test_a_retrain_reads_no_more_served_rows_than_it_may_keep(tmp_path, monkeypatch):
+    from hpm_ray.drift import monitor
+    from hpm_ray.serving import served
+
+    asked = []
+
+    def read(log, app, model, since, rows):
+        asked.append(rows)
+        raise DataError("read")
+
+    monkeypatch.setattr(served, "labelled_rows", read)
+    spec = WatchSpec(prediction_log=f"sqlite:///{tmp_path / 'p.sqlite'}")
+    with pytest.raises(DataError, match="read"):
+        monitor.served_training_data(spec, _drifted_outcome(tmp_path))
+    assert asked == [spec.distill.max_rows] == [10_000]
 
 
 def test_served_rows_live_and_go_with_their_predictions(tmp_path):
@@ -216,6 +235,27 @@ def test_watch_reports_refused_checks_and_keeps_going(tmp_path, monkeypatch):
     with pytest.raises(SpecError, match="gates file not found"):
         watch(WatchSpec(interval="2s", iterations=3, gates=str(tmp_path / "nope.yaml")), said.append, sleeps.append)
     assert len(calls) == 4
+
+
+def test_watch_refuses_data_without_its_target_before_the_first_check(tmp_path, monkeypatch):
+    from hpm_ray.drift import monitor
+
+    monkeypatch.setattr(monitor, "watch_once", lambda spec, say: pytest.fail("checked before reading --data"))
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"x": [1, 2], "label": [0, 1]}).to_csv(table, index=False)
+    with pytest.raises(DataError, match="target column.*'default'"):
+        watch(WatchSpec(data=str(table), target="default", iterations=3), print, lambda s: None)
+
+
+def test_drift_flags_set_max_categories():
+    from hpm_ray.cli import build_parser
+    from hpm_ray.config import load_spec
+    from hpm_ray.drift.cli import _fields
+    from hpm_ray.drift.monitor import CheckSpec
+
+    for argv, want in ((["--max-categories", "5"], 5), ([], 20)):
+        args = build_parser().parse_args(["drift", "check", *argv])
+        assert load_spec(CheckSpec, None, _fields(args)).max_categories == want
 
 
 def _drifted_outcome(tmp_path):
@@ -359,6 +399,10 @@ def test_retrain_data_keeps_the_newest_served_rows_that_fit_max_rows_and_lists_e
     assert sorted(int(i[1:-2]) for i in d.fit_ids + d.held_out_ids) == served
     with pytest.raises(DataError, match="max_rows 40 leaves room for 10 served rows beside 30 reference rows"):
         retrain_data(rows, ["a", "b"], ref, min_labels=20, reference_rows=30, max_rows=40)
+    # both classes among all labelled rows, but the newest 40 kept are all 0: nothing to learn from
+    one_class = _rows(list(range(100)), [0, 1] * 30 + [0] * 40)
+    with pytest.raises(DataError, match="the 40 newest labelled served rows hold one class only"):
+        retrain_data(one_class, ["a", "b"], ref, min_labels=20, reference_rows=30, max_rows=70)
 
 
 def test_the_retrained_models_reference_does_not_alarm_on_the_traffic_it_was_trained_for():
@@ -389,6 +433,27 @@ def test_the_retrained_models_reference_does_not_alarm_on_the_traffic_it_was_tra
     mixed = d.X.sample(len(held), random_state=0)  # a held-out block drawn from every retrain row
     alarm = check_drift(mixed, more, reference_pred=score(mixed), current_pred=score(more), min_rows=100)
     assert alarm.drifted
+
+
+def test_the_demo_serves_each_row_once_and_never_a_reference_row():
+    """Issue 18 review, defect 2: the A/B judged the retrained model partly on rows it was fitted on (served rows
+    drawn with replacement, reference rows from the whole table). Now every window draws unserved rows only."""
+    from hpm_ray.drift.demo import QUICK, traffic
+
+    X = pd.DataFrame({"AGE": np.where(np.arange(1000) % 2, 50, 25), "id": np.arange(1000)})
+    y = np.zeros(1000, dtype=int)
+    rng = np.random.default_rng(0)
+    pool = np.arange(200, 1000)  # rows 0-199: the champion's fit and reference, and the retrain's reference table
+    served = []
+    for n, shift in ((100, False), (100, True), (300, True)):  # control window, drift window, A/B traffic
+        Xs, ys, pool = traffic(X, y, pool, n, QUICK, shift, rng)
+        served.append(Xs["id"].to_numpy())
+        assert len(Xs) == n and (ys[Xs["AGE"] > 30] == 0).all()  # only the young default more
+    ids = np.concatenate(served)
+    assert len(set(ids)) == len(ids) == 500 and ids.min() >= 200 and len(pool) == 300
+    assert (X["AGE"].to_numpy()[served[2]] <= 30).sum() == 240  # QUICK's 80 % young
+    with pytest.raises(HPMError, match=r"has \d+ unserved rows aged <= 30 left, the traffic needs 240"):
+        traffic(X, y, pool, 300, QUICK, True, rng)
 
 
 @pytest.mark.parametrize(

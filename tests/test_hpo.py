@@ -22,7 +22,7 @@ def small_csv(btc_small, tmp_path):
         (["--horizons", "6,x"], "--horizons: expected comma-separated int"),
         (["--horizons", "300"], "horizon 300 bars is longer than the calibration block"),
         (["--trials-per-horizon", "0"], "trials_per_horizon"),
-        (["--learner", "catboost"], "learner: Value error, unknown learner 'catboost'; known: lightgbm"),
+        (["--learner", "catboost"], "learner: unknown learner 'catboost'; known: lightgbm"),
         (["--quantiles", "0.001,0.5,0.999"], "too few for the 0.001 quantile pair (needs 499)"),
         (["--horizons", "60"], "too few to choose an interval method for horizon 60 (needs 360)"),
     ],
@@ -38,7 +38,7 @@ def test_bad_input_is_one_line_exit_2(small_csv, tmp_path, capsys, flags, messag
 @pytest.mark.parametrize(
     "spec_text, message",
     [
-        ("step_sizes: [0.01, 1.5]\n", "step_sizes: Value error, step sizes must lie strictly between 0 and 1"),
+        ("step_sizes: [0.01, 1.5]\n", "step_sizes: step sizes must lie strictly between 0 and 1"),
         ("step_sizes: []\n", "step sizes must lie strictly between 0 and 1"),
         ("interval_method: magic\n", "interval_method"),
         ("interval_vol: vix\n", "interval_vol: no feature named 'vix'"),

@@ -33,6 +33,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="false-alarm rate of a no-drift check (Benjamini-Hochberg; default 0.05)",
     )
     p.add_argument("--categorical", help="comma-separated features compared by category whatever their type")
+    p.add_argument(
+        "--max-categories",
+        type=int,
+        help="integer columns with at most this many distinct values are compared by category too (default 20)",
+    )
     p.add_argument("--out", help="folder for drift.json / drift.html (default <runs dir>/drift/<app>)")
 
 
@@ -128,6 +133,7 @@ def _fields(args: argparse.Namespace) -> dict:
         "threshold": args.threshold,
         "fdr": args.fdr,
         "categorical": parse_list(args.categorical, str, "--categorical"),
+        "max_categories": args.max_categories,
         "out": args.out,
     }
 

@@ -5,8 +5,9 @@ or less become most of it (a covariate shift the drift check can see, on ``AGE``
 rises (half of their non-defaulters default: the relation between features and default changes, which the
 champion cannot know). Labels arrive late through ``POST /feedback``: the first drifted check finds none and
 refuses to retrain (the watch keeps running); once they are in, the watch retrains on the labelled window plus
-reference rows, the gates pass, the A/B starts at 10 %, and labelled A/B traffic goes on until the rollout's
-anytime-valid test decides. The control run serves as many unshifted rows first: the watch must take no
+rows of the champion's training data, the gates pass, the A/B starts at 10 %, and labelled A/B traffic goes on
+until the rollout's anytime-valid test decides. Each served row is drawn once from credit rows neither model
+was fitted on, so the A/B judges both on rows new to them. The control run serves as many unshifted rows first: the watch must take no
 action (they stay unlabelled, so the shifted run's retrain learns from shifted rows only). Both log losses
 come from the A/B's own per-version scores on the shifted traffic, with the test's confidence sequence for
 their difference.
@@ -29,6 +30,7 @@ from hpm_ray.errors import HPMError
 MODEL = "hpm-drift-demo"
 APP = "hpm-drift-demo"
 YOUNG = 30  # the subpopulation: clients aged this or less
+TARGET = "default"  # the label column of the retrain's reference table
 # credit-scoring gates the champion and the retrained challenger must pass (the distilled student is trained on
 # a few thousand rows, so these are looser than serve/gates_credit.yaml). Accuracy and mean confidence at the 0.5
 # cut follow the base rate, which the shift moves (a retrain on shifted rows scored 0.63 accuracy with a far
@@ -48,11 +50,23 @@ GATES = {
 }
 
 
+#: How an A/B ends (its ``/ab/status`` history event) -> the demo's action.
+ENDS = {"promote": "promoted", "rollback": "rolled_back", "inconclusive": "inconclusive"}
+
+
+def ab_end(status: dict, since: float) -> dict | None:
+    """The history entry that ended the A/B started at ``since`` (None while it runs)."""
+    ends = [h for h in status.get("history", []) if h["time"] >= since and h["event"] in ENDS]
+    return ends[-1] if ends else None
+
+
 @dataclass(frozen=True)
 class DriftDemoPlan:
     champion_rows: int = 4000  # the champion's training rows (the next as many: its held-out reference)
     detect_rows: int = 2000  # served rows the watch checks (the drift window), labelled late
-    ab_requests: int = 3000  # at most this many A/B requests (stops once the rollout decides)
+    # at most this many A/B requests (stops once the rollout decides); drawn from the rows not served before, 70 %
+    # of them young: about 5,900 young rows are left after the drift windows, so at most ~840 requests of 10
+    ab_requests: int = 800
     rows_per_request: int = 10
     young_share: float = 0.7  # of shifted traffic
     flip: float = 0.5  # share of the subpopulation's non-defaulters who default under the shift
@@ -70,7 +84,7 @@ class DriftDemoPlan:
 QUICK = DriftDemoPlan(  # a stronger shift, so that fewer labels decide (the test's size)
     champion_rows=2000,
     detect_rows=600,
-    ab_requests=1200,
+    ab_requests=500,  # 8,000 young rows of the ~8,800 left
     rows_per_request=20,
     young_share=0.8,
     flip=0.7,
@@ -84,19 +98,31 @@ QUICK = DriftDemoPlan(  # a stronger shift, so that fewer labels decide (the tes
 )
 
 
+def draw(X: pd.DataFrame, pool: np.ndarray, n: int, young_share: float | None, rng) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows of ``pool`` without replacement (a share ``young_share`` of them aged <= YOUNG; None: as they
+    come) and the rest of the pool. No row is served twice, so no A/B row, nor any held-out row the gates read,
+    is a row the retrain fitted on."""
+    if young_share is None:
+        parts = [(pool, n, "")]
+    else:
+        young = X["AGE"].to_numpy()[pool] <= YOUNG
+        k = round(young_share * n)
+        parts = [(pool[young], k, f" aged <= {YOUNG}"), (pool[~young], n - k, f" aged > {YOUNG}")]
+    for part, m, who in parts:
+        if m > len(part):
+            raise HPMError(f"the demo's pool has {len(part)} unserved rows{who} left, the traffic needs {m}")
+    rows = np.concatenate([rng.choice(part, m, replace=False) for part, m, _ in parts])
+    return rows[rng.permutation(n)], np.setdiff1d(pool, rows)
+
+
 def traffic(X: pd.DataFrame, y: np.ndarray, pool: np.ndarray, n: int, plan: DriftDemoPlan, shift: bool, rng):
-    """``n`` served rows from ``pool`` and their labels: as they were, or shifted (young clients over-represented,
-    and a share ``flip`` of their non-defaulters defaulting)."""
-    if not shift:
-        rows = rng.choice(pool, n)
-        return X.iloc[rows].reset_index(drop=True), y[rows].copy()
-    young = X["AGE"].to_numpy()[pool] <= YOUNG
-    k = round(plan.young_share * n)
-    rows = np.concatenate([rng.choice(pool[young], k), rng.choice(pool[~young], n - k)])
-    rows = rows[rng.permutation(n)]
+    """``n`` served rows drawn from ``pool`` (:func:`draw`), their labels and the rest of the pool: as they were,
+    or shifted (young clients over-represented, and a share ``flip`` of their non-defaulters defaulting)."""
+    rows, rest = draw(X, pool, n, plan.young_share if shift else None, rng)
     labels = y[rows].copy()
-    labels[(X["AGE"].to_numpy()[rows] <= YOUNG) & (labels == 0) & (rng.random(n) < plan.flip)] = 1
-    return X.iloc[rows].reset_index(drop=True), labels
+    if shift:
+        labels[(X["AGE"].to_numpy()[rows] <= YOUNG) & (labels == 0) & (rng.random(n) < plan.flip)] = 1
+    return X.iloc[rows].reset_index(drop=True), labels, rest
 
 
 class _Client:
@@ -162,7 +188,14 @@ def _champion(X: pd.DataFrame, y: np.ndarray, train: np.ndarray, held: np.ndarra
     return version
 
 
-def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, state_db: Path):
+def _reference_table(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, path: Path) -> Path:
+    """The champion's training rows, the retrain's reference table (the watch's ``--data``): never served."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    X.iloc[rows].assign(**{TARGET: y[rows]}).to_parquet(path)
+    return path
+
+
+def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, state_db: Path, reference: Path):
     from hpm_ray.distill.spec import DistillSpec
     from hpm_ray.drift.monitor import WatchSpec
     from hpm_ray.serving.predlog import default_url
@@ -177,6 +210,8 @@ def _watch_spec(plan: DriftDemoPlan, url: str, token: str, out: Path, state_db: 
         alarm_n=1,
         out=str(out),
         prediction_log=default_url(state_db),
+        data=str(reference),
+        target=TARGET,
         min_labels=min(200, plan.detect_rows // 2),
         min_rows=math.ceil(min(200, plan.detect_rows // 2) * 0.2),  # 20 % of min_labels: the new version's reference
         reference_rows=plan.reference_rows,
@@ -222,9 +257,10 @@ def run_drift_demo(
     y = y_frame.to_numpy()
     order = rng.permutation(len(X))
     train, held = order[: plan.champion_rows], order[plan.champion_rows : 2 * plan.champion_rows]
-    pool = order[2 * plan.champion_rows :]
+    pool = order[2 * plan.champion_rows :]  # served traffic: drift windows, then A/B, each row served once
     say(f"[1/5] champion: LightGBM on {plan.champion_rows:,} credit rows (reference: {len(held):,} held-out rows)")
     champion = _champion(X, y, train, held)
+    reference = _reference_table(X, y, train, out / "reference.parquet")
     token, fb_token = new_token(), new_token()
     state_db = out / "ab_state.sqlite"
     policy = {
@@ -250,15 +286,17 @@ def run_drift_demo(
     client = _Client(url, token, fb_token, plan.rows_per_request)
     try:
         say(f"[2/5] control: {plan.detect_rows:,} unshifted rows served; drift watch")
-        Xc, _ = traffic(X, y, pool, plan.detect_rows, plan, False, rng)
+        Xc, _, pool = traffic(X, y, pool, plan.detect_rows, plan, False, rng)
         client.predict(Xc)  # their labels are not needed: the watch must not act on this window
         time.sleep(0.6)  # the router writes served rows every ~0.2 s
-        control = watch_once(_watch_spec(plan, url, token, out / "control", state_db), lambda m: say("      " + m))
+        control = watch_once(
+            _watch_spec(plan, url, token, out / "control", state_db, reference), lambda m: say("      " + m)
+        )
         say(f"      control: action {control['action']}")
 
         say(f"[3/5] shift: {plan.detect_rows:,} rows, {plan.young_share:.0%} aged <= {YOUNG}, whose default rate rises")
-        spec = _watch_spec(plan, url, token, out / "shift", state_db)
-        Xs, ys = traffic(X, y, pool, plan.detect_rows, plan, True, rng)
+        spec = _watch_spec(plan, url, token, out / "shift", state_db, reference)
+        Xs, ys, pool = traffic(X, y, pool, plan.detect_rows, plan, True, rng)
         sent = client.predict(Xs)
         time.sleep(0.6)
         try:  # the labels have not arrived: the watch says so and would keep running
@@ -274,17 +312,17 @@ def run_drift_demo(
 
         say("[4/5] A/B at 10 %: shifted traffic, each request labelled, until the sequential test decides")
         t_ab, last, event, n = time.time() - 1, None, None, 0
+        Xa, ya, _ = traffic(X, y, pool, plan.ab_requests * plan.rows_per_request, plan, True, rng)
 
         def look() -> dict | None:
             nonlocal last
             s = client.status()
             last = s if s.get("test") else last
-            ends = [h for h in s.get("history", []) if h["time"] >= t_ab and h["event"] in ("promote", "rollback")]
-            return ends[-1] if ends else None
+            return ab_end(s, t_ab)
 
         while n < plan.ab_requests and event is None:
-            Xa, ya = traffic(X, y, pool, 20 * plan.rows_per_request, plan, True, rng)
-            client.feedback(client.predict(Xa), ya)
+            part = slice(n * plan.rows_per_request, (n + 20) * plan.rows_per_request)
+            client.feedback(client.predict(Xa.iloc[part]), ya[part])
             n += 20
             event = look()
         deadline = time.time() + 10  # the state actor reads joined labels every second
@@ -292,15 +330,7 @@ def run_drift_demo(
             time.sleep(0.5)
             event = look()
         final = client.status()
-        action = (
-            "none"
-            if event is None
-            else "promoted"
-            if event["event"] == "promote"
-            else "inconclusive"
-            if final.get("stage") == "inconclusive"
-            else "rolled_back"
-        )
+        action = "none" if event is None else ENDS[event["event"]]
         metrics = (last or final).get("metrics", {})
         test = (last or final).get("test") or {}
         say(f"[5/5] {action} after {n} A/B requests; the test when it decided:")

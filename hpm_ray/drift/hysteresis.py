@@ -18,9 +18,9 @@ from pathlib import Path
 
 from hpm_ray.errors import SpecError
 
-#: Events of the A/B app after which the watch waits a cooldown (``/ab/status`` history): an inconclusive test
-#: ends as a rollback; ``champion``: the registry's alias moved under the running app.
-AB_EVENTS = ("promote", "rollback", "revert", "champion")
+#: Events of the A/B app after which the watch waits a cooldown (``/ab/status`` history): a test that ends
+#: undecided is its own event (``inconclusive``); ``champion``: the registry's alias moved under the running app.
+AB_EVENTS = ("promote", "rollback", "inconclusive", "revert", "champion")
 #: Actions of the watch itself after which it waits a cooldown.
 WATCH_ACTIONS = ("ab_started", "refused")
 
@@ -102,17 +102,26 @@ class WatchLog:
             torn = f.tell() > 0 and (f.seek(-1, 2), f.read(1))[1] != b"\n"  # a crash cut the last line
             f.write((("\n" if torn else "") + json.dumps({"time": time.time(), **entry}, default=str) + "\n").encode())
 
-    def verdicts(self) -> list[bool]:
-        """Drift verdicts of the completed checks, oldest first (errors are not checks)."""
-        return [bool(e["drifted"]) for e in self.entries() if isinstance(e.get("drifted"), bool)]
+    def verdicts(self, version: str | None = None, after: float | None = None) -> list[bool]:
+        """Drift verdicts of the completed checks, oldest first (errors are not checks); with ``version`` and
+        ``after``, only those of that champion version later than ``after`` (the last action): older ones judged
+        another model, or traffic an action has since answered."""
+        return [
+            bool(e["drifted"])
+            for e in self.entries()
+            if isinstance(e.get("drifted"), bool)
+            and (version is None or e.get("version") == version)
+            and (after is None or float(e["time"]) > after)
+        ]
 
     def last_action(self) -> float | None:
-        times = [float(e["time"]) for e in self.entries() if e.get("action") in WATCH_ACTIONS]
+        """Time of the newest action, or of a retrain that started and then failed (registering, gates, A/B)."""
+        times = [float(e["time"]) for e in self.entries() if e.get("action") in WATCH_ACTIONS or "retrained" in e]
         return max(times) if times else None
 
 
 def last_ab_event(status: dict) -> float | None:
-    """Time of the app's newest promote or rollback in its ``/ab/status`` history (None if it shows none)."""
+    """Time of the app's newest :data:`AB_EVENTS` entry in its ``/ab/status`` history (None if it shows none)."""
     times = [
         float(e["time"])
         for e in status.get("history") or ()

@@ -139,6 +139,7 @@ class DecisionLog:
         self.client = MlflowClient(tracking_uri())
         self.run_id = self.client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
         self.events: list[dict] = []
+        self.retrained: float | None = None  # when this check's retrain started: a failure after it still cost it
 
     def drift(self, result: DriftResult, model: str, version: str) -> None:
         from mlflow.entities import Metric
@@ -277,12 +278,12 @@ def served_training_data(spec: WatchSpec, c: CheckOutcome):
     from hpm_ray.drift.retrain_data import retrain_data
     from hpm_ray.serving.served import labelled_rows
 
+    d = spec.distill
     plog = spec.open_log()
-    try:
-        rows = labelled_rows(plog, spec.app, c.model, since=time.time() - spec.label_days * 86400)
+    try:  # a retrain keeps at most max_rows rows: no need to read more served rows than that
+        rows = labelled_rows(plog, spec.app, c.model, time.time() - spec.label_days * 86400, d.max_rows)
     finally:
         plog.close()
-    d = spec.distill
     return retrain_data(
         rows, c.columns, _table(spec), spec.min_labels, spec.reference_rows, d.max_rows, d.test_size, d.seed
     )
@@ -376,7 +377,9 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
             log.decide("error", str(exc) if isinstance(exc, HPMError) else f"{type(exc).__name__}: {exc}")
             entry = {"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id}
             if c is not None:  # the check itself completed (say, the retrain was refused): its alarm still counts
-                entry["drifted"] = c.result.drifted
+                entry.update(drifted=c.result.drifted, model=c.model, version=c.version)
+            if log.retrained is not None:  # minutes of retraining spent: the cooldown counts from them
+                entry["retrained"] = log.retrained
             journal.append(entry)
             raise
         journal.append(
@@ -423,8 +426,8 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     if running and status.get("stage") in ("rollout", "manual"):
         log.decide("retrain", f"not started: challenger v{running} is already in an A/B ({status['stage']})")
         return {**base, "action": "skipped"}
-    actions = [t for t in (journal.last_action(), last_ab_event(status)) if t is not None]
-    allowed = permit(journal.verdicts() + [True], max(actions, default=None), time.time(), spec.hysteresis())
+    last = max((t for t in (journal.last_action(), last_ab_event(status)) if t is not None), default=None)
+    allowed = permit(journal.verdicts(c.version, after=last) + [True], last, time.time(), spec.hysteresis())
     if not allowed.act:
         log.decide("retrain", f"not started: {allowed.reason}")
         say(f"drift, but no action: {allowed.reason}")
@@ -471,7 +474,7 @@ def _act(spec: WatchSpec, c: CheckOutcome, log: DecisionLog, say: Callable[[str]
     )
     log.decide("retrain", f"started on {source}")
     say(f"drift: retraining on {source} ...")
-    t0 = time.time()
+    t0 = log.retrained = time.time()
     out = (Path(spec.out) if spec.out else Path(c.json_path).parent) / f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     version = _retrain(spec, c.model, out, data)
     log.decide("register", f"{c.model} v{version} registered after {time.time() - t0:.0f} s")
@@ -497,6 +500,8 @@ def watch(
         from hpm_ray.registry.gates import load_gate_file
 
         load_gate_file(spec.gates)
+    if spec.data:  # so does a --data without its --target column, which the first retrain reads hours later
+        _table(spec)
     results: list[dict] = []
     n = 0
     while True:

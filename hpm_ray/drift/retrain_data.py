@@ -75,8 +75,8 @@ def retrain_data(
     """The labelled served ``rows`` (the newest that fit in ``max_rows`` beside the reference rows), a held-out
     ``test_size`` share of them, and up to ``reference_rows`` random rows of ``reference`` in the fit.
 
-    DataError when fewer than ``min_labels`` served rows are labelled (or fit in ``max_rows``), they hold one
-    class only, or a source's columns differ from the champion's ``columns``.
+    DataError when fewer than ``min_labels`` served rows are labelled (or fit in ``max_rows``), the kept ones hold
+    one class only, or a source's columns differ from the champion's ``columns``.
 
     Examples
     --------
@@ -93,8 +93,6 @@ def retrain_data(
             f"only {len(y)} served row(s) have labels; retraining needs {min_labels} "
             "(post labels with POST /feedback or hpm-ray ab feedback --file)"
         )
-    if len({str(v) for v in y}) < 2:
-        raise DataError(f"the {len(y)} labelled served rows hold one class only ({y[0]!r}); nothing to learn from")
     _same_columns(list(rows.features.columns), columns, "the labelled served data")
     y_served = np.asarray(y)
     Xr = yr = None
@@ -115,6 +113,10 @@ def retrain_data(
             f"retraining needs {min_labels}"
         )
     keep = np.arange(max(0, len(y) - budget), len(y))  # the newest served rows (oldest first in ``rows``)
+    if len({str(y[i]) for i in keep}) < 2:
+        raise DataError(
+            f"the {len(keep)} newest labelled served rows hold one class only ({y[keep[0]]!r}); nothing to learn from"
+        )
     fit, held = _hold_out(y_served[keep], test_size, seed, f"the {len(keep)} labelled served rows")
     fit, held = keep[fit], keep[held]
     served = rows.features[columns].reset_index(drop=True)

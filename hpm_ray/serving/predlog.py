@@ -40,6 +40,7 @@ import os
 import secrets
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -565,21 +566,15 @@ class PredictionLog:
             .join(self.predictions, (p.request_id == s.request_id) & (p.variant == s.variant))
             .where(s.app == app)
             .order_by(s.time.desc())
-            .limit(rows)  # every request has a row at least
         )
-        found, n = [], 0
-        with self.engine.connect() as conn:
-            for r in conn.execute(query):
-                found.append(_served_request(r, version=str(r.version), outputs=json.loads(r.outputs)))
-                n += len(found[-1].rows)
-                if n >= rows:
-                    break
-        return found[::-1]
+        return self._newest(query, rows, lambda r: {"version": str(r.version), "outputs": json.loads(r.outputs)})
 
-    def labelled_served(self, app: str, model: str | None = None, since: float | None = None) -> list[ServedRequest]:
+    def labelled_served(
+        self, app: str, model: str | None = None, since: float | None = None, rows: int | None = None
+    ) -> list[ServedRequest]:
         """Answered requests of ``app`` (of ``model``, answered at ``since`` or later) whose labels have arrived,
-        with their feature rows and labels (one join of ``served`` and ``labels``), oldest first. What a retrain
-        on served traffic learns from."""
+        with their feature rows and labels (one join of ``served`` and ``labels``), oldest first: the newest that
+        hold at least ``rows`` feature rows (None: all). What a retrain on served traffic learns from."""
         import sqlalchemy as sa
 
         s, lb = self.served.c, self.labels.c
@@ -587,17 +582,27 @@ class PredictionLog:
             sa.select(s.request_id, s.model, s.variant, s.time, s.features, lb.label)
             .join(self.labels, lb.request_id == s.request_id)
             .where(s.app == app)
-            .order_by(s.time)
+            .order_by(s.time.desc())
         )
         if model is not None:
             query = query.where(s.model == model)
         if since is not None:
             query = query.where(s.time >= since)
+        return self._newest(query, rows, lambda r: {"labels": json.loads(r.label)})
+
+    def _newest(self, query, rows: int | None, extra: Callable) -> list[ServedRequest]:
+        """The requests of ``query`` (newest first) until they hold ``rows`` feature rows (None: all), oldest
+        first; ``extra(r)``: the answer or the labels. SQL reads at most ``rows`` requests: each has a row."""
+        if rows is not None:
+            query = query.limit(rows)
+        found, n = [], 0
         with self.engine.connect() as conn:
-            found = []
             for r in conn.execute(query):
-                found.append(_served_request(r, labels=json.loads(r.label)))
-        return found
+                found.append(_served_request(r, **extra(r)))
+                n += len(found[-1].rows)
+                if rows is not None and n >= rows:
+                    break
+        return found[::-1]
 
     def start_online(self, app: str, version: str, calibration: dict) -> tuple[dict, int]:
         """The trackers of ``version`` in ``app`` and their label count, started at the calibration's start

@@ -85,12 +85,15 @@ def read_window(log: PredictionLog, app: str, n: int) -> ServedWindow:
     )
 
 
-def labelled_rows(log: PredictionLog, app: str, model: str | None = None, since: float | None = None) -> LabelledRows:
-    """The served rows of ``app`` (of ``model``, from ``since``) joined to their labels, oldest first. A request
-    whose label count differs from its rows is skipped (the join refuses such labels; an old log may hold one)."""
-    requests = [r for r in log.labelled_served(app, model, since) if len(r.labels or ()) == len(r.rows)]
+def labelled_rows(
+    log: PredictionLog, app: str, model: str | None = None, since: float | None = None, rows: int | None = None
+) -> LabelledRows:
+    """The served rows of ``app`` (of ``model``, from ``since``) joined to their labels, oldest first: the newest
+    requests holding at least ``rows`` rows (None: all), read so in SQL. A request whose label count differs from
+    its rows is skipped (the join refuses such labels; an old log may hold one)."""
+    requests = [r for r in log.labelled_served(app, model, since, rows) if len(r.labels or ()) == len(r.rows)]
     if not requests and model is not None:  # say where the labels went, if anywhere: a retrain refuses on this
-        others = sorted({r.model for r in log.labelled_served(app, None, since)} - {model})
+        others = sorted({r.model for r in log.labelled_served(app, None, since, rows)} - {model})
         if others:
             raise DataError(
                 f"the labelled served rows of app {app!r} belong to other model(s) {others}, none to {model!r}"
