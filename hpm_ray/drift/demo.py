@@ -1,16 +1,15 @@
 """``hpm-ray drift demo``: the whole drift loop on a real shift of the bundled credit data, and a control.
 
-The champion (LightGBM) is trained on credit rows as they were. Then served traffic changes: clients aged 30
-or less become most of it (a covariate shift the drift check can see, on ``AGE``), and their default rate
-rises (half of their non-defaulters default: the relation between features and default changes, which the
-champion cannot know). Labels arrive late through ``POST /feedback``: the first drifted check finds none and
-refuses to retrain (the watch keeps running); once they are in, the watch retrains on the labelled window plus
-rows of the champion's training data, the gates pass, the A/B starts at 10 %, and labelled A/B traffic goes on
-until the rollout's anytime-valid test decides. Each served row is drawn once from credit rows neither model
-was fitted on, so the A/B judges both on rows new to them. The control run serves as many unshifted rows first: the watch must take no
-action (they stay unlabelled, so the shifted run's retrain learns from shifted rows only). Both log losses
-come from the A/B's own per-version scores on the shifted traffic, with the test's confidence sequence for
-their difference.
+The champion (LightGBM) is trained on credit rows as they were. Then served traffic changes: clients aged 30 or
+less become most of it (a covariate shift the drift check can see, on ``AGE``), and their default rate rises (half
+of their non-defaulters default: the relation between features and default changes, which the champion cannot
+know). Labels arrive late through ``POST /feedback``: the first drifted check finds none and refuses to retrain
+(the watch keeps running); once they are in, the watch retrains on the labelled window plus rows of the champion's
+training data, the gates pass, the A/B starts at 10 %, and labelled A/B traffic goes on until the rollout's
+anytime-valid test decides. Each served row is drawn once from credit rows neither model was fitted on, so the A/B
+judges both on rows new to them. The control run serves as many unshifted rows first: the watch must take no action
+(they stay unlabelled, so the shifted run's retrain learns from shifted rows only). Both log losses come from the
+A/B's own per-version scores on the shifted traffic, with the test's confidence sequence for their difference.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ class WatchLog:
         ]
 
     def last_action(self) -> float | None:
-        """Time of the newest action, or of a retrain that started and then failed (registering, gates, A/B)."""
+        """When the newest action was logged, or the failure of a retrain that had started (registering, gates,
+        A/B): either cost minutes of retraining, and the cooldown counts from the end of them."""
         times = [float(e["time"]) for e in self.entries() if e.get("action") in WATCH_ACTIONS or "retrained" in e]
         return max(times) if times else None
 

@@ -378,7 +378,7 @@ def watch_once(spec: WatchSpec, say: Callable[[str], None] = print) -> dict:
             entry = {"action": "error", "reason": log.events[-1]["detail"], "run_id": log.run_id}
             if c is not None:  # the check itself completed (say, the retrain was refused): its alarm still counts
                 entry.update(drifted=c.result.drifted, model=c.model, version=c.version)
-            if log.retrained is not None:  # minutes of retraining spent: the cooldown counts from them
+            if log.retrained is not None:  # a retrain started: the cooldown counts from this entry, as from an action
                 entry["retrained"] = log.retrained
             journal.append(entry)
             raise
