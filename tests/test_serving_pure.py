@@ -32,6 +32,10 @@ def test_three_formats_give_the_same_frame():
     for frame in (split, records, rows, inst_records):
         assert list(frame.columns) == FEATURES
         np.testing.assert_array_equal(frame.to_numpy(), [[1, 2, 3], [4, 5, 6]])
+    # all-float payloads take the one-block path; an integer column the per-column one: the same frame either way
+    pd.testing.assert_frame_equal(split, pd.DataFrame({"a": [1.0, 4.0], "b": [2.0, 5.0], "c": [3.0, 6.0]}))
+    mixed = parse({"instances": [[1, 2, 3], [4, 5, 6]]}, integer_columns=("b",))
+    pd.testing.assert_frame_equal(mixed, split.astype({"b": np.int64}))
 
 
 def test_integer_columns_cast_and_refuse_fractions():
