@@ -6,7 +6,9 @@ of the same model, (c) plain FastAPI + uvicorn in its own process, no Ray.
 (a) and (b) are measured twice: through Serve's HTTP proxy (the default) and on the ingress replica's own
 port (direct ingress, ``hpm-ray serve --direct-ingress``; Ray here starts with it on, which leaves the proxy
 path as it is). For 1-row and 100-row requests: p50/p99 latency with one client, throughput with --clients
-concurrent clients. Loopback only. Usage: ``python bench/serve.py [--requests 400] [--clients 16] [--rounds 3]``.
+concurrent clients, and meanwhile the serving process's CPU per request (Linux; (a), the fast path and (c): the
+deployments placement spreads over several processes). Loopback only. Usage: ``python bench/serve.py [--requests
+400] [--clients 16] [--rounds 3]``.
 """
 
 # No "from __future__ import annotations": FastAPI must see the real Request type.
@@ -74,8 +76,26 @@ def wait_up(url: str, body: bytes, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def measure(url: str, body: bytes, n: int, clients: int) -> dict:
-    """p50/p99 with one client (n/2 requests), then throughput with ``clients`` concurrent clients (n requests)."""
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) from ``/proc``; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def replica_pid(app: str) -> int | None:
+    """The process of ``app``'s ingress replica (one replica): Ray titles it ``ray::ServeReplica:<app>:<class>``."""
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return next((int(line.split()[0]) for line in ps.splitlines() if f"ServeReplica:{app}:" in line), None)
+
+
+def measure(url: str, body: bytes, n: int, clients: int, pid: int | None = None) -> dict:
+    """p50/p99 with one client (n/2 requests), then throughput with ``clients`` concurrent clients (n requests)
+    and the CPU per request of the serving process ``pid`` meanwhile (throughput on a shared machine moves with
+    the load; the CPU a request costs much less)."""
     import requests
 
     s = requests.Session()
@@ -94,14 +114,16 @@ def measure(url: str, body: bytes, n: int, clients: int) -> dict:
         for _ in range(n // clients):
             assert ss.post(url, data=body, timeout=60).status_code == 200
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), process_cpu_s(pid)
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(worker, range(clients)))
     wall = time.perf_counter() - t
+    done = (n // clients) * clients
     return {
         "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)),
-        "rps": (n // clients) * clients / wall,
+        "rps": done / wall,
+        "cpu_ms": np.nan if cpu is None else (process_cpu_s(pid) - cpu) * 1000 / done,
     }
 
 
@@ -169,17 +191,21 @@ def main() -> int:
             resume=False,
         )
         targets[f"(b) A/B router {placement}"] = url + "/predict"
+    pids: dict[str, int | None] = {}  # the process whose CPU a target's requests cost (the replica, not the proxy)
     for label, app in (
         ("(a) one Serve deployment", "bench-single"),
         ("(b) A/B router fast_path", "bench-fast_path"),
         ("(b) A/B router deployments", "bench-deployments"),
     ):
         targets[f"{label} direct"] = ingress.replica_urls(app, "127.0.0.1")[0] + "/predict"
+        if app != "bench-deployments":  # its variants answer in other processes
+            pids[label] = pids[f"{label} direct"] = replica_pid(app)
     pport = free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, PORT_PLAIN_ARG, str(pport), f"models:/{name}/{versions[0]}", tracking_uri()]
     )
     targets["(c) plain FastAPI+uvicorn"] = f"http://127.0.0.1:{pport}/predict"
+    pids["(c) plain FastAPI+uvicorn"] = proc.pid
     rounds: dict[str, list[dict]] = {}
     try:
         for url in targets.values():
@@ -192,19 +218,24 @@ def main() -> int:
         for _ in range(args.rounds):
             for label, url in targets.items():
                 for n, body in bodies.items():
-                    rounds.setdefault(f"{label}|{n}", []).append(measure(url, body, args.requests, args.clients))
+                    rounds.setdefault(f"{label}|{n}", []).append(
+                        measure(url, body, args.requests, args.clients, pids.get(label))
+                    )
     finally:
         proc.terminate()
         proc.wait(10)
         for placement in ("fast_path", "deployments"):
             stop(f"bench-{placement}")
         serve.shutdown()
-    results = {k: {m: float(np.median([r[m] for r in v])) for m in ("p50", "p99", "rps")} for k, v in rounds.items()}
+    results = {
+        k: {m: float(np.median([r[m] for r in v])) for m in ("p50", "p99", "rps", "cpu_ms")} for k, v in rounds.items()
+    }
     for key, r in results.items():
         label, n = key.split("|")
         n = int(n)
         print(
-            f"  {label:<35} {n:>3} rows  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['rps']:7.1f} req/s  {r['rps'] * n:9.0f} rows/s"
+            f"  {label:<35} {n:>3} rows  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  {r['rps']:7.1f} req/s  "
+            f"{r['rps'] * n:9.0f} rows/s  server CPU {r['cpu_ms']:4.1f} ms/req"
         )
 
     def ratio(a: str, b: str, key: str) -> float:
@@ -225,6 +256,15 @@ def main() -> int:
             f"100-row rows/s {'through the proxy' if not path else 'direct ingress'}: Serve fast path / plain FastAPI "
             f"{tp_fast:.2f}x; one deployment / plain {tp_single:.2f}x (target >= 0.8x) {'OK' if tp_fast >= 0.8 else 'MISSED'}"
         )
+    cpu = {
+        k: results[f"{k}|100"]["cpu_ms"] for k in ("(b) A/B router fast_path direct", "(a) one Serve deployment direct")
+    }
+    plain = results["(c) plain FastAPI+uvicorn|100"]["cpu_ms"]
+    print(
+        f"server CPU per 100-row request under {args.clients} clients: fast path {cpu['(b) A/B router fast_path direct']:.2f} "
+        f"ms, one deployment {cpu['(a) one Serve deployment direct']:.2f} ms, plain {plain:.2f} ms (replica process, "
+        "direct ingress; the fast path's includes its prediction log and metrics threads)"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hpm_ray.errors import HPMError
 from hpm_ray.serving.client import call
 from hpm_ray.serving.models import InputSpec, confidence
+from hpm_ray.serving.predlog import outputs_of
 from hpm_ray.serving.routing import choose, key_point, normalized, pick
 from hpm_ray.serving.schemas import PayloadError, load_json, parse_payload, read_body
 
@@ -31,6 +32,10 @@ def test_three_formats_give_the_same_frame():
     for frame in (split, records, rows, inst_records):
         assert list(frame.columns) == FEATURES
         np.testing.assert_array_equal(frame.to_numpy(), [[1, 2, 3], [4, 5, 6]])
+    # all-float payloads take the one-block path; an integer column the per-column one: the same frame either way
+    pd.testing.assert_frame_equal(split, pd.DataFrame({"a": [1.0, 4.0], "b": [2.0, 5.0], "c": [3.0, 6.0]}))
+    mixed = parse({"instances": [[1, 2, 3], [4, 5, 6]]}, integer_columns=("b",))
+    pd.testing.assert_frame_equal(mixed, split.astype({"b": np.int64}))
 
 
 def test_integer_columns_cast_and_refuse_fractions():
@@ -174,12 +179,12 @@ def test_sticky_keys_are_stable_and_move_one_way():
     assert abs(sum(v == "challenger" for v in at10.values()) / len(keys) - 0.10) < 0.03
 
 
-def test_confidence_from_a_prediction_frame():
+def test_confidence_from_the_logged_outputs():
     out = pd.DataFrame(
         {"prediction": [1, 0, 2], "proba_0": [0.3, 0.8, 0.1], "proba_1": [0.7, 0.2, 0.3], "proba_2": [0.0, 0.0, 0.6]}
     )
-    assert confidence(out) == pytest.approx((0.7 + 0.8 + 0.6) / 3)
-    assert confidence(pd.DataFrame({"q_0.5": [1.0]})) is None
+    assert confidence(outputs_of(out)) == pytest.approx((0.7 + 0.8 + 0.6) / 3)
+    assert confidence(outputs_of(pd.DataFrame({"q_0.5": [1.0]}))) is None
 
 
 def test_serve_config_is_valid_for_serve_run_and_for_the_app():

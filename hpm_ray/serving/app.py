@@ -211,7 +211,8 @@ class ABRouter:
             self._sync_online(list(self.features))
         except Exception as exc:  # the log's database away: static intervals until the next round reaches it
             log.warning("online interval state not read: %s", exc)
-        self.buffer: list[tuple] = []
+        self.buffer: list[tuple] = []  # (variant, ok, latency_ms, confidence, routed) per answer, for the state actor
+        self.unexported: list[tuple] = []  # the same, flushed to the actor, their metrics not yet recorded
         self.shadow_tasks: dict[str, asyncio.Task] = {}
         self._loop_task = self._log_task = None
         self.state_error = ""  # the last failed call to the state actor ("" when the last one worked)
@@ -253,6 +254,7 @@ class ABRouter:
             await asyncio.sleep(0.2)
             try:
                 self._flush()
+                await self._export_metrics()
                 await self._refresh()
                 self.state_error = ""
             except Exception as exc:  # keep serving on the last good snapshot; find the actor again by name
@@ -368,7 +370,28 @@ class ABRouter:
     def _flush(self) -> None:
         if self.buffer:
             self.state.record.remote(self.buffer)  # actor calls from one caller run in order
+            self.unexported.extend(self.buffer)
             self.buffer = []
+
+    async def _export_metrics(self) -> None:
+        """The flushed records' Prometheus metrics, recorded from a worker thread every round: four Ray metric calls
+        per answer on the event loop, which every request of the replica waits for, were a measurable share of the
+        router's loop time under load (BENCHMARKS.md, "Where the fast path's time goes")."""
+        batch, self.unexported = self.unexported, []
+        if batch:
+            await asyncio.to_thread(self._observe, batch)
+
+    def _observe(self, batch: list[tuple]) -> None:
+        counts: dict[tuple[str, bool], int] = {}
+        for variant, ok, latency, conf, _ in batch:
+            counts[variant, ok] = counts.get((variant, ok), 0) + 1
+            self.m_latency.observe(latency, tags={"variant": variant})
+            if conf is not None:
+                self.m_confidence.observe(conf, tags={"variant": variant})
+        for (variant, ok), n in counts.items():
+            self.m_requests.inc(n, tags={"variant": variant})
+            if not ok:
+                self.m_errors.inc(n, tags={"variant": variant})
 
     # -- inference ----------------------------------------------------------------------------------------
     async def _infer(self, slot: str, version: str, frame):
@@ -393,10 +416,9 @@ class ABRouter:
         """Count one answer and log it; ``outputs`` (:func:`outputs_of` of ``out``, when already computed) gets the
         ``online`` record of the rows' served margins (:func:`hpm_ray.serving.online.adaptive`)."""
         latency = (time.perf_counter() - started) * 1000
-        conf = confidence(out) if out is not None else None
-        self.buffer.append((variant, ok, latency, conf, routed))
         if outputs is None and out is not None:
             outputs = outputs_of(out)
+        self.buffer.append((variant, ok, latency, confidence(outputs), routed))
         if outputs is not None and online is not None:
             outputs = {**outputs, "online": online}
         matures = self.pool.matures_s(version)
@@ -415,12 +437,6 @@ class ABRouter:
                     features=features,
                 )
             )
-        self.m_requests.inc(tags={"variant": variant})
-        if not ok:
-            self.m_errors.inc(tags={"variant": variant})
-        self.m_latency.observe(latency, tags={"variant": variant})
-        if conf is not None:
-            self.m_confidence.observe(conf, tags={"variant": variant})
         if len(self.buffer) >= 500:
             self._flush()
 

@@ -26,12 +26,13 @@ def model_uri(name: str, version: str) -> str:
     return f"models:/{name}/{version}"
 
 
-def confidence(out: pd.DataFrame) -> float | None:
-    """Mean of the per-row max class probability (``proba_*`` columns); ``None`` for non-classifiers."""
-    cols = [out[c].to_numpy(dtype=float) for c in out.columns if str(c).startswith("proba_")]
-    if not cols:
+def confidence(outputs: dict | None) -> float | None:
+    """Mean of the per-row max class probability, from :func:`hpm_ray.serving.predlog.outputs_of` (the rows the
+    log stores anyway: no second pass over the answer frame); ``None`` for non-classifiers."""
+    if not outputs or "proba" not in outputs or not outputs["proba"]:
         return None
-    return float(np.maximum.reduce(cols).mean())  # column-wise: avoids a mixed-dtype frame copy per request
+    rows = outputs["proba"]
+    return float(sum(map(max, rows)) / len(rows))
 
 
 @dataclass(frozen=True)

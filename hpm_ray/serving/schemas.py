@@ -173,9 +173,14 @@ def parse_payload(
                 f"row {int(np.argmax(np.isnan(values[:, names.index(c)])))}, column {c!r}: null, "
                 "and this model does not take missing values",
             )
+    where = {c: k for k, c in enumerate(names)}
+    if all(f in where and f not in inputs.integer for f in features):  # all float, every column sent: one block
+        order = [where[f] for f in features]  # a 2-D frame is built ~3x faster than from a dict of 23 columns
+        return Payload(
+            pd.DataFrame(values if order == list(range(len(names))) else values[:, order], columns=features), ignored
+        )
     out: dict[str, object] = {}
     unseen: dict[str, int] = {}
-    where = {c: k for k, c in enumerate(names)}
     for f in features:
         if f in where:
             out[f] = _integers(values[:, where[f]], f) if f in inputs.integer else values[:, where[f]]
