@@ -377,3 +377,34 @@ def test_records_are_what_to_dict_gives_natives_included():
     # strings and nullable integers: pandas' own conversion (its missing values become None / NaN)
     other = pd.DataFrame({"label": ["a", None], "n": pd.array([1, None], dtype="Int64")})
     assert records(other)[1]["n"] is None and records(other)[0] == {"label": "a", "n": 1}
+
+
+def test_router_metrics_are_counted_per_variant_off_the_event_loop():
+    """The router records its Prometheus metrics from a batch of answers (a worker thread each round)."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from hpm_ray.serving.app import ABRouter
+
+    class Metric:
+        def __init__(self):
+            self.calls = Counter()
+
+        def inc(self, n, tags):
+            self.calls[tags["variant"]] += n
+
+        def observe(self, value, tags):
+            self.calls[tags["variant"]] += 1
+
+    me = SimpleNamespace(m_latency=Metric(), m_confidence=Metric(), m_requests=Metric(), m_errors=Metric())
+    batch = [
+        ("champion", True, 1.0, 0.8, True),
+        ("champion", False, 2.0, None, True),
+        ("challenger", True, 3.0, 0.6, True),
+        ("champion", True, 4.0, 0.9, False),
+    ]
+    ABRouter.func_or_class._observe(me, batch)
+    assert me.m_requests.calls == {"champion": 3, "challenger": 1}
+    assert me.m_errors.calls == {"champion": 1}
+    assert me.m_latency.calls == {"champion": 3, "challenger": 1}
+    assert me.m_confidence.calls == {"champion": 2, "challenger": 1}  # an error has no confidence

@@ -212,7 +212,7 @@ class ABRouter:
         except Exception as exc:  # the log's database away: static intervals until the next round reaches it
             log.warning("online interval state not read: %s", exc)
         self.buffer: list[tuple] = []  # (variant, ok, latency_ms, confidence, routed) per answer, for the state actor
-        self.unexported: list[tuple] = []  # the same, flushed to the actor, their metrics not yet recorded
+        self.unexported: list[tuple] = []  # the same, their metrics not yet recorded (whether the actor is up or not)
         self.shadow_tasks: dict[str, asyncio.Task] = {}
         self._loop_task = self._log_task = None
         self.state_error = ""  # the last failed call to the state actor ("" when the last one worked)
@@ -253,8 +253,8 @@ class ABRouter:
         while True:
             await asyncio.sleep(0.2)
             try:
-                self._flush()
                 await self._export_metrics()
+                self._flush()
                 await self._refresh()
                 self.state_error = ""
             except Exception as exc:  # keep serving on the last good snapshot; find the actor again by name
@@ -370,7 +370,6 @@ class ABRouter:
     def _flush(self) -> None:
         if self.buffer:
             self.state.record.remote(self.buffer)  # actor calls from one caller run in order
-            self.unexported.extend(self.buffer)
             self.buffer = []
 
     async def _export_metrics(self) -> None:
@@ -418,7 +417,9 @@ class ABRouter:
         latency = (time.perf_counter() - started) * 1000
         if outputs is None and out is not None:
             outputs = outputs_of(out)
-        self.buffer.append((variant, ok, latency, confidence(outputs), routed))
+        record = (variant, ok, latency, confidence(outputs), routed)
+        self.buffer.append(record)
+        self.unexported.append(record)
         if outputs is not None and online is not None:
             outputs = {**outputs, "online": online}
         matures = self.pool.matures_s(version)
