@@ -11,9 +11,8 @@ actors in every setup (runs given an address re-run a trial that drew an actor c
 per-trial overhead of each setup comes from Tune's own per-trial results (``result.json``): (search span x CPUs
 - summed in-trial time) / trials, where the span runs from the first trial's start to the last trial's last
 report (each report's own ``reported_at``: Tune's whole-second timestamps would be good to about 2 / trials s
-only). It leaves out starting or joining
-Ray, refits and MLflow, which differ between the setups; the run times in the table include them (the local
-peer's includes starting Ray, which the cluster peers do not pay).
+only). It leaves out starting or joining Ray, refits and MLflow, which differ between the setups; the run times
+in the table include them (the local peer's includes starting Ray, which the cluster peers do not pay).
 
 usage: python bench/scale.py [--trials 12] [--cpus-per-node 1] [--max-rows 4000]
 """

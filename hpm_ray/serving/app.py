@@ -373,9 +373,9 @@ class ABRouter:
             self.buffer = []
 
     async def _export_metrics(self) -> None:
-        """The flushed records' Prometheus metrics, recorded from a worker thread every round: four Ray metric calls
-        per answer on the event loop, which every request of the replica waits for, were a measurable share of the
-        router's loop time under load (BENCHMARKS.md, "Where the fast path's time goes")."""
+        """The Prometheus metrics of the answers since the last round, recorded from a worker thread: the Ray metric
+        calls of every answer on the event loop, which every request of the replica waits for, were a measurable
+        share of the router's loop time under load (BENCHMARKS.md, "Where the fast path's time goes")."""
         batch, self.unexported = self.unexported, []
         if batch:
             await asyncio.to_thread(self._observe, batch)
